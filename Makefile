@@ -1,0 +1,96 @@
+# pushworker: build, test, run. One plain Makefile; see README.md.
+#   make            build/worker
+#   make test       unit tests, then integration tests against a throwaway PostgreSQL
+#   make run        the worker against a throwaway PostgreSQL (or $DATABASE_URL)
+#   make SANITIZE=1 ...   the same under ASan+UBSan
+
+CC      ?= cc
+PKGS    := libh2o-evloop json-c libpq libcrypto libssl libcurl
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -DH2O_USE_EPOLL=1 -Wall -Wextra -Werror -I. \
+           -DPW_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread
+
+ifeq ($(SANITIZE),1)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+B       := build/san
+else
+B       := build
+endif
+
+PROTO_SRC  := $(wildcard proto/*.c)
+WORKER_SRC := $(wildcard worker/*.c)
+MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+PROTO_OBJ  := $(PROTO_SRC:%.c=$(B)/obj/%.o)
+WORKER_OBJ := $(WORKER_SRC:%.c=$(B)/obj/%.o) $(B)/obj/migrations_sql.o
+
+UNIT_PROTO := $(wildcard tests/unit/proto/*.c)
+UNIT_WORKER:= $(wildcard tests/unit/worker/*.c)
+UNIT_BIN   := $(UNIT_PROTO:tests/unit/%.c=$(B)/tests/unit/%) $(UNIT_WORKER:tests/unit/%.c=$(B)/tests/unit/%)
+WORKER_LIB := $(filter-out $(B)/obj/worker/main.o,$(WORKER_OBJ))
+INTEG_LIB  := $(filter-out %_test.c,$(wildcard tests/integration/*.c))
+INTEG_SRC  := $(wildcard tests/integration/*_test.c)
+INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
+
+.PHONY: all test test-unit test-integration run clean format lint bench
+all: $(B)/worker
+
+$(B)/worker: $(WORKER_OBJ) $(B)/libproto.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(B)/libproto.a: $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/obj/%.o: %.c $(wildcard proto/*.h worker/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The SQL of migrations/ is compiled into the binary: a container needs nothing but build/worker.
+$(B)/gen/migrations_sql.c: $(MIGRATIONS) scripts/embed-sql
+	@mkdir -p $(dir $@)
+	scripts/embed-sql $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
+
+$(B)/obj/migrations_sql.o: $(B)/gen/migrations_sql.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# Unit tests mirror the tree: tests/unit/proto/X.c tests proto/X.c (and links only proto/).
+$(B)/tests/unit/proto/%: tests/unit/proto/%.c $(B)/libproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(B)/libproto.a $(LDLIBS) -lcmocka
+
+$(B)/tests/unit/worker/%: tests/unit/worker/%.c $(WORKER_LIB) $(B)/libproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WORKER_LIB) $(B)/libproto.a $(LDLIBS) -lcmocka
+
+$(B)/tests/integration/%: tests/integration/%.c $(INTEG_LIB) $(wildcard tests/integration/*.h) $(B)/libproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(INTEG_LIB) $(B)/libproto.a $(LDLIBS) -lcmocka
+
+test: all $(UNIT_BIN) $(INTEG_BIN)
+	@scripts/setup --check
+	B=$(B) tests/run
+
+test-unit: $(UNIT_BIN)
+	B=$(B) tests/run --unit-only
+
+run: all
+	@scripts/setup --check
+	B=$(B) scripts/run-local
+
+bench: all
+	B=$(B) scripts/bench
+
+format:
+	clang-format -i $(PROTO_SRC) $(WORKER_SRC) proto/*.h worker/*.h
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --std=c11 -I. proto worker
+	clang-tidy $(PROTO_SRC) $(WORKER_SRC) -- $(CFLAGS)
+
+clean:
+	rm -rf build

@@ -1,0 +1,49 @@
+/* Byte slices and the error convention shared by every proto module. */
+#ifndef PW_STR_H
+#define PW_STR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A non-owning byte slice: never assumed NUL-terminated. base == NULL means "absent". */
+typedef struct {
+    const char *base;
+    size_t len;
+} pw_str_t;
+
+#define PW_STR_NULL ((pw_str_t){NULL, 0})
+#define PW_STR_LIT(s) ((pw_str_t){(s), sizeof(s) - 1})
+
+static inline pw_str_t pw_str(const char *s, size_t len)
+{
+    return (pw_str_t){s, len};
+}
+
+static inline int pw_str_present(pw_str_t s)
+{
+    return s.base != NULL;
+}
+
+static inline int pw_str_eq(pw_str_t s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.base != NULL && s.len == n && memcmp(s.base, lit, n) == 0;
+}
+
+/* Error codes: every fallible proto function returns 0 or one of these (negative). */
+enum {
+    PW_OK = 0,
+    PW_EINVAL = -1,    /* malformed input (the err buffer says why) */
+    PW_ERANGE = -2,    /* a value out of its allowed range */
+    PW_ETOOBIG = -3,   /* input over a size limit */
+    PW_EUNSUPP = -4,   /* well-formed but not a format we handle */
+};
+
+/* Writes a printf-style reason into err (when err != NULL && errlen > 0); returns code. */
+int pw_set_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* A static description of a PW_E* code. */
+const char *pw_strerror(int code);
+
+#endif

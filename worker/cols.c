@@ -1,0 +1,148 @@
+/* Builds PostgreSQL array literals for the batched statements. */
+#include "worker/cols.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include "worker/util.h"
+
+void pw_cols_begin(pw_cols_t *c, int ncols)
+{
+    assert(ncols > 0 && ncols <= PW_COLS_MAX);
+    c->ncols = ncols;
+    c->nrows = 0;
+    c->replaced = 0;
+    for (int i = 0; i < ncols; i++) {
+        pw_buf_reset(&c->col[i]);
+        pw_buf_appendc(&c->col[i], '{');
+    }
+}
+
+void pw_cols_finish(pw_cols_t *c)
+{
+    for (int i = 0; i < c->ncols; i++)
+        pw_buf_appendc(&c->col[i], '}');
+}
+
+void pw_cols_dispose(pw_cols_t *c)
+{
+    for (int i = 0; i < PW_COLS_MAX; i++)
+        pw_buf_dispose(&c->col[i]);
+}
+
+static pw_buf_t *next_elem(pw_cols_t *c, int i)
+{
+    assert(i >= 0 && i < c->ncols);
+    pw_buf_t *b = &c->col[i];
+    if (b->len > 1)
+        pw_buf_appendc(b, ',');
+    return b;
+}
+
+/* Appends s quoted and escaped; NUL bytes become U+FFFD. */
+static void append_quoted(pw_cols_t *c, pw_buf_t *b, const char *s, size_t n)
+{
+    pw_buf_reserve(b, n + n / 8 + 2);
+    pw_buf_appendc(b, '"');
+    size_t run = 0;
+    for (size_t k = 0; k < n; k++) {
+        char ch = s[k];
+        if (ch != '"' && ch != '\\' && ch != '\0')
+            continue;
+        pw_buf_append(b, s + run, k - run);
+        if (ch == '\0') {
+            pw_buf_append(b, "\xEF\xBF\xBD", 3);
+            c->replaced++;
+        } else {
+            pw_buf_appendc(b, '\\');
+            pw_buf_appendc(b, ch);
+        }
+        run = k + 1;
+    }
+    pw_buf_append(b, s + run, n - run);
+    pw_buf_appendc(b, '"');
+}
+
+void pw_cols_str(pw_cols_t *c, int i, pw_str_t s)
+{
+    pw_buf_t *b = next_elem(c, i);
+    if (s.base == NULL)
+        pw_buf_append(b, "NULL", 4);
+    else
+        append_quoted(c, b, s.base, s.len);
+}
+
+void pw_cols_cstr(pw_cols_t *c, int i, const char *s)
+{
+    pw_cols_str(c, i, s != NULL ? pw_str(s, strlen(s)) : PW_STR_NULL);
+}
+
+void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t)
+{
+    if (t == 0) {
+        pw_cols_str(c, i, PW_STR_NULL);
+        return;
+    }
+    char text[30];
+    pw_time_format_pg(t, text);
+    pw_cols_str(c, i, pw_str(text, strlen(text)));
+}
+
+void pw_cols_json(pw_cols_t *c, int i, json_object *o)
+{
+    if (o == NULL) {
+        pw_cols_str(c, i, PW_STR_NULL);
+        return;
+    }
+    size_t n;
+    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    /* jsonb rejects \u0000 ("cannot be converted to text"): write U+FFFD instead. */
+    if (memmem(s, n, "\\u0000", 6) == NULL) {
+        pw_cols_str(c, i, pw_str(s, n));
+        return;
+    }
+    pw_buf_t fixed = {0};
+    for (size_t k = 0; k < n;) {
+        /* An escaped backslash ("\\u0000" in JSON text) is not an escape of NUL: skip pairs. */
+        if (s[k] == '\\' && k + 1 < n && s[k + 1] == '\\') {
+            pw_buf_append(&fixed, s + k, 2);
+            k += 2;
+        } else if (k + 6 <= n && memcmp(s + k, "\\u0000", 6) == 0) {
+            pw_buf_append(&fixed, "\\ufffd", 6);
+            c->replaced++;
+            k += 6;
+        } else {
+            pw_buf_appendc(&fixed, s[k++]);
+        }
+    }
+    pw_cols_str(c, i, pw_str(fixed.base, fixed.len));
+    pw_buf_dispose(&fixed);
+}
+
+void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw)
+{
+    char digits[64];
+    size_t n = 0;
+    digits[n++] = '+';
+    for (size_t k = 0; raw.base != NULL && k < raw.len && n < sizeof digits; k++)
+        if (raw.base[k] >= '0' && raw.base[k] <= '9')
+            digits[n++] = raw.base[k];
+    pw_cols_str(c, i, n > 1 ? pw_str(digits, n) : PW_STR_NULL);
+}
+
+void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    pw_buf_t *b = next_elem(c, i);
+    pw_buf_reserve(b, 2 * n + 6);
+    /* In an array literal the element text \x... needs its backslash escaped. */
+    pw_buf_append(b, "\"\\\\x", 4);
+    const unsigned char *u = p;
+    char *o = b->base + b->len;
+    for (size_t k = 0; k < n; k++) {
+        *o++ = hex[u[k] >> 4];
+        *o++ = hex[u[k] & 15];
+    }
+    b->len += 2 * n;
+    pw_buf_appendc(b, '"');
+}

@@ -1,0 +1,50 @@
+/* Statement parameters as PostgreSQL array literals: one text array per column, one element per row. */
+#ifndef PW_COLS_H
+#define PW_COLS_H
+
+#include <json-c/json.h>
+
+#include "proto/pw_str.h"
+#include "proto/time.h"
+#include "worker/util.h"
+
+#define PW_COLS_MAX 12
+
+/*
+ * Many pushes' rows go into one statement as arrays (`unnest($1::text[], ...)`), so a group of
+ * pushes costs one round trip. Elements are always double-quoted with '"' and '\' escaped, or
+ * the bare word NULL. Text cannot hold NUL bytes: each one becomes U+FFFD and is counted in
+ * `replaced`. Buffers are kept between batches to avoid reallocating.
+ */
+typedef struct {
+    pw_buf_t col[PW_COLS_MAX];
+    int ncols;
+    size_t nrows;
+    size_t replaced; /* NUL bytes (or \u0000 escapes in JSON) replaced by U+FFFD */
+} pw_cols_t;
+
+/* Starts an empty set of ncols arrays ("{" each). */
+void pw_cols_begin(pw_cols_t *c, int ncols);
+/* Closes every array ("}"); the literals are then c->col[i].base. */
+void pw_cols_finish(pw_cols_t *c);
+/* Frees the buffers. Idempotent. */
+void pw_cols_dispose(pw_cols_t *c);
+
+/* Appends one element to column i. s.base == NULL appends NULL. */
+void pw_cols_str(pw_cols_t *c, int i, pw_str_t s);
+void pw_cols_cstr(pw_cols_t *c, int i, const char *s);
+/* A timestamptz element; 0 appends NULL. */
+void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
+/* A jsonb element (the object's compact JSON text); NULL appends NULL. */
+void pw_cols_json(pw_cols_t *c, int i, json_object *o);
+/* A phone number as '+' followed by its digits; NULL when absent or without digits. */
+void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
+/* A bytea element in hex form. */
+void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n);
+/* Counts a row; every column must have received one element. */
+static inline void pw_cols_end_row(pw_cols_t *c)
+{
+    c->nrows++;
+}
+
+#endif

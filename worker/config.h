@@ -1,0 +1,34 @@
+/* Configuration from the environment, as Cloud Run passes it; a bad value stops start-up with one clear line. */
+#ifndef PW_CONFIG_H
+#define PW_CONFIG_H
+
+#include <stddef.h>
+
+typedef enum { PW_AUTH_VERIFY = 0, PW_AUTH_CLAIMS, PW_AUTH_OFF } pw_auth_mode_t;
+
+typedef struct {
+    int port;                  /* PORT, default 8080 */
+    const char *database_url;  /* DATABASE_URL (libpq conninfo or URI); "" means libpq's defaults */
+    pw_auth_mode_t auth_mode;  /* PUBSUB_AUTH: verify | claims | off */
+    const char *audience;      /* PUBSUB_AUDIENCE (required unless auth is off) */
+    const char *service_account; /* PUBSUB_SERVICE_ACCOUNT, NULL when unset */
+    const char *jwks_url;      /* OIDC_JWKS_URL */
+    const char *issuers;       /* OIDC_ISSUERS, comma-separated */
+    int threads;               /* WORKER_THREADS, default: online CPUs */
+    size_t max_body_bytes;     /* MAX_BODY_BYTES, default 16 MiB */
+    int deadline_ms;           /* PUSH_DEADLINE_MS, default 8000 (below Pub/Sub's 10 s ack deadline) */
+    int batch_max;             /* DB_BATCH_MAX pushes per transaction, default 256 */
+    size_t batch_max_bytes;    /* DB_BATCH_MAX_BYTES, default 8 MiB of decoded payloads */
+    int queue_max;             /* DB_QUEUE_MAX pushes waiting per thread before 503, default 4096 */
+    int log_level;             /* LOG_LEVEL */
+} pw_config_t;
+
+/**
+ * Fills cfg from the environment. Returns 0, or -1 after writing one line naming the variable,
+ * its value and what is accepted into err.
+ */
+int pw_config_load(pw_config_t *cfg, char *err, size_t errlen);
+
+const char *pw_auth_mode_name(pw_auth_mode_t mode);
+
+#endif

@@ -1,0 +1,323 @@
+/* h2o event loops: routing, push decoding, answering each push when its transaction commits. */
+#include "worker/http.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "worker/db.h"
+#include "worker/dispatch.h"
+#include "worker/log.h"
+#include "worker/util.h"
+
+/* The loops wake at least this often to notice a stop. */
+#define PW_LOOP_TICK_MS 100
+
+typedef struct {
+    pthread_t tid;
+    int listen_fd;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    pw_db_t *db;
+    h2o_timeout_t deadline;
+    size_t pushes_alive; /* push objects not yet released (answered or not) */
+} pw_thread_t;
+
+/* A push between its request and its commit. Lives on the heap: it may outlive the request. */
+typedef struct {
+    pw_db_job_t job;
+    pw_push_t push;
+    h2o_req_t *req;        /* NULL once answered or once the request is gone */
+    void **cell;           /* in req->pool; its dispose tells us the request is gone */
+    h2o_timeout_entry_t deadline;
+    pw_thread_t *thread;
+    double started_ms;
+} pw_http_push_t;
+
+static const pw_config_t *config;
+static h2o_globalconf_t globalconf;
+static atomic_int stopping;
+static _Thread_local pw_thread_t *self;
+
+/* ---- answers ---- */
+
+static void send_text(h2o_req_t *req, int status, const char *reason, const char *body)
+{
+    h2o_send_error_generic(req, status, reason, body, H2O_SEND_ERROR_KEEP_HEADERS);
+}
+
+static void send_no_content(h2o_req_t *req)
+{
+    req->res.status = 204;
+    req->res.reason = "No Content";
+    req->res.content_length = 0;
+    h2o_send_inline(req, "", 0);
+}
+
+static void send_unavailable(h2o_req_t *req, const char *body)
+{
+    /* Pub/Sub ignores Retry-After but other clients (replay, load balancers) use it. */
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    send_text(req, 503, "Service Unavailable", body);
+}
+
+/* Answers the push's request, once, if it is still there. */
+static void answer_push(pw_http_push_t *hp, int status)
+{
+    h2o_timeout_unlink(&hp->deadline);
+    h2o_req_t *req = hp->req;
+    if (req == NULL)
+        return;
+    hp->req = NULL;
+    if (status == 204)
+        send_no_content(req);
+    else
+        send_unavailable(req, status == 503 && hp->job.abandoned ? "deadline passed before commit\n"
+                                                                 : "database unavailable, retry later\n");
+}
+
+static void on_cell_dispose(void *p)
+{
+    pw_http_push_t *hp = *(pw_http_push_t **)p;
+    if (hp != NULL) {
+        hp->req = NULL; /* the client went away: nothing to answer */
+        hp->cell = NULL;
+    }
+}
+
+static void log_push(const pw_http_push_t *hp, int status)
+{
+    if (!pw_log_enabled(PW_LOG_DEBUG) && status == 204 && hp->push.dead_reason == NULL)
+        return;
+    static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
+    char extra[512], id[40] = "", reason[300] = "";
+    /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
+    if (hp->push.env.message_id.base != NULL)
+        snprintf(id, sizeof id, "%.12s", hp->push.env.message_id.base);
+    if (hp->push.dead_reason != NULL)
+        pw_log_escape(hp->push.dead_reason, reason, sizeof reason);
+    char idesc[80];
+    snprintf(extra, sizeof extra,
+             "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s",
+             status, outcomes[hp->push.outcome], pw_log_escape(id, idesc, sizeof idesc), hp->push.wh.n_statuses,
+             hp->push.wh.n_inbound, pw_now_ms() - hp->started_ms, reason[0] ? ",\"reason\":\"" : "", reason,
+             reason[0] ? "\"" : "");
+    if (hp->push.dead_reason != NULL && status == 204)
+        pw_log(PW_LOG_WARNING, extra, "push kept as a dead letter");
+    else if (status != 204)
+        pw_log(PW_LOG_WARNING, extra, "push not committed, answered %d", status);
+    else
+        pw_log(PW_LOG_DEBUG, extra, "push committed");
+}
+
+static void on_db_done(pw_db_job_t *job, int status)
+{
+    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, job, job);
+    log_push(hp, status);
+    answer_push(hp, status);
+    if (hp->cell != NULL)
+        *hp->cell = NULL;
+    hp->thread->pushes_alive--;
+    pw_push_dispose(&hp->push);
+    free(hp);
+}
+
+static void on_deadline(h2o_timeout_entry_t *entry)
+{
+    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, deadline, entry);
+    hp->job.abandoned = 1; /* still written if already sent; skipped if still queued */
+    answer_push(hp, 503);
+}
+
+static pw_str_t header_value(h2o_req_t *req, const char *lower_name)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, lower_name, strlen(lower_name), -1);
+    if (i < 0)
+        return PW_STR_NULL;
+    return pw_str(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
+
+static void handle_push(h2o_req_t *req)
+{
+    if (atomic_load(&stopping)) {
+        send_unavailable(req, "shutting down, retry later\n");
+        return;
+    }
+    pw_unwrapped_meta_t meta = {
+        .message_id = header_value(req, "x-goog-pubsub-message-id"),
+        .publish_time = header_value(req, "x-goog-pubsub-publish-time"),
+        .subscription = header_value(req, "x-goog-pubsub-subscription-name"),
+        .ordering_key = header_value(req, "x-goog-ordering-key"),
+    };
+    pw_http_push_t *hp = pw_xcalloc(1, sizeof *hp);
+    hp->started_ms = pw_now_ms();
+    hp->thread = self;
+    hp->req = req;
+    pw_push_decode(&hp->push, req->entity.base != NULL ? req->entity.base : "", req->entity.len, &meta);
+    hp->job.push = &hp->push;
+    hp->job.on_done = on_db_done;
+    hp->cell = h2o_mem_alloc_shared(&req->pool, sizeof(pw_http_push_t *), on_cell_dispose);
+    *hp->cell = hp;
+    hp->deadline.cb = on_deadline;
+    h2o_timeout_link(self->ctx.loop, &self->deadline, &hp->deadline);
+    self->pushes_alive++;
+    pw_db_submit(self->db, &hp->job);
+}
+
+/* ---- routing ---- */
+
+static int path_is(h2o_req_t *req, const char *path)
+{
+    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
+}
+
+static int method_is(h2o_req_t *req, const char *m)
+{
+    return h2o_memis(req->method.base, req->method.len, m, strlen(m));
+}
+
+static int on_req(h2o_handler_t *handler, h2o_req_t *req)
+{
+    (void)handler;
+    int get = method_is(req, "GET") || method_is(req, "HEAD");
+    if (path_is(req, "/") || path_is(req, "/push")) {
+        if (method_is(req, "POST")) {
+            handle_push(req);
+        } else {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
+            send_text(req, 405, "Method Not Allowed", "pushes are POST requests\n");
+        }
+    } else if (path_is(req, "/healthz") && get) {
+        send_text(req, 200, "OK", "ok\n");
+    } else if (path_is(req, "/readyz") && get) {
+        if (pw_db_ready(self->db) && !atomic_load(&stopping))
+            send_text(req, 200, "OK", "ready\n");
+        else
+            send_unavailable(req, atomic_load(&stopping) ? "shutting down\n" : "database not connected\n");
+    } else if (path_is(req, "/healthz") || path_is(req, "/readyz")) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
+        send_text(req, 405, "Method Not Allowed", "use GET\n");
+    } else {
+        send_text(req, 404, "Not Found", "not found\n");
+    }
+    return 0;
+}
+
+/* ---- loops ---- */
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    /* Take a few connections per wakeup; the other threads' listeners share the load. */
+    for (int i = 0; i < 16; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            return;
+        h2o_accept(&self->accept_ctx, sock);
+    }
+}
+
+static int open_listener(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_ANY)};
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static void *run_loop(void *arg)
+{
+    pw_thread_t *t = arg;
+    self = t;
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &globalconf);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = globalconf.hosts;
+    h2o_timeout_init(t->ctx.loop, &t->deadline, (uint64_t)config->deadline_ms);
+    t->db = pw_db_new(t->ctx.loop, config);
+    t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(t->listener, on_accept);
+
+    while (!atomic_load(&stopping))
+        h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
+
+    /* Stop accepting; let what is in flight commit (or hit its deadline) within the drain time. */
+    h2o_socket_read_stop(t->listener);
+    h2o_socket_close(t->listener);
+    t->listener = NULL;
+    h2o_context_request_shutdown(&t->ctx);
+    double until = pw_now_ms() + PW_HTTP_DRAIN_MS;
+    while (t->pushes_alive > 0 && pw_now_ms() < until)
+        h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
+    pw_db_free(t->db); /* answers 503 to anything left */
+    t->db = NULL;
+    /* One more turn so the last answers are written out. */
+    h2o_evloop_run(t->ctx.loop, 0);
+    return NULL;
+}
+
+/* Blocks SIGTERM/SIGINT in every thread; the main thread waits for them with sigwait. */
+static void block_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+int pw_http_serve(const pw_config_t *cfg)
+{
+    config = cfg;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t stop_set;
+    block_stop_signals(&stop_set);
+
+    h2o_config_init(&globalconf);
+    globalconf.max_request_entity_size = cfg->max_body_bytes;
+    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushworker"));
+    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);
+    handler->on_req = on_req;
+
+    pw_thread_t *threads = pw_xcalloc((size_t)cfg->threads, sizeof *threads);
+    for (int i = 0; i < cfg->threads; i++) {
+        threads[i].listen_fd = open_listener(cfg->port);
+        if (threads[i].listen_fd < 0) {
+            pw_log_error("cannot listen on 0.0.0.0:%d: %s", cfg->port, strerror(errno));
+            return -1;
+        }
+    }
+    for (int i = 0; i < cfg->threads; i++)
+        pthread_create(&threads[i].tid, NULL, run_loop, &threads[i]);
+    pw_log_info("listening on 0.0.0.0:%d with %d thread(s), auth %s", cfg->port, cfg->threads,
+                pw_auth_mode_name(cfg->auth_mode));
+
+    int sig;
+    sigwait(&stop_set, &sig);
+    pw_log_info("%s received: draining in-flight pushes", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    atomic_store(&stopping, 1);
+    for (int i = 0; i < cfg->threads; i++)
+        pthread_join(threads[i].tid, NULL);
+    free(threads);
+    pw_log_info("stopped");
+    return 0;
+}

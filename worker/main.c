@@ -1,0 +1,105 @@
+/* pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. Command line: serve (default), migrate, --help, --version. */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/config.h"
+#include "worker/http.h"
+#include "worker/log.h"
+#include "worker/migrate.h"
+
+#ifndef PW_VERSION
+#define PW_VERSION "unknown"
+#endif
+
+static const char usage[] =
+    "usage: worker [serve | migrate | --help | --version]\n"
+    "\n"
+    "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
+    "  migrate    apply the migrations compiled into this binary that $DATABASE_URL lacks, then exit\n"
+    "\n"
+    "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
+    "  204 committed (stored, duplicate, ignored or kept in dead_letters), 413 body too large,\n"
+    "  503 database unavailable or deadline passed (Pub/Sub redelivers).\n"
+    "\n"
+    "Environment (defaults in brackets):\n"
+    "  PORT [8080]              listening port\n"
+    "  DATABASE_URL             libpq conninfo or URI [libpq defaults: PGHOST, PGDATABASE...]\n"
+    "  PUBSUB_AUTH [verify]     verify | claims | off. This build serves only with off (no token\n"
+    "                           checks, for the local emulator), logged as a warning at start\n"
+    "  PUBSUB_AUDIENCE          expected token audience; required unless PUBSUB_AUTH=off\n"
+    "  PUBSUB_SERVICE_ACCOUNT   expected token email (optional)\n"
+    "  OIDC_JWKS_URL, OIDC_ISSUERS  signing keys and accepted issuers (Google's by default)\n"
+    "  WORKER_THREADS [CPUs]    event loops, each with its own database connection\n"
+    "  MAX_BODY_BYTES [16777216]  larger pushes are answered 413\n"
+    "  PUSH_DEADLINE_MS [8000]  a push not committed by then is answered 503\n"
+    "  DB_BATCH_MAX [256], DB_BATCH_MAX_BYTES [8388608]  the most pushes/bytes in one transaction\n"
+    "  DB_QUEUE_MAX [4096]      pushes waiting per thread before new ones get 503\n"
+    "  LOG_LEVEL [info]         debug | info | warning | error (JSON lines on stderr)\n";
+
+static int load_config(pw_config_t *cfg)
+{
+    char err[512];
+    if (pw_config_load(cfg, err, sizeof err) != 0) {
+        pw_log(PW_LOG_CRITICAL, NULL, "configuration: %s", err);
+        return -1;
+    }
+    pw_log_set_level((pw_log_level_t)cfg->log_level);
+    return 0;
+}
+
+static int cmd_serve(void)
+{
+    pw_config_t cfg;
+    if (load_config(&cfg) != 0)
+        return 2;
+    if (cfg.auth_mode != PW_AUTH_OFF) {
+        pw_log(PW_LOG_CRITICAL, NULL,
+               "configuration: PUBSUB_AUTH=%s is not available in this build yet; set PUBSUB_AUTH=off "
+               "(only behind an authenticating proxy or for the local emulator)",
+               pw_auth_mode_name(cfg.auth_mode));
+        return 2;
+    }
+    pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = pw_http_serve(&cfg);
+    curl_global_cleanup();
+    return rc == 0 ? 0 : 1;
+}
+
+static int cmd_migrate(void)
+{
+    pw_config_t cfg;
+    char err[512];
+    /* Migrations need only the database: do not insist on serving settings. */
+    if (pw_config_load(&cfg, err, sizeof err) != 0 && strstr(err, "DATABASE_URL") != NULL) {
+        pw_log(PW_LOG_CRITICAL, NULL, "configuration: %s", err);
+        return 2;
+    }
+    const char *url = getenv("DATABASE_URL");
+    return pw_migrate_run(url != NULL ? url : "") == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (argc > 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("pushworker %s\n", PW_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve();
+    if (strcmp(cmd, "migrate") == 0)
+        return cmd_migrate();
+    fprintf(stderr, "worker: unknown command '%s'\n\n%s", cmd, usage);
+    return 2;
+}

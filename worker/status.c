@@ -1,0 +1,92 @@
+/* Status handler: a group's status events become status_events rows and merged message_logs rows, in one statement. */
+#include "worker/handlers.h"
+
+enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_NCOLS };
+
+/*
+ * Why one statement: the merge must not read-modify-write (two pushes for the same message at
+ * once would lose one), and a group may hold several events of one message, which
+ * `ON CONFLICT DO UPDATE` may touch only once per statement. So the statement:
+ *   s    one row per (message, status), the earliest (ties: the smallest push id);
+ *   ev   upserts status_events, replacing a row only by an earlier event;
+ *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
+ *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest;
+ *   then upserts message_logs, merging with pw_status_merge (earliest per key), and touches
+ *   the row only when something changed, so a duplicate changes nothing, not even updated_at.
+ * Rows are written in key order so that concurrent groups take row locks in the same order.
+ */
+static const char status_sql[] =
+    "WITH s AS ("
+    "  SELECT DISTINCT ON (id, status) *"
+    "  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],"
+    "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])"
+    "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid)"
+    "  ORDER BY id, status, at, psmid"
+    "), ev AS ("
+    "  INSERT INTO status_events AS e (bsp_msg_id, status, occurred_at, recipient_id, phone_number_id,"
+    "                                  conversation, pricing, errors, biz_opaque_callback_data, pubsub_message_id)"
+    "  SELECT id, status, at, recipient, pnid, conv, pricing, errors, biz, psmid FROM s ORDER BY id, status"
+    "  ON CONFLICT (bsp_msg_id, status) DO UPDATE SET"
+    "    occurred_at = excluded.occurred_at, recipient_id = excluded.recipient_id,"
+    "    phone_number_id = excluded.phone_number_id, conversation = excluded.conversation,"
+    "    pricing = excluded.pricing, errors = excluded.errors,"
+    "    biz_opaque_callback_data = excluded.biz_opaque_callback_data,"
+    "    pubsub_message_id = excluded.pubsub_message_id, received_at = now()"
+    "  WHERE (excluded.occurred_at, coalesce(excluded.pubsub_message_id, ''))"
+    "      < (e.occurred_at, coalesce(e.pubsub_message_id, ''))"
+    "  RETURNING 1"
+    "), imp AS ("
+    "  SELECT s.id, k.status, min(s.at) AS at FROM s CROSS JOIN LATERAL unnest(CASE s.status"
+    "      WHEN 'read' THEN ARRAY['read', 'delivered', 'sent']"
+    "      WHEN 'played' THEN ARRAY['played', 'delivered', 'sent']"
+    "      WHEN 'delivered' THEN ARRAY['delivered', 'sent']"
+    "      ELSE ARRAY[s.status] END) AS k(status)"
+    "  GROUP BY s.id, k.status"
+    "), m AS ("
+    "  SELECT id, jsonb_object_agg(status, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS ws,"
+    "         min(at) AS first_at"
+    "  FROM imp GROUP BY id"
+    "), per AS ("
+    "  SELECT m.id, m.ws, m.first_at,"
+    "         (SELECT min(s.to_phone) FROM s WHERE s.id = m.id) AS to_phone,"
+    "         (SELECT s.errors FROM s WHERE s.id = m.id AND s.status = 'failed') AS err"
+    "  FROM m"
+    ") "
+    "INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
+    " SELECT id, to_phone, ws, pw_current_status(ws), err, least(first_at, now()), now() FROM per ORDER BY id "
+    "ON CONFLICT (bsp_msg_id) DO UPDATE SET"
+    "  whatsapp_status = pw_status_merge(l.whatsapp_status, excluded.whatsapp_status),"
+    "  current_status = pw_current_status(pw_status_merge(l.whatsapp_status, excluded.whatsapp_status)),"
+    "  to_phone = coalesce(l.to_phone, excluded.to_phone),"
+    "  last_error = CASE WHEN excluded.last_error IS NULL THEN l.last_error"
+    "                    WHEN l.last_error IS NULL THEN excluded.last_error"
+    "                    WHEN excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed' THEN excluded.last_error"
+    "                    ELSE l.last_error END,"
+    "  created_at = least(l.created_at, excluded.created_at),"
+    "  updated_at = now() "
+    "WHERE l.whatsapp_status IS DISTINCT FROM pw_status_merge(l.whatsapp_status, excluded.whatsapp_status)"
+    "   OR (l.to_phone IS NULL AND excluded.to_phone IS NOT NULL)"
+    "   OR excluded.created_at < l.created_at"
+    "   OR (excluded.last_error IS NOT NULL AND (l.last_error IS NULL"
+    "       OR excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed'))";
+
+static void status_append(pw_cols_t *c, const pw_push_t *p)
+{
+    for (size_t i = 0; i < p->wh.n_statuses; i++) {
+        const pw_status_t *st = &p->wh.statuses[i];
+        pw_cols_str(c, C_ID, st->id);
+        pw_cols_str(c, C_STATUS, st->status);
+        pw_cols_time(c, C_AT, st->occurred_at);
+        pw_cols_str(c, C_RECIPIENT, st->recipient_id);
+        pw_cols_phone(c, C_TO_PHONE, st->recipient_id);
+        pw_cols_str(c, C_PNID, st->phone_number_id);
+        pw_cols_json(c, C_CONV, st->conversation);
+        pw_cols_json(c, C_PRICING, st->pricing);
+        pw_cols_json(c, C_ERRORS, st->errors);
+        pw_cols_str(c, C_BIZ, st->biz_opaque_callback_data);
+        pw_cols_str(c, C_PSMID, p->env.message_id);
+        pw_cols_end_row(c);
+    }
+}
+
+const pw_stmt_t pw_status_stmt = {"pw_status", status_sql, C_NCOLS, status_append};

@@ -1,0 +1,41 @@
+/* Allocation that never returns NULL (out of memory is fatal) and a growable byte buffer. */
+#ifndef PW_UTIL_H
+#define PW_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define pw_xmalloc(n) pw__xmalloc((n), __FILE__, __LINE__)
+#define pw_xcalloc(n, sz) pw__xcalloc((n), (sz), __FILE__, __LINE__)
+#define pw_xrealloc(p, n) pw__xrealloc((p), (n), __FILE__, __LINE__)
+#define pw_xstrndup(s, n) pw__xstrndup((s), (n), __FILE__, __LINE__)
+
+void *pw__xmalloc(size_t n, const char *file, int line);
+void *pw__xcalloc(size_t n, size_t sz, const char *file, int line);
+void *pw__xrealloc(void *p, size_t n, const char *file, int line);
+char *pw__xstrndup(const char *s, size_t n, const char *file, int line);
+
+/* A growable buffer, always NUL-terminated after its len bytes once anything was appended. */
+typedef struct {
+    char *base;
+    size_t len;
+    size_t cap;
+} pw_buf_t;
+
+void pw_buf_reserve(pw_buf_t *b, size_t extra);
+void pw_buf_append(pw_buf_t *b, const void *p, size_t n);
+void pw_buf_appendc(pw_buf_t *b, char c);
+void pw_buf_appendf(pw_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void pw_buf_reset(pw_buf_t *b)
+{
+    b->len = 0;
+    if (b->base != NULL)
+        b->base[0] = '\0';
+}
+/* Frees the storage; the buffer is then empty and reusable. Idempotent. */
+void pw_buf_dispose(pw_buf_t *b);
+
+/* Milliseconds from a monotonic clock, for durations only. */
+double pw_now_ms(void);
+
+#endif
