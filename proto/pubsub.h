@@ -9,17 +9,17 @@
 #include "time.h"
 
 typedef struct {
-    pw_str_t subscription;   /* "projects/p/subscriptions/s"; base == NULL when absent */
-    pw_str_t message_id;     /* messageId | message_id | x-goog-pubsub-message-id; NULL when absent */
+    pw_str_t subscription;     /* "projects/p/subscriptions/s"; base == NULL when absent */
+    pw_str_t message_id;       /* messageId | message_id | x-goog-pubsub-message-id; NULL when absent */
     pw_time_us_t publish_time; /* 0 when absent */
-    int delivery_attempt;    /* 0 when absent */
-    pw_str_t ordering_key;   /* NULL when absent */
-    json_object *attributes; /* borrowed from root; NULL when absent */
-    unsigned char *data;     /* the decoded payload, owned; NULL when absent or empty */
+    int delivery_attempt;      /* 0 when absent */
+    pw_str_t ordering_key;     /* NULL when absent */
+    json_object *attributes;   /* borrowed from root; NULL when absent */
+    unsigned char *data;       /* the decoded payload, owned; NULL when absent or empty */
     size_t data_len;
-    int wrapped;             /* 1 for the JSON envelope, 0 for an unwrapped push */
-    json_object *root;       /* owns the strings above (wrapped form) */
-    char *copies;            /* owns the strings above (unwrapped form: one block of copied headers) */
+    int wrapped;       /* 1 for the JSON envelope, 0 for an unwrapped push */
+    json_object *root; /* owns the strings above (wrapped form) */
+    char *copies;      /* owns the strings above (unwrapped form: one block of copied headers) */
 } pw_envelope_t;
 
 /* The x-goog-pubsub-* headers of an unwrapped push (slices borrowed from the request). */
@@ -51,8 +51,8 @@ int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, 
  * A present but unparseable publish time is PW_EINVAL. Release with pw_envelope_dispose.
  * The slices in meta are copied, so env does not borrow from the request.
  */
-int pw_envelope_from_unwrapped(const char *body, size_t len, const pw_unwrapped_meta_t *meta, pw_envelope_t *env,
-                               char *err, size_t errlen);
+int pw_envelope_from_unwrapped(const char *body, size_t len, const pw_unwrapped_meta_t *meta, pw_envelope_t *env, char *err,
+                               size_t errlen);
 
 /* Releases what env owns; idempotent, and safe on a zeroed struct. */
 void pw_envelope_dispose(pw_envelope_t *env);

@@ -12,15 +12,15 @@
 
 /* One outbound-message status event. All slices borrow from pw_webhook_t.root unless noted. */
 typedef struct {
-    pw_str_t id;              /* the wamid; never empty */
-    pw_str_t status;          /* "sent" "delivered" "read" "failed" "played" (static literals, lower
-                                 case) or any other value exactly as received */
-    pw_time_us_t occurred_at; /* when it happened, UTC */
-    pw_str_t recipient_id;    /* the user's number as received (digits, maybe '+'); NULL when absent */
-    pw_str_t phone_number_id; /* metadata.phone_number_id of the change; NULL when absent */
-    json_object *conversation; /* borrowed; NULL when absent */
-    json_object *pricing;      /* borrowed; NULL when absent */
-    json_object *errors;       /* borrowed array; NULL when absent or empty */
+    pw_str_t id;                       /* the wamid; never empty */
+    pw_str_t status;                   /* "sent" "delivered" "read" "failed" "played" (static literals, lower
+                                          case) or any other value exactly as received (AiSensy: lower-cased) */
+    pw_time_us_t occurred_at;          /* when it happened, UTC */
+    pw_str_t recipient_id;             /* the user's number as received (digits, maybe '+'); NULL when absent */
+    pw_str_t phone_number_id;          /* metadata.phone_number_id of the change; NULL when absent */
+    json_object *conversation;         /* borrowed; NULL when absent */
+    json_object *pricing;              /* borrowed; NULL when absent */
+    json_object *errors;               /* borrowed array; NULL when absent or empty */
     pw_str_t biz_opaque_callback_data; /* NULL when absent */
 } pw_status_t;
 
@@ -32,22 +32,23 @@ typedef struct {
     pw_str_t from_user_id;    /* BSUID ("US.1349..."); NULL when absent */
     pw_str_t contact_name;    /* profile name of the matching contacts[] entry; NULL when absent */
     pw_str_t type;            /* "text", "image", ... as received (AiSensy types mapped to Meta's) */
-    pw_str_t body;            /* what a person would read (see pw_whatsapp_parse); NULL when none */
+    pw_str_t body;            /* what a person would read (docs/rows.md "body"); NULL when none */
     pw_str_t context_id;      /* context.id of the message replied to; NULL when absent */
     pw_time_us_t sent_at;
-    json_object *payload;     /* borrowed: the message object as received */
+    json_object *payload; /* borrowed: the message object as received */
 } pw_inbound_t;
 
 /* One WhatsApp user seen in value.contacts[] (or an AiSensy sender). */
 typedef struct {
-    pw_str_t wa_id;           /* never empty (entries without wa_id are not listed) */
-    pw_str_t profile_name;    /* NULL when absent */
-    pw_time_us_t seen_at;     /* the latest message/status time in the same change */
+    pw_str_t wa_id;             /* never empty (entries without wa_id are not listed) */
+    pw_str_t profile_name;      /* NULL when absent */
+    pw_time_us_t seen_at;       /* the latest message/status time in the same change */
+    pw_time_us_t first_seen_at; /* the earliest one (docs/rows.md first_seen_at); <= seen_at */
 } pw_contact_t;
 
 typedef enum {
-    PW_FORMAT_META = 1,       /* Meta Cloud API: {"object":"whatsapp_business_account","entry":[...]} */
-    PW_FORMAT_AISENSY = 2,    /* AiSensy project webhook: {"topic":"message...","data":{"message":{...}}} */
+    PW_FORMAT_META = 1,    /* Meta Cloud API: {"object":"whatsapp_business_account","entry":[...]} */
+    PW_FORMAT_AISENSY = 2, /* AiSensy project webhook: {"topic":"message...","data":{"message":{...}}} */
 } pw_format_t;
 
 typedef struct {
@@ -58,15 +59,15 @@ typedef struct {
     size_t n_inbound;
     pw_contact_t *contacts;
     size_t n_contacts;
-    size_t n_ignored;         /* recognised but not stored: other change fields, value.errors[],
-                                 other AiSensy topics */
-    size_t n_rejected;        /* items skipped as malformed (a status without id or time...); the
-                                 rest are kept: the caller stores them AND dead-letters the push */
-    char reject_reason[256];  /* the first rejected item's path and reason; "" when none */
-    json_object *root;        /* owns every borrowed slice and object above... */
-    json_object *scratch;     /* ...except values the parser had to build (an AiSensy number with its
-                                 country code, a lower-cased type, an errors array): this array owns
-                                 them. NULL when none. */
+    size_t n_ignored;        /* recognised but not stored: other change fields, value.errors[],
+                                other AiSensy topics */
+    size_t n_rejected;       /* items skipped as malformed (a status without id or time...); the
+                                rest are kept: the caller stores them AND dead-letters the push */
+    char reject_reason[256]; /* the first rejected item's path and reason; "" when none */
+    json_object *root;       /* owns every borrowed slice and object above... */
+    json_object *scratch;    /* ...except values the parser had to build (an AiSensy number with its
+                                country code, a lower-cased type, an errors array): this array owns
+                                them. NULL when none. */
 } pw_webhook_t;
 
 /**

@@ -18,7 +18,11 @@ typedef enum {
  * the statements' append functions when a group of pushes is written.
  */
 typedef struct {
-    pw_envelope_t env;      /* subscription, message id, publish time, payload */
+    pw_str_t subscription;  /* NULL when the push names none */
+    pw_str_t message_id;    /* NULL for an unwrapped push without metadata */
+    pw_time_us_t publish_time; /* 0 when unknown */
+    pw_envelope_t env;      /* the decoded envelope (zeroed when it could not be decoded) */
+    json_object *salvage;   /* owns the ids recovered from an envelope that failed to decode */
     pw_webhook_t wh;        /* parsed events; zeroed when the payload was not understood */
     pw_outcome_t outcome;
     char *dead_reason;      /* why it is a dead letter (owned), or NULL */
@@ -38,6 +42,12 @@ void pw_push_make_dead_letter(pw_push_t *p, const char *reason);
 
 /* Releases what p owns. Idempotent. */
 void pw_push_dispose(pw_push_t *p);
+
+/* The subscription as pubsub_receipts keys it: '' when the push names none. */
+static inline pw_str_t pw_push_receipt_sub(const pw_push_t *p)
+{
+    return p->subscription.base != NULL ? p->subscription : PW_STR_LIT("");
+}
 
 /* Number of status and inbound items, for logs and metrics. */
 size_t pw_push_items(const pw_push_t *p);

@@ -58,7 +58,6 @@ static void send_no_content(h2o_req_t *req)
 {
     req->res.status = 204;
     req->res.reason = "No Content";
-    req->res.content_length = 0;
     h2o_send_inline(req, "", 0);
 }
 
@@ -100,8 +99,9 @@ static void log_push(const pw_http_push_t *hp, int status)
     static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
     char extra[512], id[40] = "", reason[300] = "";
     /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
-    if (hp->push.env.message_id.base != NULL)
-        snprintf(id, sizeof id, "%.12s", hp->push.env.message_id.base);
+    if (hp->push.message_id.base != NULL)
+        snprintf(id, sizeof id, "%.*s", (int)(hp->push.message_id.len < 12 ? hp->push.message_id.len : 12),
+                 hp->push.message_id.base);
     if (hp->push.dead_reason != NULL)
         pw_log_escape(hp->push.dead_reason, reason, sizeof reason);
     char idesc[80];

@@ -1,7 +1,7 @@
 /* Inbound handler: a group's inbound messages become inbound_messages rows (announced with NOTIFY) and contacts rows. */
 #include "worker/handlers.h"
 
-enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_SENT, M_PAYLOAD, M_PSMID, M_NCOLS };
+enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_SENT, M_PAYLOAD, M_PSMID, M_SUB, M_NCOLS };
 
 /*
  * First write wins (a redelivery changes nothing). Only rows really inserted are announced, so a
@@ -11,8 +11,9 @@ static const char inbound_sql[] =
     "WITH m AS ("
     "  SELECT DISTINCT ON (id) *"
     "  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-    "              $8::text[], $9::timestamptz[], $10::jsonb[], $11::text[])"
-    "       AS u(id, pnid, from_phone, from_user_id, contact_name, msg_type, body, context_id, sent_at, payload, psmid)"
+    "              $8::text[], $9::timestamptz[], $10::jsonb[], $11::text[], $12::text[])"
+    "       AS u(id, pnid, from_phone, from_user_id, contact_name, msg_type, body, context_id, sent_at, payload, psmid, sub)"
+    "  WHERE " PW_SQL_FROM_NEW_PUSH("u")
     "  ORDER BY id, psmid"
     "), ins AS ("
     "  INSERT INTO inbound_messages (wa_msg_id, phone_number_id, from_phone, from_user_id, contact_name, msg_type,"
@@ -40,21 +41,24 @@ static void inbound_append(pw_cols_t *c, const pw_push_t *p)
         pw_cols_str(c, M_CONTEXT, m->context_id);
         pw_cols_time(c, M_SENT, m->sent_at);
         pw_cols_json(c, M_PAYLOAD, m->payload);
-        pw_cols_str(c, M_PSMID, p->env.message_id);
+        pw_cols_str(c, M_PSMID, p->message_id);
+        pw_cols_str(c, M_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }
 
 const pw_stmt_t pw_inbound_stmt = {"pw_inbound", inbound_sql, M_NCOLS, inbound_append};
 
-enum { K_WA_ID, K_NAME, K_SEEN, K_NCOLS };
+enum { K_WA_ID, K_NAME, K_FIRST, K_LAST, K_PSMID, K_SUB, K_NCOLS };
 
 /* The profile name follows the latest sighting; first/last seen only widen. */
 static const char contacts_sql[] =
     "INSERT INTO contacts AS c (wa_id, profile_name, first_seen_at, last_seen_at) "
-    "SELECT wa_id, (array_agg(profile_name ORDER BY seen_at DESC, profile_name)"
-    "               FILTER (WHERE profile_name IS NOT NULL))[1], min(seen_at), max(seen_at) "
-    "FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS u(wa_id, profile_name, seen_at) "
+    "SELECT wa_id, (array_agg(profile_name ORDER BY last_seen DESC, profile_name)"
+    "               FILTER (WHERE profile_name IS NOT NULL))[1], min(first_seen), max(last_seen) "
+    "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])"
+    "     AS u(wa_id, profile_name, first_seen, last_seen, psmid, sub) "
+    "WHERE " PW_SQL_FROM_NEW_PUSH("u") " "
     "GROUP BY wa_id ORDER BY wa_id "
     "ON CONFLICT (wa_id) DO UPDATE SET"
     "  profile_name = CASE WHEN excluded.profile_name IS NOT NULL"
@@ -73,7 +77,10 @@ static void contacts_append(pw_cols_t *c, const pw_push_t *p)
         const pw_contact_t *k = &p->wh.contacts[i];
         pw_cols_str(c, K_WA_ID, k->wa_id);
         pw_cols_str(c, K_NAME, k->profile_name);
-        pw_cols_time(c, K_SEEN, k->seen_at);
+        pw_cols_time(c, K_FIRST, k->first_seen_at);
+        pw_cols_time(c, K_LAST, k->seen_at);
+        pw_cols_str(c, K_PSMID, p->message_id);
+        pw_cols_str(c, K_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }

@@ -1,13 +1,14 @@
 /* Status handler: a group's status events become status_events rows and merged message_logs rows, in one statement. */
 #include "worker/handlers.h"
 
-enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_NCOLS };
+enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB, C_NCOLS };
 
 /*
  * Why one statement: the merge must not read-modify-write (two pushes for the same message at
  * once would lose one), and a group may hold several events of one message, which
  * `ON CONFLICT DO UPDATE` may touch only once per statement. So the statement:
- *   s    one row per (message, status), the earliest (ties: the smallest push id);
+ *   s    one row per (message, status), the earliest (ties: the smallest push id), from
+ *        pushes new to this transaction (see PW_SQL_FROM_NEW_PUSH);
  *   ev   upserts status_events, replacing a row only by an earlier event;
  *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
  *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest;
@@ -19,8 +20,9 @@ static const char status_sql[] =
     "WITH s AS ("
     "  SELECT DISTINCT ON (id, status) *"
     "  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],"
-    "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])"
-    "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid)"
+    "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[])"
+    "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid, sub)"
+    "  WHERE " PW_SQL_FROM_NEW_PUSH("u")
     "  ORDER BY id, status, at, psmid"
     "), ev AS ("
     "  INSERT INTO status_events AS e (bsp_msg_id, status, occurred_at, recipient_id, phone_number_id,"
@@ -84,7 +86,8 @@ static void status_append(pw_cols_t *c, const pw_push_t *p)
         pw_cols_json(c, C_PRICING, st->pricing);
         pw_cols_json(c, C_ERRORS, st->errors);
         pw_cols_str(c, C_BIZ, st->biz_opaque_callback_data);
-        pw_cols_str(c, C_PSMID, p->env.message_id);
+        pw_cols_str(c, C_PSMID, p->message_id);
+        pw_cols_str(c, C_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }

@@ -1,0 +1,883 @@
+/* Integration-test harness: a fresh database, the real worker as a child process, HTTP over libcurl, row checks over libpq. */
+#include "tests/integration/harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <libpq-fe.h>
+#include <openssl/evp.h>
+
+extern char **environ;
+
+#define PWT_MAX_WORKERS 16
+#define PWT_READY_TIMEOUT_MS 15000
+#define PWT_STOP_TIMEOUT_MS 10000
+#define PWT_HTTP_TIMEOUT_MS 30000
+#define PWT_LOG_TAIL_LINES 40
+
+/* The tables the worker writes, in dump order. */
+static const char *const worker_tables[] = {
+    "message_logs", "status_events", "inbound_messages", "contacts", "pubsub_receipts", "dead_letters", NULL,
+};
+
+static PGconn *checker;        /* to the test database, time zone UTC */
+static char db_name[64];       /* "pwt_<name>_<pid>" */
+static char db_conninfo[2048]; /* conninfo of the test database */
+static char log_dir[256];      /* where worker logs go; "" until first needed */
+static int keep_logs;          /* set when a check failed, or PWT_KEEP_LOGS=1 */
+static int log_seq;            /* numbers the log files */
+static pwt_worker_t *live_workers[PWT_MAX_WORKERS];
+
+/* ---- small helpers ----------------------------------------------------------------------------- */
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL) {
+        fprintf(stderr, "harness: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(xmalloc(n), s, n);
+}
+
+/* A growable byte buffer, always NUL-terminated. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} buf_t;
+
+static void buf_append(buf_t *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            fprintf(stderr, "harness: out of memory\n");
+            abort();
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void buf_puts(buf_t *b, const char *s)
+{
+    buf_append(b, s, strlen(s));
+}
+
+static char *buf_take(buf_t *b)
+{
+    if (b->p == NULL)
+        return xstrdup("");
+    char *p = b->p;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static const char *env_or_die(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        fprintf(stderr, "harness: %s is not set (tests/run sets it)\n", name);
+        return NULL;
+    }
+    return v;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    buf_t b = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, n);
+    fclose(f);
+    if (len != NULL)
+        *len = b.len;
+    return buf_take(&b);
+}
+
+static void print_all_worker_logs(void)
+{
+    for (int i = 0; i < PWT_MAX_WORKERS; i++)
+        if (live_workers[i] != NULL)
+            pwt_worker_print_log(live_workers[i], PWT_LOG_TAIL_LINES);
+}
+
+void pwt_fail(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "\n%s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    print_all_worker_logs();
+    keep_logs = 1;
+    _fail(file, line);
+}
+
+#define FAIL(...) pwt_fail(__FILE__, __LINE__, __VA_ARGS__)
+
+/* ---- the database ------------------------------------------------------------------------------ */
+
+/* Appends key='value' to b, escaping as libpq's conninfo syntax wants. */
+static void conninfo_append(buf_t *b, const char *key, const char *val)
+{
+    if (b->len > 0)
+        buf_puts(b, " ");
+    buf_puts(b, key);
+    buf_puts(b, "='");
+    for (const char *s = val; *s; s++) {
+        if (*s == '\'' || *s == '\\')
+            buf_append(b, "\\", 1);
+        buf_append(b, s, 1);
+    }
+    buf_puts(b, "'");
+}
+
+/* The admin conninfo with dbname replaced, into out. */
+static int conninfo_for_db(const char *admin, const char *dbname, char *out, size_t outlen)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(admin, &err);
+    if (opts == NULL) {
+        fprintf(stderr, "harness: cannot parse PW_TEST_DATABASE_URL: %s\n", err ? err : "?");
+        PQfreemem(err);
+        return -1;
+    }
+    buf_t b = {0};
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (o->val != NULL && *o->val != '\0' && strcmp(o->keyword, "dbname") != 0)
+            conninfo_append(&b, o->keyword, o->val);
+    conninfo_append(&b, "dbname", dbname);
+    PQconninfoFree(opts);
+    int ok = b.len < outlen;
+    if (ok)
+        memcpy(out, b.p, b.len + 1);
+    free(b.p);
+    return ok ? 0 : -1;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static int admin_exec(const char *sql)
+{
+    const char *admin = env_or_die("PW_TEST_DATABASE_URL");
+    if (admin == NULL)
+        return -1;
+    PGconn *c = PQconnectdb(admin);
+    PQsetNoticeProcessor(c, ignore_notice, NULL); /* "database ... does not exist, skipping" */
+    int rc = 0;
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "harness: cannot connect to PW_TEST_DATABASE_URL: %s", PQerrorMessage(c));
+        rc = -1;
+    } else {
+        PGresult *r = PQexec(c, sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "harness: %s: %s", sql, PQerrorMessage(c));
+            rc = -1;
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+static int ensure_log_dir(void)
+{
+    if (log_dir[0] != '\0')
+        return 0;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(log_dir, sizeof log_dir, "%s/pwt-logs-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(log_dir) == NULL) {
+        fprintf(stderr, "harness: mkdtemp %s: %s\n", log_dir, strerror(errno));
+        log_dir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+int pwt_db_create(const char *name)
+{
+    const char *admin = env_or_die("PW_TEST_DATABASE_URL");
+    if (admin == NULL || env_or_die("PW_WORKER") == NULL || env_or_die("PW_FIXTURES") == NULL)
+        return -1;
+    if (getenv("PWT_KEEP_LOGS") != NULL && strcmp(getenv("PWT_KEEP_LOGS"), "1") == 0)
+        keep_logs = 1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (ensure_log_dir() != 0)
+        return -1;
+
+    /* Database names: lower-case letters, digits and '_' only, so no quoting surprises. */
+    char clean[32];
+    size_t j = 0;
+    for (const char *s = name; *s && j < sizeof clean - 1; s++)
+        clean[j++] = (*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') ? *s : '_';
+    clean[j] = '\0';
+    snprintf(db_name, sizeof db_name, "pwt_%s_%ld", clean, (long)getpid());
+
+    char sql[256];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
+    if (admin_exec(sql) != 0)
+        return -1;
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_name);
+    if (admin_exec(sql) != 0)
+        return -1;
+    if (conninfo_for_db(admin, db_name, db_conninfo, sizeof db_conninfo) != 0)
+        return -1;
+
+    checker = PQconnectdb(db_conninfo);
+    if (PQstatus(checker) != CONNECTION_OK) {
+        fprintf(stderr, "harness: cannot connect to %s: %s", db_name, PQerrorMessage(checker));
+        return -1;
+    }
+    PGresult *r = PQexec(checker, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+void pwt_db_drop(void)
+{
+    for (int i = 0; i < PWT_MAX_WORKERS; i++)
+        if (live_workers[i] != NULL)
+            pwt_worker_stop(live_workers[i]);
+    if (checker != NULL) {
+        PQfinish(checker);
+        checker = NULL;
+    }
+    if (db_name[0] != '\0') {
+        char sql[256];
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
+        admin_exec(sql);
+        db_name[0] = '\0';
+    }
+    if (log_dir[0] != '\0') {
+        if (keep_logs) {
+            fprintf(stderr, "harness: worker logs kept in %s\n", log_dir);
+        } else {
+            char cmd[600];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", log_dir);
+            if (system(cmd) != 0)
+                fprintf(stderr, "harness: could not remove %s\n", log_dir);
+        }
+        log_dir[0] = '\0';
+    }
+    curl_global_cleanup();
+}
+
+const char *pwt_db_url(void)
+{
+    return db_conninfo;
+}
+
+/* ---- child processes --------------------------------------------------------------------------- */
+
+/* environ, minus the names set in extra, plus extra. The array is malloc'd; its strings are borrowed. */
+static char **child_env(const char *const *extra)
+{
+    size_t n_env = 0, n_extra = 0;
+    while (environ[n_env] != NULL)
+        n_env++;
+    while (extra[n_extra] != NULL)
+        n_extra++;
+    char **envp = xmalloc((n_env + n_extra + 1) * sizeof *envp);
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++) {
+        int overridden = 0;
+        for (size_t e = 0; e < n_extra && !overridden; e++) {
+            const char *eq = strchr(extra[e], '=');
+            size_t namelen = eq ? (size_t)(eq - extra[e]) : strlen(extra[e]);
+            overridden = strncmp(environ[i], extra[e], namelen) == 0 && environ[i][namelen] == '=';
+        }
+        if (!overridden)
+            envp[k++] = environ[i];
+    }
+    /* Later entries of extra override earlier ones: keep only the last of each name. */
+    for (size_t e = 0; e < n_extra; e++) {
+        const char *eq = strchr(extra[e], '=');
+        size_t namelen = eq ? (size_t)(eq - extra[e]) : strlen(extra[e]);
+        int later = 0;
+        for (size_t f = e + 1; f < n_extra && !later; f++)
+            later = strncmp(extra[f], extra[e], namelen + 1) == 0;
+        if (!later)
+            envp[k++] = (char *)extra[e];
+    }
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Forks and execs PW_WORKER with argv[1] = arg, stdout+stderr to log_path. Returns the pid or -1. */
+static pid_t spawn_worker(const char *arg, const char *const *extra_env, const char *log_path)
+{
+    const char *bin = env_or_die("PW_WORKER");
+    if (bin == NULL)
+        return -1;
+    char **envp = child_env(extra_env);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "harness: open %s: %s\n", log_path, strerror(errno));
+        free(envp);
+        return -1;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, STDIN_FILENO);
+        char *argv[] = {(char *)bin, (char *)arg, NULL};
+        execve(bin, argv, envp);
+        dprintf(STDERR_FILENO, "harness: exec %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+    free(envp);
+    if (pid < 0)
+        fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+    return pid;
+}
+
+static int exit_code(int wstatus)
+{
+    if (WIFEXITED(wstatus))
+        return WEXITSTATUS(wstatus);
+    if (WIFSIGNALED(wstatus))
+        return 128 + WTERMSIG(wstatus);
+    return -1;
+}
+
+static void print_file_tail(const char *title, const char *path, int max_lines)
+{
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    fprintf(stderr, "---- %s (%s), last %d lines ----\n", title, path, max_lines);
+    if (text == NULL) {
+        fprintf(stderr, "(unreadable: %s)\n", strerror(errno));
+        return;
+    }
+    size_t start = len;
+    int lines = 0;
+    while (start > 0) {
+        if (text[start - 1] == '\n' && start != len && ++lines >= max_lines)
+            break;
+        start--;
+    }
+    fprintf(stderr, "%s%s", text + start, len > 0 && text[len - 1] != '\n' ? "\n" : "");
+    fprintf(stderr, "---- end of %s ----\n", title);
+    free(text);
+}
+
+int pwt_migrate(void)
+{
+    if (ensure_log_dir() != 0)
+        return -1;
+    char log_path[600], dburl[2100];
+    snprintf(log_path, sizeof log_path, "%s/migrate-%d.log", log_dir, ++log_seq);
+    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", db_conninfo);
+    const char *env[] = {dburl, "LOG_LEVEL=debug", NULL};
+    pid_t pid = spawn_worker("migrate", env, log_path);
+    if (pid < 0)
+        return -1;
+    int wstatus;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    int code = exit_code(wstatus);
+    if (code != 0) {
+        fprintf(stderr, "harness: `worker migrate` exited with %d\n", code);
+        print_file_tail("migrate log", log_path, PWT_LOG_TAIL_LINES);
+        keep_logs = 1;
+    }
+    return code;
+}
+
+/* A port nothing listens on right now (the kernel's pick for an ephemeral bind). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
+    socklen_t salen = sizeof sa;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static void track(pwt_worker_t *w, int on)
+{
+    for (int i = 0; i < PWT_MAX_WORKERS; i++) {
+        if (on && live_workers[i] == NULL) {
+            live_workers[i] = w;
+            return;
+        }
+        if (!on && live_workers[i] == w)
+            live_workers[i] = NULL;
+    }
+}
+
+int pwt_worker_alive(pwt_worker_t *w)
+{
+    if (w->pid <= 0)
+        return 0;
+    int wstatus;
+    pid_t r = waitpid(w->pid, &wstatus, WNOHANG);
+    if (r == 0)
+        return 1;
+    if (r == w->pid)
+        fprintf(stderr, "harness: worker on port %d exited with %d\n", w->port, exit_code(wstatus));
+    w->pid = 0;
+    track(w, 0);
+    return 0;
+}
+
+/* One readiness probe: the /readyz status, or -1 when nothing answers yet. */
+static long probe_ready(const pwt_worker_t *w)
+{
+    CURL *c = curl_easy_init();
+    char url[128];
+    snprintf(url, sizeof url, "%s/readyz", w->base_url);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
+    FILE *sink = fopen("/dev/null", "w");
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+    long status = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (sink != NULL)
+        fclose(sink);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+static int worker_start_once(pwt_worker_t *w, const char *const *env)
+{
+    size_t n_extra = 0;
+    while (env != NULL && env[n_extra] != NULL)
+        n_extra++;
+    char dburl[2100], port[32];
+    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", db_conninfo);
+    w->port = free_port();
+    if (w->port < 0)
+        return -1;
+    snprintf(port, sizeof port, "PORT=%d", w->port);
+    snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
+    snprintf(w->log_path, sizeof w->log_path, "%s/worker-%d-port%d.log", log_dir, ++log_seq, w->port);
+
+    const char **all = xmalloc((n_extra + 5) * sizeof *all);
+    size_t k = 0;
+    all[k++] = dburl;
+    all[k++] = port;
+    all[k++] = "PUBSUB_AUTH=off";
+    all[k++] = "LOG_LEVEL=debug";
+    for (size_t i = 0; i < n_extra; i++)
+        all[k++] = env[i];
+    all[k] = NULL;
+    w->pid = spawn_worker("serve", all, w->log_path);
+    free(all);
+    if (w->pid < 0) {
+        w->pid = 0;
+        return -1;
+    }
+    track(w, 1);
+
+    long long deadline = now_ms() + PWT_READY_TIMEOUT_MS;
+    long status = -1;
+    while (now_ms() < deadline) {
+        if (!pwt_worker_alive(w))
+            return -1;
+        status = probe_ready(w);
+        if (status == 200)
+            return 0;
+        sleep_ms(50);
+    }
+    fprintf(stderr, "harness: worker on port %d not ready after %d ms (last /readyz: %ld)\n", w->port, PWT_READY_TIMEOUT_MS,
+            status);
+    pwt_worker_stop(w);
+    return -1;
+}
+
+int pwt_worker_start(pwt_worker_t *w, const char *const *env)
+{
+    memset(w, 0, sizeof *w);
+    if (ensure_log_dir() != 0 || db_conninfo[0] == '\0') {
+        fprintf(stderr, "harness: pwt_db_create first\n");
+        return -1;
+    }
+    /* A second attempt covers the rare race where another process took the port we picked. */
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        if (worker_start_once(w, env) == 0)
+            return 0;
+        fprintf(stderr, "harness: worker start attempt %d failed\n", attempt);
+        pwt_worker_print_log(w, PWT_LOG_TAIL_LINES);
+    }
+    keep_logs = 1;
+    return -1;
+}
+
+int pwt_worker_stop(pwt_worker_t *w)
+{
+    if (w->pid <= 0)
+        return -1;
+    pid_t pid = w->pid;
+    int wstatus = 0;
+    kill(pid, SIGTERM);
+    long long deadline = now_ms() + PWT_STOP_TIMEOUT_MS;
+    pid_t r;
+    while ((r = waitpid(pid, &wstatus, WNOHANG)) == 0 && now_ms() < deadline)
+        sleep_ms(10);
+    if (r == 0) {
+        fprintf(stderr, "harness: worker on port %d ignored SIGTERM for %d ms; killing it\n", w->port, PWT_STOP_TIMEOUT_MS);
+        kill(pid, SIGKILL);
+        waitpid(pid, &wstatus, 0);
+        keep_logs = 1;
+    }
+    w->pid = 0;
+    track(w, 0);
+    return r < 0 ? -1 : exit_code(wstatus);
+}
+
+char *pwt_worker_log(const pwt_worker_t *w)
+{
+    char *text = read_file(w->log_path, NULL);
+    return text ? text : xstrdup("");
+}
+
+void pwt_worker_print_log(const pwt_worker_t *w, int max_lines)
+{
+    char title[64];
+    snprintf(title, sizeof title, "worker log, port %d", w->port);
+    print_file_tail(title, w->log_path, max_lines);
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------------- */
+
+static size_t collect(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    buf_append(userdata, data, size * nmemb);
+    return size * nmemb;
+}
+
+long pwt_request(const pwt_worker_t *w, const char *method, const char *path, const void *body, size_t len,
+                 const char *const *headers, pwt_response_t *resp)
+{
+    CURL *c = curl_easy_init();
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", w->base_url, path);
+    buf_t hdr = {0}, out = {0};
+    struct curl_slist *list = NULL;
+    list = curl_slist_append(list, "Content-Type: application/json");
+    list = curl_slist_append(list, "Expect:");
+    for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+        list = curl_slist_append(list, headers[i]);
+
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)PWT_HTTP_TIMEOUT_MS);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &hdr);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &out);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    if (strcmp(method, "GET") == 0 && body == NULL)
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(method, "POST") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(method, "POST") == 0 && body == NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    }
+
+    long status = -1;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr, "harness: %s %s: %s\n", method, url, curl_easy_strerror(rc));
+    curl_slist_free_all(list);
+    curl_easy_cleanup(c);
+
+    if (resp != NULL) {
+        resp->status = status;
+        resp->body_len = out.len;
+        resp->body = buf_take(&out);
+        resp->headers = buf_take(&hdr);
+    } else {
+        free(out.p);
+        free(hdr.p);
+    }
+    return status;
+}
+
+long pwt_post(const pwt_worker_t *w, const char *path, const void *body, size_t len, const char *const *headers,
+              pwt_response_t *resp)
+{
+    return pwt_request(w, "POST", path, body, len, headers, resp);
+}
+
+long pwt_get(const pwt_worker_t *w, const char *path, pwt_response_t *resp)
+{
+    return pwt_request(w, "GET", path, NULL, 0, NULL, resp);
+}
+
+char *pwt_response_header(const pwt_response_t *resp, const char *name)
+{
+    size_t namelen = strlen(name);
+    const char *line = resp->headers;
+    while (line != NULL && *line != '\0') {
+        if (strncasecmp(line, name, namelen) == 0 && line[namelen] == ':') {
+            const char *v = line + namelen + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            size_t n = strcspn(v, "\r\n");
+            char *out = xmalloc(n + 1);
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return out;
+        }
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return NULL;
+}
+
+void pwt_response_free(pwt_response_t *resp)
+{
+    free(resp->headers);
+    free(resp->body);
+    resp->headers = resp->body = NULL;
+}
+
+/* ---- pushes and fixtures ---------------------------------------------------------------------- */
+
+char *pwt_base64(const void *data, size_t len)
+{
+    char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+char *pwt_wrap(const void *payload, size_t len, const char *message_id, const char *subscription, const char *publish_time)
+{
+    char *data = pwt_base64(payload, len);
+    json_object *root = json_object_new_object();
+    json_object *msg = json_object_new_object();
+    json_object_object_add(msg, "data", json_object_new_string(data));
+    if (message_id != NULL) {
+        json_object_object_add(msg, "messageId", json_object_new_string(message_id));
+        json_object_object_add(msg, "message_id", json_object_new_string(message_id));
+    }
+    if (publish_time != NULL) {
+        json_object_object_add(msg, "publishTime", json_object_new_string(publish_time));
+        json_object_object_add(msg, "publish_time", json_object_new_string(publish_time));
+    }
+    json_object_object_add(root, "message", msg);
+    if (subscription != NULL)
+        json_object_object_add(root, "subscription", json_object_new_string(subscription));
+    char *out = xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(root);
+    free(data);
+    return out;
+}
+
+char *pwt_read_fixture(const char *rel, size_t *len)
+{
+    const char *dir = getenv("PW_FIXTURES");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", rel);
+    char *text = read_file(path, len);
+    if (text == NULL)
+        FAIL("cannot read fixture %s: %s", path, strerror(errno));
+    return text;
+}
+
+/* ---- database checks -------------------------------------------------------------------------- */
+
+static PGresult *checker_query(const char *sql, const char *const *params)
+{
+    if (checker == NULL)
+        FAIL("no checker connection (pwt_db_create failed or was not called)");
+    if (PQstatus(checker) != CONNECTION_OK) {
+        PQreset(checker);
+        PGresult *r = PQexec(checker, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1");
+        PQclear(r);
+    }
+    int n = 0;
+    while (params != NULL && params[n] != NULL)
+        n++;
+    PGresult *r = PQexecParams(checker, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(checker));
+        PQclear(r);
+        FAIL("SQL failed: %s\n  %s", sql, msg);
+    }
+    return r;
+}
+
+char *pwt_rows_p(const char *sql, const char *const *params)
+{
+    PGresult *r = checker_query(sql, params);
+    buf_t b = {0};
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (i > 0)
+            buf_puts(&b, "\n");
+        for (int j = 0; j < PQnfields(r); j++) {
+            if (j > 0)
+                buf_puts(&b, "|");
+            buf_puts(&b, PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j));
+        }
+    }
+    PQclear(r);
+    return buf_take(&b);
+}
+
+char *pwt_rows(const char *sql)
+{
+    return pwt_rows_p(sql, NULL);
+}
+
+long long pwt_scalar_int(const char *sql)
+{
+    PGresult *r = checker_query(sql, NULL);
+    if (PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0)) {
+        int rows = PQntuples(r);
+        PQclear(r);
+        FAIL("expected one non-NULL value from: %s (got %d rows)", sql, rows);
+    }
+    char *end;
+    long long v = strtoll(PQgetvalue(r, 0, 0), &end, 10);
+    int bad = *end != '\0';
+    PQclear(r);
+    if (bad)
+        FAIL("not an integer from: %s", sql);
+    return v;
+}
+
+void pwt_exec(const char *sql)
+{
+    PQclear(checker_query(sql, NULL));
+}
+
+void pwt_truncate_all(void)
+{
+    buf_t b = {0};
+    buf_puts(&b, "TRUNCATE ");
+    for (int i = 0; worker_tables[i] != NULL; i++) {
+        if (i > 0)
+            buf_puts(&b, ", ");
+        buf_puts(&b, worker_tables[i]);
+    }
+    buf_puts(&b, " RESTART IDENTITY");
+    pwt_exec(b.p);
+    free(b.p);
+}
+
+char *pwt_dump_tables(void)
+{
+    buf_t b = {0};
+    for (int i = 0; worker_tables[i] != NULL; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT t::text FROM %s t ORDER BY 1", worker_tables[i]);
+        char *rows = pwt_rows(sql);
+        buf_puts(&b, "== ");
+        buf_puts(&b, worker_tables[i]);
+        buf_puts(&b, "\n");
+        buf_puts(&b, rows);
+        buf_puts(&b, "\n");
+        free(rows);
+    }
+    return buf_take(&b);
+}
+
+void pwt__assert_rows(const char *file, int line, const char *sql, const char *const *params, const char *expected)
+{
+    char *actual = pwt_rows_p(sql, params);
+    if (strcmp(actual, expected) != 0) {
+        fprintf(stderr, "\n%s:%d: rows differ\n  query: %s\n---- expected ----\n%s\n---- actual ----\n%s\n------------------\n",
+                file, line, sql, expected, actual);
+        free(actual);
+        pwt_fail(file, line, "rows differ (see above)");
+    }
+    free(actual);
+}
+
+void pwt__assert_text(const char *file, int line, const char *actual, const char *expected)
+{
+    if (strcmp(actual, expected) != 0) {
+        fprintf(stderr, "\n%s:%d: texts differ\n---- expected ----\n%s\n---- actual ----\n%s\n------------------\n", file, line,
+                expected, actual);
+        pwt_fail(file, line, "texts differ (see above)");
+    }
+}
+
+void pwt__assert_status(const char *file, int line, long actual, long expected)
+{
+    if (actual != expected)
+        pwt_fail(file, line, "HTTP status %ld, expected %ld", actual, expected);
+}

@@ -1,0 +1,130 @@
+/* Unit tests for worker/cols.c: the array literals every batched statement is given. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <json-c/json.h>
+#include <string.h>
+
+#include "worker/cols.h"
+
+static void test_strings_are_quoted_and_escaped(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_str(&c, 0, PW_STR_LIT("plain"));
+    pw_cols_str(&c, 0, PW_STR_LIT("say \"hi\" \\ {x,y}"));
+    pw_cols_str(&c, 0, PW_STR_NULL);
+    pw_cols_str(&c, 0, PW_STR_LIT(""));
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"plain\",\"say \\\"hi\\\" \\\\ {x,y}\",NULL,\"\"}");
+    assert_int_equal(c.replaced, 0);
+    pw_cols_dispose(&c);
+}
+
+static void test_nul_bytes_become_replacement_characters(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_str(&c, 0, pw_str("a\0b", 3));
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"a\xEF\xBF\xBD" "b\"}");
+    assert_int_equal(c.replaced, 1);
+    pw_cols_dispose(&c);
+}
+
+static void test_json_escaped_nul_is_replaced_but_escaped_backslash_is_kept(void **state)
+{
+    (void)state;
+    json_object *o = json_tokener_parse("{\"t\":\"x\\u0000y\",\"k\":\"\\\\u0000\"}");
+    assert_non_null(o);
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_json(&c, 0, o);
+    pw_cols_json(&c, 0, NULL);
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"{\\\"t\\\":\\\"x\\\\ufffdy\\\",\\\"k\\\":\\\"\\\\\\\\u0000\\\"}\",NULL}");
+    assert_int_equal(c.replaced, 1);
+    pw_cols_dispose(&c);
+    json_object_put(o);
+}
+
+static void test_phone_numbers_keep_digits_behind_a_plus(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_phone(&c, 0, PW_STR_LIT("919876543210"));
+    pw_cols_phone(&c, 0, PW_STR_LIT("+1 (650) 555-1234"));
+    pw_cols_phone(&c, 0, PW_STR_LIT("US.1349"));
+    pw_cols_phone(&c, 0, PW_STR_LIT("abc"));
+    pw_cols_phone(&c, 0, PW_STR_NULL);
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"+919876543210\",\"+16505551234\",\"+1349\",NULL,NULL}");
+    pw_cols_dispose(&c);
+}
+
+static void test_times_are_utc_with_explicit_offset(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_time(&c, 0, 1696329600LL * 1000000 + 123456);
+    pw_cols_time(&c, 0, 0);
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"2023-10-03 10:40:00.123456+00\",NULL}");
+    pw_cols_dispose(&c);
+}
+
+static void test_bytea_is_hex_with_escaped_backslash(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 2);
+    pw_cols_bytea(&c, 0, "\x00\xff{", 3);
+    pw_cols_cstr(&c, 1, "r");
+    pw_cols_end_row(&c);
+    pw_cols_bytea(&c, 0, "", 0);
+    pw_cols_cstr(&c, 1, NULL);
+    pw_cols_end_row(&c);
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"\\\\x00ff7b\",\"\\\\x\"}");
+    assert_string_equal(c.col[1].base, "{\"r\",NULL}");
+    assert_int_equal(c.nrows, 2);
+    pw_cols_dispose(&c);
+}
+
+static void test_begin_resets_for_the_next_batch(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    pw_cols_cstr(&c, 0, "first");
+    pw_cols_end_row(&c);
+    pw_cols_finish(&c);
+    pw_cols_begin(&c, 1);
+    assert_int_equal(c.nrows, 0);
+    pw_cols_cstr(&c, 0, "second");
+    pw_cols_finish(&c);
+    assert_string_equal(c.col[0].base, "{\"second\"}");
+    pw_cols_dispose(&c);
+    pw_cols_dispose(&c); /* idempotent */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_strings_are_quoted_and_escaped),
+        cmocka_unit_test(test_nul_bytes_become_replacement_characters),
+        cmocka_unit_test(test_json_escaped_nul_is_replaced_but_escaped_backslash_is_kept),
+        cmocka_unit_test(test_phone_numbers_keep_digits_behind_a_plus),
+        cmocka_unit_test(test_times_are_utc_with_explicit_offset),
+        cmocka_unit_test(test_bytea_is_hex_with_escaped_backslash),
+        cmocka_unit_test(test_begin_resets_for_the_next_batch),
+    };
+    return cmocka_run_group_tests_name("worker/cols", tests, NULL, NULL);
+}
