@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "worker/auth.h"
 #include "worker/db.h"
 #include "worker/dispatch.h"
 #include "worker/log.h"
@@ -27,6 +28,7 @@ typedef struct {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     pw_db_t *db;
+    pw_auth_t *auth;
     h2o_timeout_t deadline;
     size_t pushes_alive; /* push objects not yet released (answered or not) */
 } pw_thread_t;
@@ -145,10 +147,35 @@ static pw_str_t header_value(h2o_req_t *req, const char *lower_name)
     return pw_str(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
 }
 
+/* Answers a push whose token was not accepted; nothing is written for it. */
+static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
+{
+    char body[300]; /* h2o_send_inline copies it */
+    snprintf(body, sizeof body, "%s\n", reason);
+    if (status == 401) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+        send_text(req, 401, "Unauthorized", body);
+    } else if (status == 403) {
+        send_text(req, 403, "Forbidden", body);
+    } else {
+        send_unavailable(req, body);
+    }
+    char esc[300], extra[400];
+    snprintf(extra, sizeof extra, "\"status\":%d,\"reason\":\"%s\"", status, pw_log_escape(reason, esc, sizeof esc));
+    pw_log(PW_LOG_WARNING, extra, "push rejected by authentication");
+}
+
 static void handle_push(h2o_req_t *req)
 {
     if (atomic_load(&stopping)) {
         send_unavailable(req, "shutting down, retry later\n");
+        return;
+    }
+    char reason[200];
+    int status = pw_auth_check(self->auth, header_value(req, "authorization"), reason, sizeof reason);
+    if (status != 0) {
+        send_auth_failure(req, status, reason);
         return;
     }
     pw_unwrapped_meta_t meta = {
@@ -198,10 +225,14 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
     } else if (path_is(req, "/healthz") && get) {
         send_text(req, 200, "OK", "ok\n");
     } else if (path_is(req, "/readyz") && get) {
-        if (pw_db_ready(self->db) && !atomic_load(&stopping))
-            send_text(req, 200, "OK", "ready\n");
+        if (atomic_load(&stopping))
+            send_unavailable(req, "shutting down\n");
+        else if (!pw_db_ready(self->db))
+            send_unavailable(req, "database not connected\n");
+        else if (!pw_auth_ready(config))
+            send_unavailable(req, "signing keys not loaded\n");
         else
-            send_unavailable(req, atomic_load(&stopping) ? "shutting down\n" : "database not connected\n");
+            send_text(req, 200, "OK", "ready\n");
     } else if (path_is(req, "/healthz") || path_is(req, "/readyz")) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
         send_text(req, 405, "Method Not Allowed", "use GET\n");
@@ -253,6 +284,7 @@ static void *run_loop(void *arg)
     t->accept_ctx.hosts = globalconf.hosts;
     h2o_timeout_init(t->ctx.loop, &t->deadline, (uint64_t)config->deadline_ms);
     t->db = pw_db_new(t->ctx.loop, config);
+    t->auth = pw_auth_new(config);
     t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(t->listener, on_accept);
 
@@ -269,6 +301,8 @@ static void *run_loop(void *arg)
         h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
     pw_db_free(t->db); /* answers 503 to anything left */
     t->db = NULL;
+    pw_auth_free(t->auth);
+    t->auth = NULL;
     /* One more turn so the last answers are written out. */
     h2o_evloop_run(t->ctx.loop, 0);
     return NULL;

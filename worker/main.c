@@ -6,6 +6,7 @@
 
 #include "worker/config.h"
 #include "worker/http.h"
+#include "worker/jwks.h"
 #include "worker/log.h"
 #include "worker/migrate.h"
 
@@ -20,17 +21,21 @@ static const char usage[] =
     "  migrate    apply the migrations compiled into this binary that $DATABASE_URL lacks, then exit\n"
     "\n"
     "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
-    "  204 committed (stored, duplicate, ignored or kept in dead_letters), 413 body too large,\n"
-    "  503 database unavailable or deadline passed (Pub/Sub redelivers).\n"
+    "  204 committed (stored, duplicate, ignored or kept in dead_letters), 401 bad or missing token,\n"
+    "  403 token of another service account, 413 body too large,\n"
+    "  503 database unavailable, keys not loaded or deadline passed (Pub/Sub redelivers).\n"
     "\n"
     "Environment (defaults in brackets):\n"
     "  PORT [8080]              listening port\n"
     "  DATABASE_URL             libpq conninfo or URI [libpq defaults: PGHOST, PGDATABASE...]\n"
-    "  PUBSUB_AUTH [verify]     verify | claims | off. This build serves only with off (no token\n"
-    "                           checks, for the local emulator), logged as a warning at start\n"
-    "  PUBSUB_AUDIENCE          expected token audience; required unless PUBSUB_AUTH=off\n"
-    "  PUBSUB_SERVICE_ACCOUNT   expected token email (optional)\n"
-    "  OIDC_JWKS_URL, OIDC_ISSUERS  signing keys and accepted issuers (Google's by default)\n"
+    "  PUBSUB_AUTH [verify]     verify: check the Google OIDC token fully (RS256 signature, claims);\n"
+    "                           claims: behind Cloud Run IAM, which strips the signature: check claims;\n"
+    "                           off: no checks (local emulator only), logged as a warning at start\n"
+    "  PUBSUB_AUDIENCE          the token audience, compared exactly; required unless PUBSUB_AUTH=off\n"
+    "  PUBSUB_SERVICE_ACCOUNT   when set, the token's email must equal it (and be verified), else 403\n"
+    "  OIDC_JWKS_URL [https://www.googleapis.com/oauth2/v3/certs]  signing keys, cached per Cache-Control\n"
+    "  OIDC_ISSUERS [accounts.google.com,https://accounts.google.com]  accepted issuers\n"
+    "  JWKS_MIN_REFRESH_MS [30000]  an unknown key id triggers at most one key fetch per this\n"
     "  WORKER_THREADS [CPUs]    event loops, each with its own database connection\n"
     "  MAX_BODY_BYTES [16777216]  larger pushes are answered 413\n"
     "  PUSH_DEADLINE_MS [8000]  a push not committed by then is answered 503\n"
@@ -54,18 +59,23 @@ static int cmd_serve(void)
     pw_config_t cfg;
     if (load_config(&cfg) != 0)
         return 2;
-    if (cfg.auth_mode != PW_AUTH_OFF) {
-        pw_log(PW_LOG_CRITICAL, NULL,
-               "configuration: PUBSUB_AUTH=%s is not available in this build yet; set PUBSUB_AUTH=off "
-               "(only behind an authenticating proxy or for the local emulator)",
-               pw_auth_mode_name(cfg.auth_mode));
-        return 2;
-    }
-    pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
+    if (cfg.auth_mode == PW_AUTH_OFF)
+        pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int rc = pw_http_serve(&cfg);
+    int rc = 0;
+    if (cfg.auth_mode == PW_AUTH_VERIFY) {
+        char err[256];
+        if (pw_keys_start(cfg.jwks_url, err, sizeof err) != 0) {
+            pw_log(PW_LOG_CRITICAL, NULL, "configuration: %s", err);
+            rc = 2;
+            goto out;
+        }
+    }
+    rc = pw_http_serve(&cfg) == 0 ? 0 : 1;
+out:
+    pw_keys_stop();
     curl_global_cleanup();
-    return rc == 0 ? 0 : 1;
+    return rc;
 }
 
 static int cmd_migrate(void)

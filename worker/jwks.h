@@ -1,0 +1,75 @@
+/* The signing-key fetcher: one background thread keeps an immutable, ref-counted JWKS snapshot fresh. */
+#ifndef PW_JWKS_H
+#define PW_JWKS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/jwt.h"
+
+#define PW_JWKS_FETCH_TIMEOUT_MS 5000   /* whole transfer, DNS and TLS included */
+#define PW_JWKS_MAX_BYTES (1024 * 1024) /* a bigger body is a failed fetch */
+#define PW_JWKS_DEFAULT_TTL_S 3600      /* without Cache-Control max-age */
+#define PW_JWKS_MIN_TTL_S 60            /* scheduled refreshes never come sooner */
+#define PW_JWKS_MAX_TTL_S 86400         /* nor later */
+#define PW_JWKS_MIN_REFRESH_MS 30000    /* at most one on-demand fetch per this (env JWKS_MIN_REFRESH_MS) */
+#define PW_JWKS_BACKOFF_MIN_MS 1000     /* retry after a failed fetch, doubling... */
+#define PW_JWKS_BACKOFF_MAX_MS 60000    /* ...up to this */
+
+/* One fetched key set. Immutable once published; lives until the last reference is released. */
+typedef struct {
+    pw_jwks_t keys;
+    int64_t fetched_unix; /* wall clock of the fetch, seconds */
+    atomic_int pw__refs;  /* internal */
+} pw_jwks_snapshot_t;
+
+typedef struct {
+    uint64_t fetches;          /* attempts, successful or not */
+    uint64_t failures;         /* attempts that kept the previous keys */
+    uint64_t refresh_requests; /* pw_keys_request_refresh calls (most are coalesced) */
+    int64_t last_success_unix; /* 0 before the first success */
+    size_t keys;               /* usable keys in the current snapshot */
+} pw_keys_stats_t;
+
+/**
+ * Starts the fetcher thread for url (http:// or https://; no redirects are followed). The first
+ * fetch starts at once, but this does not wait for it: until it succeeds pw_keys_acquire returns
+ * NULL. Reads env JWKS_MIN_REFRESH_MS (default PW_JWKS_MIN_REFRESH_MS). Call once from main, after
+ * curl_global_init and before the loop threads. Returns 0, or PW_EINVAL with err (bad URL, bad
+ * env value, already started).
+ */
+int pw_keys_start(const char *url, char *err, size_t errlen);
+
+/**
+ * Stops and joins the thread (an ongoing fetch is aborted) and drops the published snapshot;
+ * snapshots still acquired stay valid until released. Idempotent. Call after the loops stopped.
+ */
+void pw_keys_stop(void);
+
+/**
+ * The current key set with a new reference, or NULL before the first successful fetch. Any thread;
+ * never blocks on a fetch (a short mutex hold). Pair with pw_keys_release.
+ */
+pw_jwks_snapshot_t *pw_keys_acquire(void);
+
+/* Drops a reference from pw_keys_acquire; the last one frees the snapshot. NULL is ignored. */
+void pw_keys_release(pw_jwks_snapshot_t *snap);
+
+/**
+ * Asks for a fetch because a token named a kid we do not have (keys may have rotated). Cheap and
+ * callable from any thread any number of times: all requests coalesce into at most one fetch per
+ * JWKS_MIN_REFRESH_MS, counted from the previous fetch.
+ */
+void pw_keys_request_refresh(void);
+
+/* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, read by pw_keys_start). */
+long pw_keys_min_refresh_ms(void);
+
+/* 1 once a key set has been published (it stays published through failed refreshes). */
+int pw_keys_ready(void);
+
+/* Counters for /metrics; any thread. */
+void pw_keys_stats(pw_keys_stats_t *out);
+
+#endif
