@@ -12,11 +12,15 @@ CREATE TABLE IF NOT EXISTS message_logs (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
--- Existing installations may have message_logs without the newer columns.
+-- The prototype's message_logs may lack the newer columns and the unique index the merge needs
+-- (ON CONFLICT (bsp_msg_id)); a new table has that index from its UNIQUE constraint. The unique
+-- index is the "index on bsp_msg_id" lookups use: the prototype guide's separate
+-- idx_message_logs_bsp_msg_id would only double the cost of every write, so it is not created
+-- here (an existing one is left alone).
 ALTER TABLE message_logs ADD COLUMN IF NOT EXISTS current_status text;
 ALTER TABLE message_logs ADD COLUMN IF NOT EXISTS last_error jsonb;
 ALTER TABLE message_logs ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
-CREATE INDEX IF NOT EXISTS idx_message_logs_bsp_msg_id ON message_logs (bsp_msg_id);
+CREATE UNIQUE INDEX IF NOT EXISTS message_logs_bsp_msg_id_key ON message_logs (bsp_msg_id);
 CREATE INDEX IF NOT EXISTS idx_message_logs_whatsapp_status ON message_logs USING GIN (whatsapp_status);
 
 -- Every status event once; a repeat keeps the earliest time.
@@ -93,6 +97,27 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
           GROUP BY key) m
 $$;
 
+-- The same merge as a plain expression the planner inlines (no subquery, no function call) for
+-- the usual keys; maps holding any other key take the general pw_status_merge.
+CREATE OR REPLACE FUNCTION pw_status_merge_fast(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN (a - '{sent,delivered,read,played,failed}'::text[]) = '{}'::jsonb
+                 AND (b - '{sent,delivered,read,played,failed}'::text[]) = '{}'::jsonb
+           THEN jsonb_strip_nulls(jsonb_build_object(
+                'sent', least(a->>'sent', b->>'sent'),
+                'delivered', least(a->>'delivered', b->>'delivered'),
+                'read', least(a->>'read', b->>'read'),
+                'played', least(a->>'played', b->>'played'),
+                'failed', least(a->>'failed', b->>'failed')))
+           ELSE pw_status_merge(a, b) END
+$$;
+
+-- The alphabetically first key: the current status of a map holding only unusual statuses.
+CREATE OR REPLACE FUNCTION pw_first_key(s jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT min(k) FROM jsonb_object_keys(s) k
+$$;
+
 -- The furthest state reached: played > read > delivered > sent; failed when never delivered;
 -- otherwise any other status seen (the smallest name, so the answer does not depend on order).
 CREATE OR REPLACE FUNCTION pw_current_status(s jsonb) RETURNS text
@@ -103,6 +128,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         WHEN s ? 'delivered' THEN 'delivered'
         WHEN s ? 'failed' THEN 'failed'
         WHEN s ? 'sent' THEN 'sent'
-        ELSE (SELECT min(k) FROM jsonb_object_keys(s) k)
+        ELSE pw_first_key(s)
     END
 $$;

@@ -12,7 +12,8 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  *   ev   upserts status_events, replacing a row only by an earlier event;
  *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
  *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest;
- *   then upserts message_logs, merging with pw_status_merge (earliest per key), and touches
+ *   per  the recipient and the failure's errors per message;
+ *   then upserts message_logs, merging with pw_status_merge_fast (earliest per key), and touches
  *   the row only when something changed, so a duplicate changes nothing, not even updated_at.
  * Rows are written in key order so that concurrent groups take row locks in the same order.
  */
@@ -49,16 +50,15 @@ static const char status_sql[] =
     "         min(at) AS first_at"
     "  FROM imp GROUP BY id"
     "), per AS ("
-    "  SELECT m.id, m.ws, m.first_at,"
-    "         (SELECT min(s.to_phone) FROM s WHERE s.id = m.id) AS to_phone,"
-    "         (SELECT s.errors FROM s WHERE s.id = m.id AND s.status = 'failed') AS err"
-    "  FROM m"
+    "  SELECT id, min(to_phone) AS to_phone, (array_agg(errors) FILTER (WHERE status = 'failed'))[1] AS err"
+    "  FROM s GROUP BY id"
     ") "
     "INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
-    " SELECT id, to_phone, ws, pw_current_status(ws), err, least(first_at, now()), now() FROM per ORDER BY id "
+    " SELECT m.id, per.to_phone, m.ws, pw_current_status(m.ws), per.err, least(m.first_at, now()), now()"
+    " FROM m JOIN per USING (id) ORDER BY m.id "
     "ON CONFLICT (bsp_msg_id) DO UPDATE SET"
-    "  whatsapp_status = pw_status_merge(l.whatsapp_status, excluded.whatsapp_status),"
-    "  current_status = pw_current_status(pw_status_merge(l.whatsapp_status, excluded.whatsapp_status)),"
+    "  whatsapp_status = pw_status_merge_fast(l.whatsapp_status, excluded.whatsapp_status),"
+    "  current_status = pw_current_status(pw_status_merge_fast(l.whatsapp_status, excluded.whatsapp_status)),"
     "  to_phone = coalesce(l.to_phone, excluded.to_phone),"
     "  last_error = CASE WHEN excluded.last_error IS NULL THEN l.last_error"
     "                    WHEN l.last_error IS NULL THEN excluded.last_error"
@@ -66,7 +66,7 @@ static const char status_sql[] =
     "                    ELSE l.last_error END,"
     "  created_at = least(l.created_at, excluded.created_at),"
     "  updated_at = now() "
-    "WHERE l.whatsapp_status IS DISTINCT FROM pw_status_merge(l.whatsapp_status, excluded.whatsapp_status)"
+    "WHERE l.whatsapp_status IS DISTINCT FROM pw_status_merge_fast(l.whatsapp_status, excluded.whatsapp_status)"
     "   OR (l.to_phone IS NULL AND excluded.to_phone IS NOT NULL)"
     "   OR excluded.created_at < l.created_at"
     "   OR (excluded.last_error IS NOT NULL AND (l.last_error IS NULL"
