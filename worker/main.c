@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "worker/config.h"
+#include "worker/dispatch.h"
 #include "worker/http.h"
 #include "worker/jwks.h"
 #include "worker/log.h"
@@ -15,10 +16,12 @@
 #endif
 
 static const char usage[] =
-    "usage: worker [serve | migrate | --help | --version]\n"
+    "usage: worker [serve | migrate | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
     "  migrate    apply the migrations compiled into this binary that $DATABASE_URL lacks, then exit\n"
+    "  sql        list the statements a group of pushes is written with; sql NAME prints one\n"
+    "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
     "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
     "  204 committed (stored, duplicate, ignored or kept in dead_letters), 401 bad or missing token,\n"
@@ -91,9 +94,27 @@ static int cmd_migrate(void)
     return pw_migrate_run(url != NULL ? url : "") == 0 ? 0 : 1;
 }
 
+static int cmd_sql(const char *name)
+{
+    size_t n;
+    const pw_stmt_t *const *stmts = pw_dispatch_statements(&n);
+    for (size_t i = 0; i < n; i++) {
+        if (name == NULL)
+            printf("%s\t%d parameters\n", stmts[i]->name, stmts[i]->ncols);
+        else if (strcmp(name, stmts[i]->name) == 0)
+            return puts(stmts[i]->sql) >= 0 ? 0 : 1;
+    }
+    if (name == NULL)
+        return 0;
+    fprintf(stderr, "worker: no statement named '%s' (try: worker sql)\n", name);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (argc == 3 && strcmp(cmd, "sql") == 0)
+        return cmd_sql(argv[2]);
     if (argc > 2) {
         fputs(usage, stderr);
         return 2;
@@ -110,6 +131,8 @@ int main(int argc, char **argv)
         return cmd_serve();
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate();
+    if (strcmp(cmd, "sql") == 0)
+        return cmd_sql(NULL);
     fprintf(stderr, "worker: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }
