@@ -8,7 +8,7 @@
 #include "proto/time.h"
 #include "worker/util.h"
 
-#define PW_COLS_MAX 12
+#define PW_COLS_MAX 40
 
 /*
  * Many pushes' rows go into one statement as arrays (`unnest($1::text[], ...)`), so a group of

@@ -22,8 +22,7 @@ typedef enum { DB_DOWN, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY } db_state
 struct pw_db {
     h2o_loop_t *loop;
     const pw_config_t *cfg;
-    const pw_stmt_t *const *stmts;
-    size_t nstmts;
+    const pw_stmt_t *stmt; /* the one statement a group is written with */
 
     PGconn *pg;
     h2o_socket_t *sock; /* wraps dup(PQsocket(pg)), so closing it never closes libpq's fd */
@@ -214,14 +213,8 @@ static void on_retry(h2o_timeout_entry_t *entry)
 
 static void send_prepares(pw_db_t *db)
 {
-    for (size_t i = 0; i < db->nstmts; i++) {
-        const pw_stmt_t *s = db->stmts[i];
-        if (!PQsendPrepare(db->pg, s->name, s->sql, s->ncols, NULL)) {
-            conn_lost(db, PQerrorMessage(db->pg));
-            return;
-        }
-    }
-    if (!PQpipelineSync(db->pg) || flush_output(db) != 0) {
+    if (!PQsendPrepare(db->pg, db->stmt->name, db->stmt->sql, db->stmt->ncols, NULL) || !PQpipelineSync(db->pg) ||
+        flush_output(db) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
         return;
     }
@@ -431,23 +424,17 @@ static void maybe_send_batch(pw_db_t *db)
     take_batch(db);
     if (db->b_len == 0)
         return;
-    for (size_t i = 0; i < db->nstmts; i++) {
-        const pw_stmt_t *s = db->stmts[i];
-        pw_cols_begin(&db->cols, s->ncols);
-        for (pw_db_job_t *j = db->b_head; j != NULL; j = j->next)
-            s->append(&db->cols, j->push);
-        if (db->cols.nrows == 0)
-            continue;
-        pw_cols_finish(&db->cols);
-        const char *values[PW_COLS_MAX];
-        for (int c = 0; c < s->ncols; c++)
-            values[c] = db->cols.col[c].base;
-        if (!PQsendQueryPrepared(db->pg, s->name, s->ncols, values, NULL, NULL, 0)) {
-            conn_lost(db, PQerrorMessage(db->pg));
-            return;
-        }
-    }
-    if (!PQpipelineSync(db->pg) || flush_output(db) != 0) {
+    const pw_stmt_t *s = db->stmt;
+    pw_cols_begin(&db->cols, s->ncols);
+    for (pw_db_job_t *j = db->b_head; j != NULL; j = j->next)
+        s->append(&db->cols, j->push);
+    pw_cols_finish(&db->cols);
+    const char *values[PW_COLS_MAX];
+    for (int c = 0; c < s->ncols; c++)
+        values[c] = db->cols.col[c].base;
+    /* One statement, then Sync: the implicit transaction commits at the Sync. */
+    if (!PQsendQueryPrepared(db->pg, s->name, s->ncols, values, NULL, NULL, 0) || !PQpipelineSync(db->pg) ||
+        flush_output(db) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
         return;
     }
@@ -463,7 +450,7 @@ pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg)
     pw_db_t *db = pw_xcalloc(1, sizeof *db);
     db->loop = loop;
     db->cfg = cfg;
-    db->stmts = pw_dispatch_statements(&db->nstmts);
+    db->stmt = pw_dispatch_statement();
     db->sock_fd = -1;
     h2o_timeout_init(loop, &db->zero, 0);
     h2o_timeout_init(loop, &db->retry, PW_DB_RETRY_TICK_MS);

@@ -1,6 +1,8 @@
 /* Decodes a push (envelope -> base64 -> webhook) and routes it: rows for the handlers, or a dead letter. */
 #include "worker/dispatch.h"
 
+#include <assert.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,44 +126,111 @@ size_t pw_push_items(const pw_push_t *p)
 
 static const char *const outcome_names[] = {"stored", "ignored", "dead_letter"};
 
-/* A redelivered push finds its receipt and adds nothing; its rows are idempotent as well. */
-static const char receipts_sql[] = "INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome) "
-                                   "SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) "
-                                   "ON CONFLICT DO NOTHING";
+/*
+ * A group of pushes is written with ONE statement (one round trip, one plan, one executor
+ * start), whose WITH list holds every section:
+ *   rc   the receipts; RETURNING gives the pushes new to this transaction, and only their rows
+ *        are written (PW_SQL_FROM_NEW_PUSH), so a redelivered push changes nothing;
+ *   the status section (status_events, message_logs), the inbound section (inbound_messages),
+ *   the contacts section, and dl, the dead letters (kept once per push);
+ * and the final SELECT announces each inserted inbound message with NOTIFY, delivered at COMMIT.
+ * Sections with no rows get empty arrays and cost next to nothing.
+ */
+static const char receipts_ctes[] = "rc AS ("
+                                    " INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome)"
+                                    " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])"
+                                    " ON CONFLICT DO NOTHING"
+                                    " RETURNING subscription, message_id)";
 
-static void receipts_append(pw_cols_t *c, const pw_push_t *p)
+static void receipts_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     if (p->message_id.base == NULL)
         return; /* an unwrapped push without metadata has no identity to record */
-    pw_cols_str(c, 0, pw_push_receipt_sub(p));
-    pw_cols_str(c, 1, p->message_id);
-    pw_cols_time(c, 2, p->publish_time);
-    pw_cols_cstr(c, 3, outcome_names[p->outcome]);
+    pw_cols_str(c, base + 0, pw_push_receipt_sub(p));
+    pw_cols_str(c, base + 1, p->message_id);
+    pw_cols_time(c, base + 2, p->publish_time);
+    pw_cols_cstr(c, base + 3, outcome_names[p->outcome]);
     pw_cols_end_row(c);
 }
 
-static const char dead_sql[] = "INSERT INTO dead_letters (subscription, message_id, reason, body) "
-                               "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) "
-                               "ON CONFLICT (subscription, message_id) DO NOTHING";
+static const char dead_ctes[] = "dl AS ("
+                                " INSERT INTO dead_letters (subscription, message_id, reason, body)"
+                                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
+                                " ON CONFLICT (subscription, message_id) DO NOTHING"
+                                " RETURNING 1)";
 
-static void dead_append(pw_cols_t *c, const pw_push_t *p)
+static void dead_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     if (p->dead_reason == NULL)
         return;
-    pw_cols_str(c, 0, p->subscription);
-    pw_cols_str(c, 1, p->message_id);
-    pw_cols_cstr(c, 2, p->dead_reason);
-    pw_cols_bytea(c, 3, p->raw, p->raw_len);
+    pw_cols_str(c, base + 0, p->subscription);
+    pw_cols_str(c, base + 1, p->message_id);
+    pw_cols_cstr(c, base + 2, p->dead_reason);
+    pw_cols_bytea(c, base + 3, p->raw, p->raw_len);
     pw_cols_end_row(c);
 }
 
-static const pw_stmt_t receipts_stmt = {"pw_receipts", receipts_sql, 4, receipts_append};
-static const pw_stmt_t dead_stmt = {"pw_dead", dead_sql, 4, dead_append};
+static const pw_section_t receipts_section = {"receipts", receipts_ctes, 4, receipts_append};
+static const pw_section_t dead_section = {"dead_letters", dead_ctes, 4, dead_append};
 
-static const pw_stmt_t *const all_stmts[] = {&receipts_stmt, &pw_status_stmt, &pw_inbound_stmt, &pw_contacts_stmt, &dead_stmt};
+/* Receipts first: the others read "rc". */
+static const pw_section_t *const sections[] = {&receipts_section, &pw_status_section, &pw_inbound_section,
+                                               &pw_contacts_section, &dead_section};
+#define N_SECTIONS (sizeof sections / sizeof sections[0])
 
-const pw_stmt_t *const *pw_dispatch_statements(size_t *n)
+static const char final_select[] =
+    " SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
+    " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
+    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins";
+
+/* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
+static void append_renumbered(pw_buf_t *b, const char *sql, int base)
 {
-    *n = sizeof all_stmts / sizeof all_stmts[0];
-    return all_stmts;
+    for (const char *q = sql; *q != '\0';) {
+        if (q[0] == '$' && q[1] >= '0' && q[1] <= '9') {
+            char *end;
+            long k = strtol(q + 1, &end, 10);
+            pw_buf_appendf(b, "$%ld", k + base);
+            q = end;
+        } else {
+            pw_buf_appendc(b, *q++);
+        }
+    }
+}
+
+static void batch_append(pw_cols_t *c, const pw_push_t *p)
+{
+    int base = 0;
+    for (size_t i = 0; i < N_SECTIONS; i++) {
+        size_t before = c->nrows;
+        sections[i]->append(c, base, p);
+        c->nrows = before; /* rows are counted per push below, not per section */
+        base += sections[i]->ncols;
+    }
+    c->nrows++;
+}
+
+static pw_stmt_t batch_stmt;
+static pw_buf_t batch_sql;
+
+static void build_batch_stmt(void)
+{
+    int base = 0;
+    pw_buf_append(&batch_sql, "WITH ", 5);
+    for (size_t i = 0; i < N_SECTIONS; i++) {
+        if (i > 0)
+            pw_buf_append(&batch_sql, ", ", 2);
+        append_renumbered(&batch_sql, sections[i]->ctes, base);
+        base += sections[i]->ncols;
+    }
+    pw_buf_append(&batch_sql, final_select, sizeof final_select - 1);
+    assert(base <= PW_COLS_MAX);
+    batch_stmt = (pw_stmt_t){"pw_batch", batch_sql.base, base, batch_append};
+}
+
+const pw_stmt_t *pw_dispatch_statement(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, build_batch_stmt);
+    return &batch_stmt;
 }

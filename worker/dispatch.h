@@ -52,7 +52,7 @@ static inline pw_str_t pw_push_receipt_sub(const pw_push_t *p)
 /* Number of status and inbound items, for logs and metrics. */
 size_t pw_push_items(const pw_push_t *p);
 
-/* One batched statement: its SQL (parameters are arrays, one element per row) and the function that adds a push's rows. */
+/* The statement a group of pushes is written with: its SQL (parameters are arrays, one element per row) and the function that adds a push's rows. */
 typedef struct {
     const char *name; /* prepared statement name */
     const char *sql;
@@ -60,7 +60,7 @@ typedef struct {
     void (*append)(pw_cols_t *cols, const pw_push_t *p);
 } pw_stmt_t;
 
-/* The statements a group of pushes is written with, in order (receipts first). */
-const pw_stmt_t *const *pw_dispatch_statements(size_t *n);
+/* The one statement that writes a whole group of pushes (built on first use; any thread). */
+const pw_stmt_t *pw_dispatch_statement(void);
 
 #endif

@@ -7,8 +7,8 @@ enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_S
  * First write wins (a redelivery changes nothing). Only rows really inserted are announced, so a
  * listener hears each message once; NOTIFY is delivered at COMMIT, never for a rolled-back group.
  */
-static const char inbound_sql[] =
-    "WITH m AS ("
+static const char inbound_ctes[] =
+    "im AS ("
     "  SELECT DISTINCT ON (id) *"
     "  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
     "              $8::text[], $9::timestamptz[], $10::jsonb[], $11::text[], $12::text[])"
@@ -19,41 +19,38 @@ static const char inbound_sql[] =
     "  INSERT INTO inbound_messages (wa_msg_id, phone_number_id, from_phone, from_user_id, contact_name, msg_type,"
     "                                body, context_msg_id, sent_at, payload, pubsub_message_id)"
     "  SELECT id, pnid, from_phone, from_user_id, contact_name, msg_type, body, context_id, sent_at, payload, psmid"
-    "  FROM m ORDER BY id"
+    "  FROM im ORDER BY id"
     "  ON CONFLICT (wa_msg_id) DO NOTHING"
     "  RETURNING wa_msg_id, phone_number_id, msg_type, sent_at"
-    ") "
-    "SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
-    " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
-    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins";
+    ")";
 
-static void inbound_append(pw_cols_t *c, const pw_push_t *p)
+static void inbound_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_inbound; i++) {
         const pw_inbound_t *m = &p->wh.inbound[i];
-        pw_cols_str(c, M_ID, m->id);
-        pw_cols_str(c, M_PNID, m->phone_number_id);
-        pw_cols_phone(c, M_FROM, m->from);
-        pw_cols_str(c, M_FROM_USER, m->from_user_id);
-        pw_cols_str(c, M_NAME, m->contact_name);
-        pw_cols_str(c, M_TYPE, m->type);
-        pw_cols_str(c, M_BODY, m->body);
-        pw_cols_str(c, M_CONTEXT, m->context_id);
-        pw_cols_time(c, M_SENT, m->sent_at);
-        pw_cols_json(c, M_PAYLOAD, m->payload);
-        pw_cols_str(c, M_PSMID, p->message_id);
-        pw_cols_str(c, M_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + M_ID, m->id);
+        pw_cols_str(c, base + M_PNID, m->phone_number_id);
+        pw_cols_phone(c, base + M_FROM, m->from);
+        pw_cols_str(c, base + M_FROM_USER, m->from_user_id);
+        pw_cols_str(c, base + M_NAME, m->contact_name);
+        pw_cols_str(c, base + M_TYPE, m->type);
+        pw_cols_str(c, base + M_BODY, m->body);
+        pw_cols_str(c, base + M_CONTEXT, m->context_id);
+        pw_cols_time(c, base + M_SENT, m->sent_at);
+        pw_cols_json(c, base + M_PAYLOAD, m->payload);
+        pw_cols_str(c, base + M_PSMID, p->message_id);
+        pw_cols_str(c, base + M_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }
 
-const pw_stmt_t pw_inbound_stmt = {"pw_inbound", inbound_sql, M_NCOLS, inbound_append};
+const pw_section_t pw_inbound_section = {"inbound", inbound_ctes, M_NCOLS, inbound_append};
 
 enum { K_WA_ID, K_NAME, K_FIRST, K_LAST, K_PSMID, K_SUB, K_NCOLS };
 
 /* The profile name follows the latest sighting; first/last seen only widen. */
-static const char contacts_sql[] =
-    "INSERT INTO contacts AS c (wa_id, profile_name, first_seen_at, last_seen_at) "
+static const char contacts_ctes[] =
+    "ct AS (INSERT INTO contacts AS c (wa_id, profile_name, first_seen_at, last_seen_at) "
     "SELECT wa_id, (array_agg(profile_name ORDER BY last_seen DESC, profile_name)"
     "               FILTER (WHERE profile_name IS NOT NULL))[1], min(first_seen), max(last_seen) "
     "FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::text[])"
@@ -69,20 +66,21 @@ static const char contacts_sql[] =
     "WHERE excluded.first_seen_at < c.first_seen_at OR excluded.last_seen_at > c.last_seen_at"
     "   OR c.first_seen_at IS NULL OR c.last_seen_at IS NULL"
     "   OR (excluded.profile_name IS NOT NULL AND excluded.profile_name IS DISTINCT FROM c.profile_name"
-    "       AND (c.profile_name IS NULL OR excluded.last_seen_at >= c.last_seen_at))";
+    "       AND (c.profile_name IS NULL OR excluded.last_seen_at >= c.last_seen_at))"
+    " RETURNING 1)";
 
-static void contacts_append(pw_cols_t *c, const pw_push_t *p)
+static void contacts_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_contacts; i++) {
         const pw_contact_t *k = &p->wh.contacts[i];
-        pw_cols_str(c, K_WA_ID, k->wa_id);
-        pw_cols_str(c, K_NAME, k->profile_name);
-        pw_cols_time(c, K_FIRST, k->first_seen_at);
-        pw_cols_time(c, K_LAST, k->seen_at);
-        pw_cols_str(c, K_PSMID, p->message_id);
-        pw_cols_str(c, K_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + K_WA_ID, k->wa_id);
+        pw_cols_str(c, base + K_NAME, k->profile_name);
+        pw_cols_time(c, base + K_FIRST, k->first_seen_at);
+        pw_cols_time(c, base + K_LAST, k->seen_at);
+        pw_cols_str(c, base + K_PSMID, p->message_id);
+        pw_cols_str(c, base + K_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }
 
-const pw_stmt_t pw_contacts_stmt = {"pw_contacts", contacts_sql, K_NCOLS, contacts_append};
+const pw_section_t pw_contacts_section = {"contacts", contacts_ctes, K_NCOLS, contacts_append};

@@ -20,7 +20,7 @@ static const char usage[] =
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
     "  migrate    apply the migrations compiled into this binary that $DATABASE_URL lacks, then exit\n"
-    "  sql        list the statements a group of pushes is written with; sql NAME prints one\n"
+    "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
     "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
@@ -96,16 +96,13 @@ static int cmd_migrate(void)
 
 static int cmd_sql(const char *name)
 {
-    size_t n;
-    const pw_stmt_t *const *stmts = pw_dispatch_statements(&n);
-    for (size_t i = 0; i < n; i++) {
-        if (name == NULL)
-            printf("%s\t%d parameters\n", stmts[i]->name, stmts[i]->ncols);
-        else if (strcmp(name, stmts[i]->name) == 0)
-            return puts(stmts[i]->sql) >= 0 ? 0 : 1;
-    }
-    if (name == NULL)
+    const pw_stmt_t *s = pw_dispatch_statement();
+    if (name == NULL) {
+        printf("%s\t%d parameters\n", s->name, s->ncols);
         return 0;
+    }
+    if (strcmp(name, s->name) == 0)
+        return puts(s->sql) >= 0 ? 0 : 1;
     fprintf(stderr, "worker: no statement named '%s' (try: worker sql)\n", name);
     return 2;
 }

@@ -4,7 +4,7 @@
 enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB, C_NCOLS };
 
 /*
- * Why one statement: the merge must not read-modify-write (two pushes for the same message at
+ * Why SQL and not C: the merge must not read-modify-write (two pushes for the same message at
  * once would lose one), and a group may hold several events of one message, which
  * `ON CONFLICT DO UPDATE` may touch only once per statement. So the statement:
  *   s    one row per (message, status), the earliest (ties: the smallest push id), from
@@ -17,8 +17,8 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  *   the row only when something changed, so a duplicate changes nothing, not even updated_at.
  * Rows are written in key order so that concurrent groups take row locks in the same order.
  */
-static const char status_sql[] =
-    "WITH s AS ("
+static const char status_ctes[] =
+    "s AS ("
     "  SELECT DISTINCT ON (id, status) *"
     "  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],"
     "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[])"
@@ -52,8 +52,8 @@ static const char status_sql[] =
     "), per AS ("
     "  SELECT id, min(to_phone) AS to_phone, (array_agg(errors) FILTER (WHERE status = 'failed'))[1] AS err"
     "  FROM s GROUP BY id"
-    ") "
-    "INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
+    "), ml AS ("
+    " INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
     " SELECT m.id, per.to_phone, m.ws, pw_current_status(m.ws), per.err, least(m.first_at, now()), now()"
     " FROM m JOIN per USING (id) ORDER BY m.id "
     "ON CONFLICT (bsp_msg_id) DO UPDATE SET"
@@ -70,26 +70,28 @@ static const char status_sql[] =
     "   OR (l.to_phone IS NULL AND excluded.to_phone IS NOT NULL)"
     "   OR excluded.created_at < l.created_at"
     "   OR (excluded.last_error IS NOT NULL AND (l.last_error IS NULL"
-    "       OR excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed'))";
+    "       OR excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed'))"
+    " RETURNING 1"
+    ")";
 
-static void status_append(pw_cols_t *c, const pw_push_t *p)
+static void status_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_statuses; i++) {
         const pw_status_t *st = &p->wh.statuses[i];
-        pw_cols_str(c, C_ID, st->id);
-        pw_cols_str(c, C_STATUS, st->status);
-        pw_cols_time(c, C_AT, st->occurred_at);
-        pw_cols_str(c, C_RECIPIENT, st->recipient_id);
-        pw_cols_phone(c, C_TO_PHONE, st->recipient_id);
-        pw_cols_str(c, C_PNID, st->phone_number_id);
-        pw_cols_json(c, C_CONV, st->conversation);
-        pw_cols_json(c, C_PRICING, st->pricing);
-        pw_cols_json(c, C_ERRORS, st->errors);
-        pw_cols_str(c, C_BIZ, st->biz_opaque_callback_data);
-        pw_cols_str(c, C_PSMID, p->message_id);
-        pw_cols_str(c, C_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + C_ID, st->id);
+        pw_cols_str(c, base + C_STATUS, st->status);
+        pw_cols_time(c, base + C_AT, st->occurred_at);
+        pw_cols_str(c, base + C_RECIPIENT, st->recipient_id);
+        pw_cols_phone(c, base + C_TO_PHONE, st->recipient_id);
+        pw_cols_str(c, base + C_PNID, st->phone_number_id);
+        pw_cols_json(c, base + C_CONV, st->conversation);
+        pw_cols_json(c, base + C_PRICING, st->pricing);
+        pw_cols_json(c, base + C_ERRORS, st->errors);
+        pw_cols_str(c, base + C_BIZ, st->biz_opaque_callback_data);
+        pw_cols_str(c, base + C_PSMID, p->message_id);
+        pw_cols_str(c, base + C_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);
     }
 }
 
-const pw_stmt_t pw_status_stmt = {"pw_status", status_sql, C_NCOLS, status_append};
+const pw_section_t pw_status_section = {"status", status_ctes, C_NCOLS, status_append};
