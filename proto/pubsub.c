@@ -2,6 +2,8 @@
 #include "pubsub.h"
 
 #include "base64.h"
+#include "jscan.h"
+#include "pw_json.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -94,31 +96,116 @@ int pw_envelope_is_wrapped(const char *body, size_t len)
     }
 }
 
-/* ---- the wrapped form ---- */
+/* ---- the wrapped form ----
+ *
+ * Read with pw_jscan, not json-c: the envelope has a fixed shape and one big member (the base64
+ * data), and building a json-c tree for it cost more than everything else a push needs. The
+ * members are located in one validating pass, then checked in a fixed order, so that the first
+ * error named is the same whatever the member order.
+ */
 
-/* An optional string member; "" counts as absent (Pub/Sub omits unset fields, nothing means ""). */
-static int read_string(json_object *o, const char *key, const char *path, pw_str_t *out, char *err, size_t errlen)
+enum { F_SUBSCRIPTION, F_DELIVERY_ATTEMPT, F_MESSAGE, F_MESSAGE_ID, F_MESSAGE_ID_SNAKE, F_PUBLISH_TIME,
+       F_PUBLISH_TIME_SNAKE, F_ORDERING_KEY, F_ATTRIBUTES, F_DATA, F_COUNT };
+
+typedef struct {
+    pw_jscan_t sc;
+    pw_jval_t f[F_COUNT]; /* duplicate members: the last one counts, as with json-c */
+    char *copies;         /* unescaped strings, owned by the envelope in the end */
+    size_t copies_used;
+} wrapped_t;
+
+static const char *const message_members[] = {[F_MESSAGE_ID] = "messageId",       [F_MESSAGE_ID_SNAKE] = "message_id",
+                                               [F_PUBLISH_TIME] = "publishTime",   [F_PUBLISH_TIME_SNAKE] = "publish_time",
+                                               [F_ORDERING_KEY] = "orderingKey",   [F_ATTRIBUTES] = "attributes",
+                                               [F_DATA] = "data"};
+
+/* Reads the value at the scanner into slot f (or just validates it when f < 0). */
+static int read_member(wrapped_t *w, int f)
 {
-    json_object *v = pw_json_member(o, key);
+    pw_jval_t v;
+    if (pw_jscan_value(&w->sc, &v) != 0)
+        return -1;
+    if (f >= 0)
+        w->f[f] = v;
+    return 0;
+}
+
+static int scan_message(wrapped_t *w)
+{
+    int first = 1, rc;
+    pw_jval_t key;
+    while ((rc = pw_jscan_object_next(&w->sc, &first, &key)) == 1) {
+        int f = -1;
+        for (int k = F_MESSAGE_ID; k < F_COUNT; k++)
+            if (pw_jscan_string_is(&w->sc, &key, message_members[k]))
+                f = k;
+        if (read_member(w, f) != 0)
+            return -1;
+    }
+    return rc;
+}
+
+/* One pass over the document: syntax, nesting, and where each member we read is. */
+static int scan_envelope(wrapped_t *w)
+{
+    if (pw_jscan_peek(&w->sc) != PW_J_OBJECT) {
+        pw_jval_t v;
+        return pw_jscan_value(&w->sc, &v);
+    }
+    int first = 1, rc;
+    pw_jval_t key;
+    while ((rc = pw_jscan_object_next(&w->sc, &first, &key)) == 1) {
+        if (pw_jscan_string_is(&w->sc, &key, "message")) {
+            w->f[F_MESSAGE] = (pw_jval_t){pw_jscan_peek(&w->sc), w->sc.i, 0, 0};
+            rc = w->f[F_MESSAGE].type == PW_J_OBJECT ? scan_message(w) : read_member(w, F_MESSAGE);
+        } else if (pw_jscan_string_is(&w->sc, &key, "subscription")) {
+            rc = read_member(w, F_SUBSCRIPTION);
+        } else if (pw_jscan_string_is(&w->sc, &key, "deliveryAttempt")) {
+            rc = read_member(w, F_DELIVERY_ATTEMPT);
+        } else {
+            rc = read_member(w, -1);
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* A string member as a slice of the body, or of w->copies when it had escapes. "" and null are absent. */
+static int member_string(wrapped_t *w, int f, const char *path, pw_str_t *out, char *err, size_t errlen)
+{
+    static const char *const names[] = {[F_SUBSCRIPTION] = "subscription", [F_MESSAGE_ID] = "messageId",
+                                        [F_MESSAGE_ID_SNAKE] = "message_id", [F_PUBLISH_TIME] = "publishTime",
+                                        [F_PUBLISH_TIME_SNAKE] = "publish_time", [F_ORDERING_KEY] = "orderingKey",
+                                        [F_DATA] = "data"};
+    const pw_jval_t *v = &w->f[f];
     *out = PW_STR_NULL;
-    if (v == NULL)
+    if (v->type == PW_J_NONE || v->type == PW_J_NULL)
         return 0;
-    if (!json_object_is_type(v, json_type_string))
-        return pw_set_err(err, errlen, PW_EINVAL, "%s%s: not a string", path, key);
-    if (json_object_get_string_len(v) > 0)
-        *out = pw_json_str(v);
+    if (v->type != PW_J_STRING)
+        return pw_set_err(err, errlen, PW_EINVAL, "%s%s: not a string", path, names[f]);
+    if (v->end == v->start)
+        return 0;
+    if (!v->escaped) {
+        *out = pw_str(w->sc.s + v->start, v->end - v->start);
+        return 0;
+    }
+    char *dst = w->copies + w->copies_used;
+    size_t n = pw_jscan_unescape(&w->sc, v, dst);
+    w->copies_used += n;
+    *out = n > 0 ? pw_str(dst, n) : PW_STR_NULL;
     return 0;
 }
 
 /* Pub/Sub sends messageId and publishTime twice (camelCase and snake_case); a reader trusting one
    spelling must not silently ignore the other, so they have to agree. */
-static int read_message_id(json_object *msg, pw_str_t *out, char *err, size_t errlen)
+static int read_message_id(wrapped_t *w, pw_str_t *out, char *err, size_t errlen)
 {
     pw_str_t camel, snake;
     int rc;
 
-    if ((rc = read_string(msg, "messageId", "message.", &camel, err, errlen)) != 0 ||
-        (rc = read_string(msg, "message_id", "message.", &snake, err, errlen)) != 0)
+    if ((rc = member_string(w, F_MESSAGE_ID, "message.", &camel, err, errlen)) != 0 ||
+        (rc = member_string(w, F_MESSAGE_ID_SNAKE, "message.", &snake, err, errlen)) != 0)
         return rc;
     if (camel.base != NULL && snake.base != NULL && (camel.len != snake.len || memcmp(camel.base, snake.base, camel.len) != 0))
         return pw_set_err(err, errlen, PW_EINVAL, "message.messageId and message.message_id differ");
@@ -126,14 +213,14 @@ static int read_message_id(json_object *msg, pw_str_t *out, char *err, size_t er
     return 0;
 }
 
-static int parse_time_member(json_object *msg, const char *key, pw_time_us_t *out, char *err, size_t errlen)
+static int parse_time_member(wrapped_t *w, int f, const char *key, pw_time_us_t *out, char *err, size_t errlen)
 {
     pw_str_t s;
     char why[128];
     int rc;
 
     *out = 0;
-    if ((rc = read_string(msg, key, "message.", &s, err, errlen)) != 0 || s.base == NULL)
+    if ((rc = member_string(w, f, "message.", &s, err, errlen)) != 0 || s.base == NULL)
         return rc;
     if ((rc = pw_time_parse_rfc3339(s.base, s.len, out, why, sizeof(why))) != 0)
         return pw_set_err(err, errlen, rc, "message.%s: %s", key, why);
@@ -141,13 +228,13 @@ static int parse_time_member(json_object *msg, const char *key, pw_time_us_t *ou
 }
 
 /* The two spellings are compared as instants: "...55.749Z" and "...55.749000Z" agree. */
-static int read_publish_time(json_object *msg, pw_time_us_t *out, char *err, size_t errlen)
+static int read_publish_time(wrapped_t *w, pw_time_us_t *out, char *err, size_t errlen)
 {
     pw_time_us_t camel, snake;
     int rc;
 
-    if ((rc = parse_time_member(msg, "publishTime", &camel, err, errlen)) != 0 ||
-        (rc = parse_time_member(msg, "publish_time", &snake, err, errlen)) != 0)
+    if ((rc = parse_time_member(w, F_PUBLISH_TIME, "publishTime", &camel, err, errlen)) != 0 ||
+        (rc = parse_time_member(w, F_PUBLISH_TIME_SNAKE, "publish_time", &snake, err, errlen)) != 0)
         return rc;
     if (camel != 0 && snake != 0 && camel != snake)
         return pw_set_err(err, errlen, PW_EINVAL, "message.publishTime and message.publish_time differ");
@@ -155,43 +242,59 @@ static int read_publish_time(json_object *msg, pw_time_us_t *out, char *err, siz
     return 0;
 }
 
-static int read_delivery_attempt(json_object *root, int *out, char *err, size_t errlen)
+/* A JSON integer (no fraction, no exponent) from 0 to INT_MAX. */
+static int read_delivery_attempt(wrapped_t *w, int *out, char *err, size_t errlen)
 {
-    json_object *v = pw_json_member(root, "deliveryAttempt");
-    int64_t n;
+    const pw_jval_t *v = &w->f[F_DELIVERY_ATTEMPT];
+    const char *p = w->sc.s + v->start;
+    size_t n = v->end - v->start;
 
     *out = 0;
-    if (v == NULL)
+    if (v->type == PW_J_NONE || v->type == PW_J_NULL)
         return 0;
-    if (!json_object_is_type(v, json_type_int))
+    if (v->type != PW_J_NUMBER || memchr(p, '.', n) != NULL || memchr(p, 'e', n) != NULL || memchr(p, 'E', n) != NULL)
         return pw_set_err(err, errlen, PW_EINVAL, "deliveryAttempt: not an integer");
-    n = json_object_get_int64(v);
-    if (n < 0 || n > INT_MAX)
-        return pw_set_err(err, errlen, PW_ERANGE, "deliveryAttempt: %lld out of range", (long long)n);
-    *out = (int)n;
-    return 0;
-}
-
-/* attributes is a string-to-string map: a number here means a producer we do not understand. */
-static int read_attributes(json_object *msg, json_object **out, char *err, size_t errlen)
-{
-    json_object *attrs = pw_json_member(msg, "attributes");
-
-    *out = NULL;
-    if (attrs == NULL)
-        return 0;
-    if (!json_object_is_type(attrs, json_type_object))
-        return pw_set_err(err, errlen, PW_EINVAL, "message.attributes: not an object");
-    json_object_object_foreach(attrs, key, val)
-    {
-        if (!json_object_is_type(val, json_type_string))
-            return pw_set_err(err, errlen, PW_EINVAL, "message.attributes.%s: not a string", key);
+    long long value = 0;
+    int negative = p[0] == '-', big = 0;
+    for (size_t k = (size_t)negative; k < n; k++) {
+        value = value * 10 + (p[k] - '0');
+        if (value > INT_MAX) {
+            big = 1;
+            break;
+        }
     }
-    *out = attrs;
+    if (negative || big)
+        return pw_set_err(err, errlen, PW_ERANGE, "deliveryAttempt: %.*s out of range", (int)(n > 24 ? 24 : n), p);
+    *out = (int)value;
     return 0;
 }
 
-static int read_data(json_object *msg, unsigned char **data, size_t *data_len, char *err, size_t errlen)
+/* attributes is a string-to-string map: a number here means a producer we do not understand.
+   Rare and small, so it is the one member given to json-c (for callers that read it). */
+static int read_attributes(wrapped_t *w, json_object **out, char *err, size_t errlen)
+{
+    const pw_jval_t *a = &w->f[F_ATTRIBUTES];
+    *out = NULL;
+    if (a->type == PW_J_NONE || a->type == PW_J_NULL)
+        return 0;
+    if (a->type != PW_J_OBJECT)
+        return pw_set_err(err, errlen, PW_EINVAL, "message.attributes: not an object");
+    pw_jscan_t sc;
+    pw_jscan_init(&sc, w->sc.s + a->start, a->end - a->start, PW_JSON_MAX_DEPTH);
+    int first = 1;
+    pw_jval_t key, v;
+    while (pw_jscan_object_next(&sc, &first, &key) == 1) {
+        pw_jscan_value(&sc, &v); /* already validated */
+        if (v.type != PW_J_STRING) {
+            char name[64];
+            size_t kn = key.end - key.start <= sizeof name ? pw_jscan_unescape(&sc, &key, name) : 0;
+            return pw_set_err(err, errlen, PW_EINVAL, "message.attributes.%.*s: not a string", (int)kn, name);
+        }
+    }
+    return pw_json_parse_strict(w->sc.s + a->start, a->end - a->start, out, err, errlen);
+}
+
+static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char *err, size_t errlen)
 {
     pw_str_t b64;
     char why[128];
@@ -199,7 +302,7 @@ static int read_data(json_object *msg, unsigned char **data, size_t *data_len, c
 
     *data = NULL;
     *data_len = 0;
-    if ((rc = read_string(msg, "data", "message.", &b64, err, errlen)) != 0 || b64.base == NULL)
+    if ((rc = member_string(w, F_DATA, "message.", &b64, err, errlen)) != 0 || b64.base == NULL)
         return rc; /* a message may carry only attributes */
     unsigned char *buf = xmalloc(pw_base64_decoded_max(b64.len));
     if ((rc = pw_base64_decode(b64.base, b64.len, buf, data_len, why, sizeof(why))) != 0) {
@@ -213,29 +316,46 @@ static int read_data(json_object *msg, unsigned char **data, size_t *data_len, c
 
 int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, char *err, size_t errlen)
 {
-    json_object *root, *msg;
+    wrapped_t w;
+    size_t bad;
     int rc;
 
     memset(env, 0, sizeof(*env));
-    if ((rc = pw_json_parse_strict(body, len, &root, err, errlen)) != 0)
-        return rc;
-    env->root = root;
+    memset(&w, 0, sizeof w);
+    if (len > INT_MAX)
+        return pw_set_err(err, errlen, PW_ETOOBIG, "JSON input of %zu bytes is over the parser's limit", len);
+    if ((bad = pw_json_utf8_invalid_at(body, len)) != len)
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: invalid UTF-8", bad);
+    pw_jscan_init(&w.sc, body, len, PW_JSON_MAX_DEPTH);
+    pw_jtype_t root = pw_jscan_peek(&w.sc);
+    if (root == PW_J_NONE)
+        return pw_set_err(err, errlen, PW_EINVAL, "empty JSON input");
+    if (scan_envelope(&w) != 0 || pw_jscan_end(&w.sc) != 0) {
+        if (w.sc.why != NULL && strcmp(w.sc.why, "nesting too deep") == 0)
+            return pw_set_err(err, errlen, PW_EINVAL, "nesting too deep (over %d levels)", PW_JSON_MAX_DEPTH);
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: %s", w.sc.at,
+                          w.sc.why != NULL ? w.sc.why : "unexpected character");
+    }
+    if (root != PW_J_OBJECT)
+        return pw_set_err(err, errlen, PW_EINVAL, "envelope: not a JSON object");
+    if (w.f[F_MESSAGE].type != PW_J_OBJECT)
+        return pw_set_err(err, errlen, PW_EINVAL, "message: missing or not an object");
+
+    /* Unescaped strings never grow: room for all of them is at most the body's size. */
+    size_t escaped = 0;
+    for (int f = 0; f < F_COUNT; f++)
+        if (w.f[f].type == PW_J_STRING && w.f[f].escaped)
+            escaped += w.f[f].end - w.f[f].start;
+    if (escaped > 0)
+        w.copies = env->copies = xmalloc(escaped);
     env->wrapped = 1;
-    if (!json_object_is_type(root, json_type_object)) {
-        rc = pw_set_err(err, errlen, PW_EINVAL, "envelope: not a JSON object");
-        goto fail;
-    }
-    if (!json_object_is_type(msg = pw_json_member(root, "message"), json_type_object)) {
-        rc = pw_set_err(err, errlen, PW_EINVAL, "message: missing or not an object");
-        goto fail;
-    }
-    if ((rc = read_string(root, "subscription", "", &env->subscription, err, errlen)) != 0 ||
-        (rc = read_delivery_attempt(root, &env->delivery_attempt, err, errlen)) != 0 ||
-        (rc = read_message_id(msg, &env->message_id, err, errlen)) != 0 ||
-        (rc = read_publish_time(msg, &env->publish_time, err, errlen)) != 0 ||
-        (rc = read_string(msg, "orderingKey", "message.", &env->ordering_key, err, errlen)) != 0 ||
-        (rc = read_attributes(msg, &env->attributes, err, errlen)) != 0 ||
-        (rc = read_data(msg, &env->data, &env->data_len, err, errlen)) != 0)
+    if ((rc = member_string(&w, F_SUBSCRIPTION, "", &env->subscription, err, errlen)) != 0 ||
+        (rc = read_delivery_attempt(&w, &env->delivery_attempt, err, errlen)) != 0 ||
+        (rc = read_message_id(&w, &env->message_id, err, errlen)) != 0 ||
+        (rc = read_publish_time(&w, &env->publish_time, err, errlen)) != 0 ||
+        (rc = member_string(&w, F_ORDERING_KEY, "message.", &env->ordering_key, err, errlen)) != 0 ||
+        (rc = read_attributes(&w, &env->attributes, err, errlen)) != 0 ||
+        (rc = read_data(&w, &env->data, &env->data_len, err, errlen)) != 0)
         goto fail;
     return 0;
 
@@ -297,6 +417,7 @@ void pw_envelope_dispose(pw_envelope_t *env)
 {
     free(env->data);
     free(env->copies);
+    json_object_put(env->attributes);
     json_object_put(env->root);
     memset(env, 0, sizeof(*env));
 }

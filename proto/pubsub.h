@@ -14,12 +14,13 @@ typedef struct {
     pw_time_us_t publish_time; /* 0 when absent */
     int delivery_attempt;      /* 0 when absent */
     pw_str_t ordering_key;     /* NULL when absent */
-    json_object *attributes;   /* borrowed from root; NULL when absent */
+    json_object *attributes;   /* owned (a string map); NULL when absent */
     unsigned char *data;       /* the decoded payload, owned; NULL when absent or empty */
     size_t data_len;
     int wrapped;       /* 1 for the JSON envelope, 0 for an unwrapped push */
-    json_object *root; /* owns the strings above (wrapped form) */
-    char *copies;      /* owns the strings above (unwrapped form: one block of copied headers) */
+    json_object *root; /* unused (NULL): kept for callers built against the json-c envelope */
+    char *copies;      /* owns the strings above that are not slices of the wrapped body: unescaped
+                          ones (wrapped form), the copied headers (unwrapped form) */
 } pw_envelope_t;
 
 /* The x-goog-pubsub-* headers of an unwrapped push (slices borrowed from the request). */
@@ -40,9 +41,11 @@ int pw_envelope_is_wrapped(const char *body, size_t len);
  * Parses a wrapped push body. Accepts messageId|message_id and publishTime|publish_time (when
  * both spellings are present and differ: PW_EINVAL), optional attributes (string map),
  * orderingKey, deliveryAttempt, data (strict standard base64; missing or "" gives data == NULL).
- * Rejects: invalid JSON, trailing garbage, nesting over PW_JSON_MAX_DEPTH, non-object message,
- * wrong member types. On success env must be released with pw_envelope_dispose; on failure
- * nothing needs releasing and err says why ("message.data: invalid base64 character '!' at 3").
+ * Rejects: invalid JSON (strict RFC 8259, valid UTF-8), trailing garbage, nesting over
+ * PW_JSON_MAX_DEPTH, non-object message, wrong member types. The string slices in env point
+ * into body (or env->copies): body must outlive env. On success env must be released with
+ * pw_envelope_dispose; on failure nothing needs releasing and err says why
+ * ("message.data: invalid base64 character '!' at 3").
  */
 int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, char *err, size_t errlen);
 

@@ -18,6 +18,10 @@
  */
 int pw_json_parse_strict(const char *s, size_t len, json_object **out, char *err, size_t errlen);
 
+/* The offset of the first byte that is not well-formed UTF-8 (no overlongs, no surrogates, nothing
+   above U+10FFFF), or len when all of s is. */
+size_t pw_json_utf8_invalid_at(const char *s, size_t len);
+
 /* The value of o[key], borrowed; NULL when o is not an object, the key is absent or it is JSON null
    (json_object_object_get_ex reports a null member as found with a NULL value). */
 json_object *pw_json_member(json_object *o, const char *key);

@@ -108,9 +108,8 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     pw_jwt_result_t res;
     char err[160] = "";
     int rc = pw_jwt_verify(token.base, token.len, snap != NULL ? &snap->keys : NULL, &pol, &res, err, sizeof err);
-    int64_t fetched = snap != NULL ? snap->fetched_unix : 0;
-    pw_keys_release(snap);
     if (rc == 0) {
+        pw_keys_release(snap);
         a->stats.verified++;
         memcpy(slot->hash, hash, sizeof hash);
         slot->exp = res.exp;
@@ -119,13 +118,19 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     if (pw_jwt_is_unknown_kid(rc)) {
         /*
          * Keys rotate: a kid missing from an older key set may be new, so ask for a refetch (rate
-         * limited) and let Pub/Sub retry. Missing from a set fetched just now, it is not Google's.
+         * limited) and let Pub/Sub retry. Missing from a set fetched just now (within the refetch
+         * interval, rounded up to whole seconds), it is not Google's.
          */
-        if (now - fetched < pw_keys_min_refresh_ms() / 1000)
+        int64_t fetched = snap != NULL ? snap->fetched_unix : 0;
+        int recent = now - fetched < (pw_keys_min_refresh_ms() + 999) / 1000;
+        if (!recent)
+            pw_keys_request_refresh(snap);
+        pw_keys_release(snap);
+        if (recent)
             return fail(a, 401, reason, reasonlen, "token signed by an unknown key");
-        pw_keys_request_refresh();
         return fail(a, 503, reason, reasonlen, "token signed by a key not loaded yet; refetching keys");
     }
+    pw_keys_release(snap);
     snprintf(reason, reasonlen, "%s: %s", pw_jwt_reason(rc), err);
     a->stats.rejected++;
     return pw_jwt_status(rc);

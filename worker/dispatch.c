@@ -65,6 +65,8 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
     p->raw_len = len;
     p->outcome = PW_OUTCOME_DEAD_LETTER;
 
+    /* The envelope's strings point into p->raw, which lives as long as the push. */
+    body = (const char *)p->raw;
     int rc;
     if (pw_envelope_is_wrapped(body, len))
         rc = pw_envelope_parse_wrapped(body, len, &p->env, err, sizeof err);

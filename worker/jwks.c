@@ -79,14 +79,19 @@ int pw_keys_ready(void)
     return atomic_load(&K.ready);
 }
 
-void pw_keys_request_refresh(void)
+void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen)
 {
     atomic_fetch_add(&K.refresh_requests, 1);
-    if (atomic_exchange(&K.refresh_pending, 1) == 1)
+    if (atomic_load(&K.refresh_pending))
         return; /* already asked; the fetcher has not picked it up yet */
     pthread_mutex_lock(&K.lock);
-    K.refresh_wanted = 1;
-    pthread_cond_signal(&K.wake);
+    /* A request judged against a key set that has since been replaced is already answered by
+       that newer set: asking again would cost a second fetch for one burst. */
+    if (seen == K.current && !K.refresh_wanted) {
+        K.refresh_wanted = 1;
+        atomic_store(&K.refresh_pending, 1);
+        pthread_cond_signal(&K.wake);
+    }
     pthread_mutex_unlock(&K.lock);
 }
 
@@ -274,6 +279,9 @@ static void *fetcher_main(void *arg)
             long refresh_in = ttl_s - margin < PW_JWKS_MIN_TTL_S ? PW_JWKS_MIN_TTL_S : ttl_s - margin;
             old = K.current;
             K.current = snap;
+            /* Requests made while this fetch ran were about the old set: this one answers them. */
+            K.refresh_wanted = 0;
+            atomic_store(&K.refresh_pending, 0);
             next_due = mono_ms() + (double)refresh_in * 1000.0;
             backoff_ms = PW_JWKS_BACKOFF_MIN_MS;
             atomic_store(&K.key_count, snap->keys.count);

@@ -57,11 +57,12 @@ pw_jwks_snapshot_t *pw_keys_acquire(void);
 void pw_keys_release(pw_jwks_snapshot_t *snap);
 
 /**
- * Asks for a fetch because a token named a kid we do not have (keys may have rotated). Cheap and
- * callable from any thread any number of times: all requests coalesce into at most one fetch per
- * JWKS_MIN_REFRESH_MS, counted from the previous fetch.
+ * Asks for a fetch because a token named a kid that seen (the caller's still-acquired snapshot,
+ * or NULL when there was none) does not have: keys may have rotated. Cheap and callable from any
+ * thread any number of times: requests coalesce into at most one fetch per JWKS_MIN_REFRESH_MS,
+ * counted from the previous fetch, and a request about a set already replaced is dropped.
  */
-void pw_keys_request_refresh(void);
+void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen);
 
 /* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, read by pw_keys_start). */
 long pw_keys_min_refresh_ms(void);

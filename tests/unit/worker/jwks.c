@@ -206,8 +206,10 @@ static void test_fetch_refresh_failure_stop(void **state)
 
     /* A storm of refresh requests is one fetch, and not before MIN_REFRESH_MS after the last one
        (which started after t_start; the early check is skipped when the first fetch was slow). */
+    pw_jwks_snapshot_t *cur = pw_keys_acquire();
     for (int i = 0; i < 1000; i++)
-        pw_keys_request_refresh();
+        pw_keys_request_refresh(cur);
+    pw_keys_release(cur);
     if (now_ms() < t_start + MIN_REFRESH_MS - 500) {
         sleep_ms((int)(t_start + MIN_REFRESH_MS - 500 - now_ms()));
         pw_keys_stats(&st);
@@ -232,7 +234,7 @@ static void test_fetch_refresh_failure_stop(void **state)
 
     /* A failed refresh keeps the keys; the held snapshot stays valid across swaps. */
     atomic_store(&S.status, 500);
-    pw_keys_request_refresh();
+    pw_keys_request_refresh(a);
     assert_true(wait_fetches(3, 3 * MIN_REFRESH_MS));
     sleep_ms(50);
     pw_keys_stats(&st);

@@ -1,0 +1,1378 @@
+/* Authentication tests: OIDC push tokens made by scripts/mint-token (openssl CLI), checked by the real worker
+ * against a JWKS server this test controls (scripts/mint-token serve), into a real PostgreSQL. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <curl/curl.h>
+
+#include "tests/integration/harness.h"
+
+/* ---- what the tokens and pushes carry ---------------------------------------------------------- */
+
+/* The subscription's audience: compared exactly, so the tests below vary it by one character or case. */
+#define AUD "https://pushworker-7q2x9b4k3a-el.a.run.app/push"
+#define AUD_HOST_UPPER "https://PUSHWORKER-7Q2X9B4K3A-EL.A.RUN.APP/push"
+#define SA "whatsapp-push@acme-prod.iam.gserviceaccount.com"
+#define KID_A "test-key-1"          /* the key the main JWKS server publishes */
+#define KID_UNKNOWN "unknown-kid-7" /* a real key, published nowhere */
+#define KID_B "rotated-key-2"       /* added to a served key set during the rotation test */
+#define WWW_AUTH_INVALID "Bearer error=\"invalid_token\""
+
+#define SUB "projects/acme-prod/subscriptions/whatsapp-events-push"
+#define PUBLISH_TIME "2024-03-06T10:00:00.250Z"
+#define PUBLISH_TIME_PG "2024-03-06 10:00:00.25+00"
+#define PNID "106540352242922"
+#define W_A "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSQTFCMkMzRDRFNUY2QTdCOEM5AA=="
+#define CONV_SENT                                                                                                                  \
+    "{\"id\": \"6ceb9d929c2a3e5e36d7d6a2b8ab7b2c\", \"origin\": {\"type\": \"marketing\"}, \"expiration_timestamp\": "             \
+    "\"1709755200\"}"
+#define PRICING "{\"type\": \"regular\", \"billable\": true, \"category\": \"marketing\", \"pricing_model\": \"PMP\"}"
+#define RECEIPT(id, outcome) SUB "|" id "|" PUBLISH_TIME_PG "|" outcome
+
+#define Q_LOGS                                                                                                                     \
+    "SELECT bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at FROM message_logs "                      \
+    "ORDER BY bsp_msg_id COLLATE \"C\""
+#define Q_EVENTS                                                                                                                   \
+    "SELECT bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, conversation, pricing, errors, "                       \
+    "biz_opaque_callback_data, pubsub_message_id FROM status_events ORDER BY bsp_msg_id COLLATE \"C\", status COLLATE \"C\""
+#define Q_RECEIPTS                                                                                                                 \
+    "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts "                                                 \
+    "ORDER BY subscription COLLATE \"C\", message_id COLLATE \"C\""
+
+/* The rows of meta/status_sent.json pushed under message id `id`. */
+#define SENT_EVENT(id) W_A "|sent|2024-03-05 20:00:00+00|919876543210|" PNID "|" CONV_SENT "|" PRICING "|NULL|campaign=spring24|" id
+#define SENT_LOG W_A "|+919876543210|{\"sent\": \"2024-03-05T20:00:00Z\"}|sent|NULL|2024-03-05 20:00:00+00"
+
+#define PARAMS PWT_LIST
+
+/* ---- small utilities ----------------------------------------------------------------------------- */
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    return s;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *p = malloc(cap);
+    size_t n;
+    while ((n = fread(p + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 2048)
+            p = realloc(p, cap *= 2);
+    }
+    fclose(f);
+    p[len] = '\0';
+    return p;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+    char *text = slurp(from);
+    if (text == NULL)
+        return -1;
+    FILE *f = fopen(to, "wb");
+    if (f == NULL) {
+        free(text);
+        return -1;
+    }
+    size_t len = strlen(text);
+    int ok = fwrite(text, 1, len, f) == len;
+    ok &= fclose(f) == 0;
+    free(text);
+    return ok ? 0 : -1;
+}
+
+/* A loopback port nothing listens on right now. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
+    socklen_t salen = sizeof sa;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/* ---- this binary's scratch directory and scripts/mint-token ---------------------------------------- */
+
+static char tmp_root[256];  /* /tmp/pwt-auth-XXXXXX, removed at the end */
+static char keys_dir[320];  /* key A (kid test-key-1): what the main JWKS server publishes */
+static char other_dir[320]; /* another key with kid test-key-1, and KID_UNKNOWN */
+static char mint_path[PATH_MAX];
+static char mint_err[400]; /* mint-token's stderr, shown when it fails */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void remove_tmp_root(void)
+{
+    if (tmp_root[0] != '\0' && getenv("PWT_KEEP_LOGS") == NULL)
+        nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* scripts/mint-token, found from PW_FIXTURES (= <repo>/tests/fixtures). */
+static int find_mint(void)
+{
+    const char *fx = getenv("PW_FIXTURES");
+    if (fx == NULL || *fx == '\0') {
+        fprintf(stderr, "auth_test: PW_FIXTURES is not set (tests/run sets it)\n");
+        return -1;
+    }
+    char *guess = xasprintf("%s/../../scripts/mint-token", fx);
+    char *real = realpath(guess, NULL);
+    free(guess);
+    if (real == NULL || access(real, X_OK) != 0) {
+        fprintf(stderr, "auth_test: scripts/mint-token not found next to PW_FIXTURES=%s\n", fx);
+        free(real);
+        return -1;
+    }
+    snprintf(mint_path, sizeof mint_path, "%s", real);
+    free(real);
+    return 0;
+}
+
+/* Runs argv (argv[0] a path) with stdout captured into *out (malloc'd, may be NULL) and stderr to mint_err.
+ * Returns the exit status, or -1. */
+static int run_capture(const char *const *argv, char **out)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(pfd[1], STDOUT_FILENO);
+        int e = open(mint_err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (e >= 0)
+            dup2(e, STDERR_FILENO);
+        int dn = open("/dev/null", O_RDONLY);
+        if (dn >= 0)
+            dup2(dn, STDIN_FILENO);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (cap - len < 1024)
+            buf = realloc(buf, cap *= 2);
+        ssize_t n = read(pfd[0], buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(pfd[0]);
+    buf[len] = '\0';
+    int wstatus = 0;
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
+        ;
+    if (out != NULL)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
+}
+
+static void print_mint_err(void)
+{
+    char *e = slurp(mint_err);
+    fprintf(stderr, "mint-token stderr: %s\n", e != NULL ? e : "(none)");
+    free(e);
+}
+
+static int keygen(const char *dir, const char *kid)
+{
+    const char *argv[] = {mint_path, "keygen", dir, "--kid", kid, NULL};
+    int rc = run_capture(argv, NULL);
+    if (rc != 0) {
+        fprintf(stderr, "auth_test: mint-token keygen %s --kid %s exited with %d\n", dir, kid, rc);
+        print_mint_err();
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+/**
+ * `mint-token sign dir --aud AUD --email SA <args>`: a token that is valid for the main worker unless args
+ * override something (mint-token takes the last value of an option). Fails the test when mint-token fails.
+ */
+static char *mint_(const char *file, int line, const char *dir, const char *const *args)
+{
+    const char *argv[64];
+    size_t k = 0;
+    argv[k++] = mint_path;
+    argv[k++] = "sign";
+    argv[k++] = dir;
+    argv[k++] = "--aud";
+    argv[k++] = AUD;
+    argv[k++] = "--email";
+    argv[k++] = SA;
+    for (size_t i = 0; args[i] != NULL && k < 63; i++)
+        argv[k++] = args[i];
+    argv[k] = NULL;
+    char *out = NULL;
+    int rc = run_capture(argv, &out);
+    size_t n = out != NULL ? strlen(out) : 0;
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    if (rc != 0 || n == 0) {
+        print_mint_err();
+        pwt_fail(file, line, "mint-token sign exited with %d", rc);
+    }
+    return out;
+}
+/* MINT(dir, "--kid", "x", ...) or MINT(dir) */
+#define MINT(...) MINT_(__VA_ARGS__, NULL)
+#define MINT_(dir, ...) mint_(__FILE__, __LINE__, (dir), (const char *const[]){__VA_ARGS__})
+
+/* A directory under tmp_root serving key A only: copies of keys_dir's key A files and jwks.json. */
+static void dir_with_key_a(const char *name, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", tmp_root, name);
+    if (mkdir(out, 0700) != 0 && errno != EEXIST)
+        pwt_fail(__FILE__, __LINE__, "mkdir %s: %s", out, strerror(errno));
+    static const char *const files[] = {KID_A ".key", KID_A ".pub.pem", KID_A ".jwk", "jwks.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char from[400], to[400];
+        snprintf(from, sizeof from, "%s/%s", keys_dir, files[i]);
+        snprintf(to, sizeof to, "%s/%s", out, files[i]);
+        if (copy_file(from, to) != 0)
+            pwt_fail(__FILE__, __LINE__, "copy %s to %s failed", from, to);
+    }
+}
+
+/* ---- the JWKS server: scripts/mint-token serve DIR PORT, as a child process ------------------------- */
+
+typedef struct {
+    pid_t pid; /* also its process group; 0 when not running */
+    int port;
+    char dir[400];
+    char log_path[450]; /* its stdout and stderr: one "jwks-request ..." line per request */
+    char url_env[128];  /* "OIDC_JWKS_URL=http://127.0.0.1:PORT/oauth2/v3/certs" */
+} jwks_server_t;
+
+#define MAX_SERVERS 8
+static jwks_server_t *live_servers[MAX_SERVERS];
+
+static void server_track(jwks_server_t *s, int on)
+{
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        if (on && live_servers[i] == NULL) {
+            live_servers[i] = s;
+            return;
+        }
+        if (!on && live_servers[i] == s)
+            live_servers[i] = NULL;
+    }
+}
+
+static void jwks_stop(jwks_server_t *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(-s->pid, SIGTERM);
+    int wstatus;
+    long long deadline = mono_ms() + 3000;
+    pid_t r;
+    while ((r = waitpid(s->pid, &wstatus, WNOHANG)) == 0 && mono_ms() < deadline)
+        sleep_ms(10);
+    if (r == 0) {
+        kill(-s->pid, SIGKILL);
+        waitpid(s->pid, &wstatus, 0);
+    }
+    s->pid = 0;
+    server_track(s, 0);
+}
+
+static void stop_all_servers(void)
+{
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (live_servers[i] != NULL)
+            jwks_stop(live_servers[i]);
+}
+
+/* Starts serving dir/jwks.json on a free loopback port; waits until it listens. 0 or -1. */
+static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        s->port = free_port();
+        snprintf(s->log_path, sizeof s->log_path, "%s/jwks-%s-%d.log", tmp_root, name, attempt);
+        snprintf(s->url_env, sizeof s->url_env, "OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", s->port);
+        char port[16];
+        snprintf(port, sizeof port, "%d", s->port);
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid < 0)
+            return -1;
+        if (pid == 0) {
+            setpgid(0, 0);
+            int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                dup2(fd, STDOUT_FILENO);
+                dup2(fd, STDERR_FILENO);
+            }
+            int dn = open("/dev/null", O_RDONLY);
+            if (dn >= 0)
+                dup2(dn, STDIN_FILENO);
+            const char *argv[] = {mint_path, "serve", dir, port, NULL};
+            execv(mint_path, (char *const *)argv);
+            _exit(127);
+        }
+        setpgid(pid, pid); /* also from here, so the group exists before any kill */
+        s->pid = pid;
+        server_track(s, 1);
+        long long deadline = mono_ms() + 10000;
+        while (mono_ms() < deadline) {
+            int wstatus;
+            if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+                s->pid = 0;
+                server_track(s, 0);
+                break;
+            }
+            char *log = slurp(s->log_path);
+            int up = log != NULL && strstr(log, "jwks-serve listening") != NULL;
+            free(log);
+            if (up)
+                return 0;
+            sleep_ms(20);
+        }
+        char *log = slurp(s->log_path);
+        fprintf(stderr, "auth_test: JWKS server on port %d did not start (attempt %d): %s\n", s->port, attempt,
+                log != NULL ? log : "");
+        free(log);
+        jwks_stop(s);
+    }
+    return -1;
+}
+
+/* How many requests the server has answered so far (its "jwks-request" lines). */
+static int jwks_fetches(const jwks_server_t *s)
+{
+    char *log = slurp(s->log_path);
+    int n = 0;
+    for (const char *p = log; p != NULL && *p != '\0';) {
+        if (strncmp(p, "jwks-request ", 13) == 0)
+            n++;
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    free(log);
+    return n;
+}
+
+/* Waits up to timeout_ms for at least n fetches; returns the count seen. */
+static int jwks_wait_fetches(const jwks_server_t *s, int n, long timeout_ms)
+{
+    long long deadline = mono_ms() + timeout_ms;
+    int got;
+    while ((got = jwks_fetches(s)) < n && mono_ms() < deadline)
+        sleep_ms(20);
+    return got;
+}
+
+/* ---- workers ---------------------------------------------------------------------------------------- */
+
+static jwks_server_t main_server;  /* keys_dir, for the whole binary */
+static pwt_worker_t worker;        /* verify mode against main_server; most tests talk to it */
+static pwt_worker_t claims_worker; /* PUBSUB_AUTH=claims, started by the first claims test */
+
+/* Per-test extras, stopped by the teardown whatever happened in the test. */
+static jwks_server_t test_server;
+static pwt_worker_t test_worker;
+static pwt_worker_t manual_worker; /* started without the harness's readiness wait */
+
+/*
+ * The main worker: the key set is fetched once at start, and JWKS_MIN_REFRESH_MS is long, so for the whole
+ * run the set counts as fresh: an unknown kid is a 401, never a refetch.
+ */
+static int start_main_worker(void)
+{
+    return pwt_worker_start(&worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
+                                            main_server.url_env, "JWKS_MIN_REFRESH_MS=600000", "WORKER_THREADS=2"));
+}
+
+/* A verify-mode worker against server s with this JWKS_MIN_REFRESH_MS. */
+static void start_test_worker(const jwks_server_t *s, const char *min_refresh_env, const char *threads_env)
+{
+    if (pwt_worker_start(&test_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
+                                              s->url_env, min_refresh_env, threads_env)) != 0)
+        pwt_fail(__FILE__, __LINE__, "the test worker did not start");
+}
+
+static void ensure_claims_worker(void)
+{
+    if (pwt_worker_alive(&claims_worker))
+        return;
+    if (pwt_worker_start(&claims_worker, PARAMS("PUBSUB_AUTH=claims", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
+                                                "WORKER_THREADS=1")) != 0)
+        pwt_fail(__FILE__, __LINE__, "the claims-mode worker did not start");
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    atexit(stop_all_servers);
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/pwt-auth-XXXXXX");
+    if (mkdtemp(tmp_root) == NULL) {
+        perror("auth_test: mkdtemp");
+        tmp_root[0] = '\0';
+        return -1;
+    }
+    atexit(remove_tmp_root);
+    snprintf(mint_err, sizeof mint_err, "%s/mint-token.stderr", tmp_root);
+    snprintf(keys_dir, sizeof keys_dir, "%s/keys", tmp_root);
+    snprintf(other_dir, sizeof other_dir, "%s/other", tmp_root);
+    if (find_mint() != 0)
+        return -1;
+    /* other_dir's test-key-1 has key A's kid but not its key: its signatures are bad ones. */
+    if (keygen(keys_dir, KID_A) != 0 || keygen(other_dir, KID_A) != 0 || keygen(other_dir, KID_UNKNOWN) != 0)
+        return -1;
+    if (pwt_db_create("auth") != 0 || pwt_migrate() != 0)
+        return -1;
+    if (jwks_start(&main_server, keys_dir, "main") != 0)
+        return -1;
+    return start_main_worker();
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int ok = 1;
+    int code = pwt_worker_stop(&worker);
+    if (code != 0 && code != -1) {
+        fprintf(stderr, "worker exited with %d after SIGTERM (expected 0)\n", code);
+        ok = 0;
+    }
+    code = pwt_worker_stop(&claims_worker);
+    if (code != 0 && code != -1) {
+        fprintf(stderr, "claims worker exited with %d after SIGTERM (expected 0)\n", code);
+        ok = 0;
+    }
+    jwks_stop(&main_server);
+    pwt_db_drop();
+    return ok ? 0 : -1;
+}
+
+/* Before each test: empty tables and a live main worker. */
+static int fresh_tables(void **state)
+{
+    (void)state;
+    if (!pwt_worker_alive(&worker)) {
+        fprintf(stderr, "the main worker had died; restarting it\n");
+        pwt_worker_print_log(&worker, 40);
+        if (start_main_worker() != 0)
+            return -1;
+    }
+    pwt_truncate_all();
+    return 0;
+}
+
+/* After each test: per-test processes stopped; the main worker (and claims worker) must still be running. */
+static int cleanup_and_check_alive(void **state)
+{
+    (void)state;
+    int ok = 1;
+    if (test_worker.pid > 0) {
+        if (!pwt_worker_alive(&test_worker)) {
+            fprintf(stderr, "the test's worker died during the test\n");
+            pwt_worker_print_log(&test_worker, 60);
+            ok = 0;
+        }
+        pwt_worker_stop(&test_worker);
+    }
+    if (manual_worker.pid > 0)
+        pwt_worker_stop(&manual_worker);
+    jwks_stop(&test_server);
+    if (!pwt_worker_alive(&worker)) {
+        fprintf(stderr, "the main worker died during this test\n");
+        pwt_worker_print_log(&worker, 60);
+        ok = 0;
+    }
+    if (claims_worker.pid > 0 && !pwt_worker_alive(&claims_worker)) {
+        fprintf(stderr, "the claims worker died during this test\n");
+        ok = 0;
+    }
+    return ok ? 0 : -1;
+}
+
+/* ---- pushes and checks ---------------------------------------------------------------------------- */
+
+/* meta/status_sent.json wrapped under message id, malloc'd. */
+static char *sent_push(const char *message_id)
+{
+    size_t len;
+    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
+    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
+    free(payload);
+    return body;
+}
+
+/* Posts meta/status_sent.json (message id) to w with "Authorization: <authz>" (NULL: no such header). */
+static long post_authz(const pwt_worker_t *w, const char *authz, const char *message_id, pwt_response_t *resp)
+{
+    char *body = sent_push(message_id);
+    char *h = authz != NULL ? xasprintf("Authorization: %s", authz) : NULL;
+    long status = pwt_post(w, "/", body, strlen(body), h != NULL ? PARAMS(h) : NULL, resp);
+    free(h);
+    free(body);
+    return status;
+}
+
+/* The same with "Authorization: Bearer <token>". */
+static long post_token(const pwt_worker_t *w, const char *token, const char *message_id, pwt_response_t *resp)
+{
+    char *authz = xasprintf("Bearer %s", token);
+    long status = post_authz(w, authz, message_id, resp);
+    free(authz);
+    return status;
+}
+
+/* No row in any table the worker writes. */
+static void assert_nothing_stored_(const char *file, int line)
+{
+    static const char *const tables[] = {"pubsub_receipts", "dead_letters",     "message_logs",
+                                         "status_events",   "inbound_messages", "contacts"};
+    for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
+        char *sql = xasprintf("SELECT t::text FROM %s t", tables[i]);
+        pwt__assert_rows(file, line, sql, NULL, "");
+        free(sql);
+    }
+}
+#define assert_nothing_stored() assert_nothing_stored_(__FILE__, __LINE__)
+
+/* The answer's extra headers for its status: WWW-Authenticate exactly on 401, Retry-After on 503. */
+static void assert_rejection_headers_(const char *file, int line, const pwt_response_t *r)
+{
+    if (r->status == 401) {
+        char *h = pwt_response_header(r, "WWW-Authenticate");
+        if (h == NULL || strcmp(h, WWW_AUTH_INVALID) != 0)
+            pwt_fail(file, line, "401 with WWW-Authenticate: %s (expected %s)", h != NULL ? h : "(absent)", WWW_AUTH_INVALID);
+        free(h);
+    } else if (r->status == 503) {
+        char *h = pwt_response_header(r, "Retry-After");
+        if (h == NULL)
+            pwt_fail(file, line, "503 without Retry-After");
+        free(h);
+    }
+}
+
+/* Posts the push with this Authorization value to the main worker and expects `status`, its headers, and no rows. */
+static void expect_rejected_(const char *file, int line, const char *authz, long status)
+{
+    pwt_response_t r = {0};
+    long got = post_authz(&worker, authz, "2001", &r);
+    pwt__assert_status(file, line, got, status);
+    assert_rejection_headers_(file, line, &r);
+    pwt_response_free(&r);
+    assert_nothing_stored_(file, line);
+}
+#define expect_rejected(authz, status) expect_rejected_(__FILE__, __LINE__, (authz), (status))
+
+static void expect_token_rejected_(const char *file, int line, const char *token, long status)
+{
+    char *authz = xasprintf("Bearer %s", token);
+    expect_rejected_(file, line, authz, status);
+    free(authz);
+}
+#define expect_token_rejected(token, status) expect_token_rejected_(__FILE__, __LINE__, (token), (status))
+
+/* The push with this token is answered 204 and stored: its receipt under message_id. */
+static void expect_accepted_(const char *file, int line, const pwt_worker_t *w, const char *token, const char *message_id)
+{
+    pwt__assert_status(file, line, post_token(w, token, message_id, NULL), 204);
+    char *receipt = xasprintf(SUB "|%s|" PUBLISH_TIME_PG "|stored", message_id);
+    pwt__assert_rows(file, line,
+                     "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts WHERE message_id = $1",
+                     PARAMS(message_id), receipt);
+    free(receipt);
+}
+#define expect_accepted(w, token, id) expect_accepted_(__FILE__, __LINE__, (w), (token), (id))
+
+static char *last_part(char *token)
+{
+    char *dot = strrchr(token, '.');
+    return dot != NULL ? dot + 1 : token + strlen(token);
+}
+
+/* ---- accepted tokens -------------------------------------------------------------------------------- */
+
+static void valid_token_is_accepted_and_the_push_stored_exactly(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir);
+    pwt_assert_status(post_token(&worker, tok, "1101", NULL), 204);
+    pwt_assert_rows(Q_EVENTS, SENT_EVENT("1101"));
+    pwt_assert_rows(Q_LOGS, SENT_LOG);
+    pwt_assert_rows(Q_RECEIPTS, RECEIPT("1101", "stored"));
+    pwt_assert_rows("SELECT t::text FROM dead_letters t", "");
+    pwt_assert_rows("SELECT t::text FROM inbound_messages t", "");
+    free(tok);
+}
+
+static void bearer_scheme_is_case_insensitive(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--exp-in", "3590");
+    char *authz = xasprintf("bearer %s", tok);
+    pwt_assert_status(post_authz(&worker, authz, "1102", NULL), 204);
+    pwt_assert_rows(Q_RECEIPTS, RECEIPT("1102", "stored"));
+    free(authz);
+    free(tok);
+}
+
+static void issuer_without_https_scheme_is_accepted(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iss", "accounts.google.com");
+    expect_accepted(&worker, tok, "1103");
+    free(tok);
+}
+
+static void token_expired_30s_ago_is_accepted_within_60s_skew(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iat-offset", "-3630", "--exp-in", "-30");
+    expect_accepted(&worker, tok, "1104");
+    free(tok);
+}
+
+static void token_issued_30s_in_the_future_is_accepted_within_skew(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iat-offset", "30", "--exp-in", "3630");
+    expect_accepted(&worker, tok, "1105");
+    free(tok);
+}
+
+/* ---- rejected tokens: header and signature ---------------------------------------------------------- */
+
+static void alg_none_with_empty_signature_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--alg", "none");
+    assert_int_equal(strlen(last_part(tok)), 0); /* "header.claims." */
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void hs256_keyed_with_the_public_key_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--alg", "HS256"); /* HMAC keyed with test-key-1.pub.pem: key confusion */
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void es256_header_is_401_even_with_a_valid_rs256_signature(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--alg", "ES256");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void unknown_kid_with_a_fresh_key_set_is_401_and_fetches_nothing(void **state)
+{
+    (void)state;
+    int before = jwks_fetches(&main_server);
+    char *tok = MINT(other_dir, "--kid", KID_UNKNOWN);
+    expect_token_rejected(tok, 401);
+    sleep_ms(300); /* a fetch, had one been asked for, starts at once */
+    assert_int_equal(jwks_fetches(&main_server), before);
+    free(tok);
+}
+
+static void signature_by_another_key_with_the_same_kid_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(other_dir, "--kid", KID_A);
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void truncated_signature_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir);
+    tok[strlen(tok) - 6] = '\0';
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void token_cut_to_header_and_claims_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir);
+    *strrchr(tok, '.') = '\0'; /* "header.claims": two parts */
+    expect_token_rejected(tok, 401);
+    char *with_dot = xasprintf("%s.", tok); /* "header.claims.": an empty signature */
+    expect_token_rejected(with_dot, 401);
+    free(with_dot);
+    free(tok);
+}
+
+static void padded_base64_signature_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir);
+    /* 256 signature bytes are 342 base64url characters: "==" is the padding a lenient decoder would accept. */
+    assert_int_equal(strlen(last_part(tok)), 342);
+    char *padded = xasprintf("%s==", tok);
+    expect_token_rejected(padded, 401);
+    free(padded);
+    free(tok);
+}
+
+static void standard_base64_alphabet_in_signature_is_401(void **state)
+{
+    (void)state;
+    /* The same signature bytes in the '+' '/' alphabet: valid to a decoder that accepts both. */
+    char *tok = NULL;
+    char *hit = NULL;
+    for (int i = 0; i < 5 && hit == NULL; i++) {
+        free(tok);
+        char exp_in[16];
+        snprintf(exp_in, sizeof exp_in, "%d", 3500 - i);
+        tok = MINT(keys_dir, "--exp-in", exp_in);
+        char *sig = last_part(tok);
+        if ((hit = strchr(sig, '-')) != NULL)
+            *hit = '+';
+        else if ((hit = strchr(sig, '_')) != NULL)
+            *hit = '/';
+    }
+    assert_non_null(hit);
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void oversized_token_over_8192_bytes_is_401(void **state)
+{
+    (void)state;
+    long long now = (long long)time(NULL);
+    char pad[9001];
+    memset(pad, 'A', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    char *claims = xasprintf("{\"aud\":\"" AUD "\",\"email\":\"" SA "\",\"email_verified\":true,\"exp\":%lld,\"iat\":%lld,"
+                             "\"iss\":\"https://accounts.google.com\",\"sub\":\"100000000000000000001\",\"pad\":\"%s\"}",
+                             now + 3600, now, pad);
+    char *tok = MINT(keys_dir, "--claims-json", claims);
+    assert_true(strlen(tok) > 8192);
+    expect_token_rejected(tok, 401);
+    free(tok);
+    free(claims);
+}
+
+/* ---- rejected tokens: claims ------------------------------------------------------------------------ */
+
+static void expired_beyond_60s_skew_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iat-offset", "-3720", "--exp-in", "-120");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void issued_in_the_future_beyond_skew_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iat-offset", "300", "--exp-in", "3900");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void nbf_in_the_future_beyond_skew_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--nbf-offset", "300");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void wrong_issuer_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--iss", "https://accounts.google.com.evil.example");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void wrong_audience_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--aud", "https://another-service-7q2x9b4k3a-el.a.run.app/push");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void audience_differing_only_in_case_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--aud", AUD_HOST_UPPER);
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void audience_with_a_trailing_slash_added_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--aud", AUD "/");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+static void token_of_another_service_account_is_403(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--email", "intruder@other-project.iam.gserviceaccount.com");
+    expect_token_rejected(tok, 403);
+    free(tok);
+}
+
+static void email_verified_false_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--email-verified", "false");
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+/* ---- rejected requests: the Authorization header itself -------------------------------------------- */
+
+static void basic_scheme_is_401(void **state)
+{
+    (void)state;
+    expect_rejected("Basic d2hhdHNhcHA6c2VjcmV0", 401);
+}
+
+static void raw_token_without_bearer_scheme_is_401(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir);
+    expect_rejected(tok, 401);
+    free(tok);
+}
+
+static void missing_authorization_header_is_401(void **state)
+{
+    (void)state;
+    expect_rejected(NULL, 401);
+}
+
+static void bearer_without_token_is_401(void **state)
+{
+    (void)state;
+    expect_rejected("Bearer", 401);
+    expect_rejected("Bearer    ", 401);
+}
+
+/* ---- keys: rotation, outages, none at all, a storm of unknown kids ----------------------------------- */
+
+static void rotated_in_key_is_fetched_once_and_its_token_accepted(void **state)
+{
+    (void)state;
+    char dir[400];
+    dir_with_key_a("rotation", dir, sizeof dir);
+    if (jwks_start(&test_server, dir, "rotation") != 0)
+        fail_msg("JWKS server did not start");
+    start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2");
+    long long loaded_at = mono_ms(); /* the worker was ready, so its one fetch was done */
+    int f0 = jwks_fetches(&test_server);
+    assert_int_equal(f0, 1);
+
+    char *tok_a = MINT(dir);
+    expect_accepted(&test_worker, tok_a, "3001");
+
+    /* Key B appears in the served set (keygen rebuilds jwks.json from every *.jwk: A and B). */
+    if (keygen(dir, KID_B) != 0)
+        fail_msg("keygen B failed");
+    char *tok_b = MINT(dir, "--kid", KID_B);
+    /* The cached set must be older than JWKS_MIN_REFRESH_MS, or an unknown kid is (rightly) a 401. */
+    long long wait = loaded_at + 1200 - mono_ms();
+    if (wait > 0)
+        sleep_ms((long)wait);
+
+    long long deadline = mono_ms() + 3000;
+    long status;
+    int attempts = 0;
+    for (;;) {
+        pwt_response_t r = {0};
+        status = post_token(&test_worker, tok_b, "3002", &r);
+        attempts++;
+        if (status != 204) {
+            pwt_assert_status(status, 503); /* only "refetch requested, retry" may come before the 204 */
+            assert_rejection_headers_(__FILE__, __LINE__, &r);
+        }
+        pwt_response_free(&r);
+        if (status == 204 || mono_ms() > deadline)
+            break;
+        sleep_ms(250);
+    }
+    pwt_assert_status(status, 204);
+    fprintf(stderr, "rotation: key B accepted after %d attempt(s)\n", attempts);
+    pwt_assert_rows(Q_RECEIPTS, RECEIPT("3001", "stored") "\n" RECEIPT("3002", "stored"));
+    pwt_assert_rows(Q_EVENTS, SENT_EVENT("3001")); /* 3002 carries the same status event again */
+
+    /* Exactly one fetch more than at start, also after JWKS_MIN_REFRESH_MS more (no second, coalesced one). */
+    sleep_ms(1500);
+    assert_int_equal(jwks_fetches(&test_server), f0 + 1);
+    /* And key A still works after the rotation (a new token: not from the verified-token cache). */
+    char *tok_a2 = MINT(dir, "--exp-in", "3500");
+    expect_accepted(&test_worker, tok_a2, "3003");
+    assert_int_equal(jwks_fetches(&test_server), f0 + 1);
+    free(tok_a);
+    free(tok_a2);
+    free(tok_b);
+}
+
+static void jwks_server_failing_or_gone_keeps_the_cached_keys(void **state)
+{
+    (void)state;
+    char dir[400];
+    dir_with_key_a("down", dir, sizeof dir);
+    if (jwks_start(&test_server, dir, "down") != 0)
+        fail_msg("JWKS server did not start");
+    start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2");
+    long long loaded_at = mono_ms();
+    assert_int_equal(jwks_fetches(&test_server), 1);
+    char *tok_unknown = MINT(other_dir, "--kid", KID_UNKNOWN);
+    char *tok_1 = MINT(dir, "--exp-in", "3600");
+    char *tok_2 = MINT(dir, "--exp-in", "3599");
+    char *tok_3 = MINT(dir, "--exp-in", "3598");
+
+    /* 1. The server answers 500: a refetch (asked for by an unknown kid on a stale set) fails. */
+    char fail_path[450];
+    snprintf(fail_path, sizeof fail_path, "%s/fail", dir);
+    FILE *f = fopen(fail_path, "w");
+    assert_non_null(f);
+    fclose(f);
+    long long wait = loaded_at + 1200 - mono_ms();
+    if (wait > 0)
+        sleep_ms((long)wait);
+    pwt_response_t r = {0};
+    pwt_assert_status(post_token(&test_worker, tok_unknown, "4000", &r), 503);
+    assert_rejection_headers_(__FILE__, __LINE__, &r);
+    pwt_response_free(&r);
+    assert_true(jwks_wait_fetches(&test_server, 2, 3000) >= 2); /* then retries with backoff while it fails */
+    char *log = slurp(test_server.log_path);
+    assert_non_null(strstr(log, " 500\n"));
+    free(log);
+    sleep_ms(200); /* let the worker finish handling the failed fetch */
+    expect_accepted(&test_worker, tok_1, "4001");
+    pwt_assert_status(pwt_get(&test_worker, "/readyz", NULL), 200);
+
+    /* 2. The server is gone altogether. */
+    jwks_stop(&test_server);
+    sleep_ms(1200); /* the set is stale again: the next unknown kid asks for a fetch, which cannot connect */
+    pwt_assert_status(post_token(&test_worker, tok_unknown, "4002", NULL), 503);
+    sleep_ms(300);
+    expect_accepted(&test_worker, tok_2, "4003");
+    expect_accepted(&test_worker, tok_3, "4004");
+    pwt_assert_status(pwt_get(&test_worker, "/readyz", NULL), 200);
+    pwt_assert_rows(Q_RECEIPTS, RECEIPT("4001", "stored") "\n" RECEIPT("4003", "stored") "\n" RECEIPT("4004", "stored"));
+    char *wlog = pwt_worker_log(&test_worker);
+    if (strstr(wlog, "keeping the previous keys") == NULL)
+        pwt_fail(__FILE__, __LINE__, "the worker did not log a failed refresh that kept the previous keys");
+    free(wlog);
+    free(tok_unknown);
+    free(tok_1);
+    free(tok_2);
+    free(tok_3);
+}
+
+/* A quiet GET: the status, or -1 when nothing answers. */
+static long quiet_get(const pwt_worker_t *w, const char *path)
+{
+    CURL *c = curl_easy_init();
+    char url[160];
+    snprintf(url, sizeof url, "%s%s", w->base_url, path);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+    curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    long status = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+/* Starts `$PW_WORKER serve` with env added to the test's environment, without waiting for /readyz (which
+ * may never be 200): waits for /healthz instead. Fills w so the harness's HTTP and stop calls work on it. */
+static void start_worker_unready(pwt_worker_t *w, const char *const *env)
+{
+    memset(w, 0, sizeof *w);
+    const char *bin = getenv("PW_WORKER");
+    if (bin == NULL)
+        fail_msg("PW_WORKER is not set");
+    w->port = free_port();
+    snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
+    snprintf(w->log_path, sizeof w->log_path, "%s/worker-unready-%d.log", tmp_root, w->port);
+    char *port_env = xasprintf("PORT=%d", w->port);
+    char *db_env = xasprintf("DATABASE_URL=%s", pwt_db_url());
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(w->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+        }
+        int dn = open("/dev/null", O_RDONLY);
+        if (dn >= 0)
+            dup2(dn, STDIN_FILENO);
+        setenv("LOG_LEVEL", "debug", 1);
+        putenv(port_env);
+        putenv(db_env);
+        for (size_t i = 0; env[i] != NULL; i++)
+            putenv((char *)env[i]);
+        char *argv[] = {(char *)bin, "serve", NULL};
+        execv(bin, argv);
+        _exit(127);
+    }
+    free(port_env);
+    free(db_env);
+    w->pid = pid;
+    long long deadline = mono_ms() + 15000;
+    while (mono_ms() < deadline) {
+        if (!pwt_worker_alive(w)) {
+            pwt_worker_print_log(w, 40);
+            fail_msg("the worker exited during start-up");
+        }
+        if (quiet_get(w, "/healthz") == 200)
+            return;
+        sleep_ms(50);
+    }
+    pwt_worker_print_log(w, 40);
+    fail_msg("the worker did not answer /healthz");
+}
+
+static void without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives(void **state)
+{
+    (void)state;
+    /* A JWKS URL on a port nothing listens on: the first fetch and every retry fail. */
+    char *url_env = xasprintf("OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", free_port());
+    start_worker_unready(&manual_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA, url_env,
+                                                "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2"));
+    char *tok = MINT(keys_dir);
+    for (int round = 0; round < 2; round++) {
+        pwt_response_t r = {0};
+        pwt_assert_status(pwt_get(&manual_worker, "/readyz", &r), 503);
+        pwt_response_free(&r);
+        pwt_assert_status(post_token(&manual_worker, tok, "5001", &r), 503); /* not 401: the token may be fine */
+        assert_rejection_headers_(__FILE__, __LINE__, &r);
+        pwt_response_free(&r);
+        assert_nothing_stored();
+        if (round == 0)
+            sleep_ms(2500); /* through a few failed fetches (backoff 1 s, 2 s) */
+    }
+    pwt_assert_status(pwt_get(&manual_worker, "/healthz", NULL), 200);
+    char *log = pwt_worker_log(&manual_worker);
+    if (strstr(log, "no keys yet") == NULL)
+        pwt_fail(__FILE__, __LINE__, "the worker did not log its failed key fetches");
+    free(log);
+    assert_true(pwt_worker_alive(&manual_worker));
+    int code = pwt_worker_stop(&manual_worker);
+    assert_int_equal(code, 0);
+    free(tok);
+    free(url_env);
+}
+
+typedef struct {
+    int n204, n401, n503, nother, nerr;
+    long other_status;
+} tally_t;
+
+static size_t discard(char *data, size_t size, size_t nmemb, void *ud)
+{
+    (void)data, (void)ud;
+    return size * nmemb;
+}
+
+/* total POSTs of body with these headers to w, `concurrency` at a time (libcurl multi). */
+static void burst(const pwt_worker_t *w, const char *body, const char *authz, int total, int concurrency, tally_t *t)
+{
+    memset(t, 0, sizeof *t);
+    char url[160];
+    snprintf(url, sizeof url, "%s/", w->base_url);
+    char *h = xasprintf("Authorization: %s", authz);
+    struct curl_slist *list = NULL;
+    list = curl_slist_append(list, "Content-Type: application/json");
+    list = curl_slist_append(list, "Expect:");
+    list = curl_slist_append(list, h);
+    CURLM *m = curl_multi_init();
+    CURL **hs = calloc((size_t)concurrency, sizeof *hs);
+    int started = 0, done = 0, running = 0;
+    for (int i = 0; i < concurrency && started < total; i++, started++) {
+        hs[i] = curl_easy_init();
+        curl_easy_setopt(hs[i], CURLOPT_URL, url);
+        curl_easy_setopt(hs[i], CURLOPT_NOPROXY, "*");
+        curl_easy_setopt(hs[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
+        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, list);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
+        curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, discard);
+        curl_multi_add_handle(m, hs[i]);
+    }
+    while (done < total) {
+        curl_multi_perform(m, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            CURL *e = msg->easy_handle;
+            long status = -1;
+            if (msg->data.result == CURLE_OK)
+                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+            if (status == 204)
+                t->n204++;
+            else if (status == 401)
+                t->n401++;
+            else if (status == 503)
+                t->n503++;
+            else if (status < 0)
+                t->nerr++;
+            else {
+                t->nother++;
+                t->other_status = status;
+            }
+            done++;
+            curl_multi_remove_handle(m, e);
+            if (started < total) {
+                started++;
+                curl_multi_add_handle(m, e); /* same options, the next request */
+            }
+        }
+        if (done < total)
+            curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    for (int i = 0; i < concurrency; i++) {
+        if (hs[i] != NULL)
+            curl_easy_cleanup(hs[i]);
+    }
+    free(hs);
+    curl_multi_cleanup(m);
+    curl_slist_free_all(list);
+    free(h);
+}
+
+static void burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_fetch(void **state)
+{
+    (void)state;
+    enum { MIN_REFRESH_MS = 3000 };
+    char dir[400];
+    dir_with_key_a("burst", dir, sizeof dir);
+    if (jwks_start(&test_server, dir, "burst") != 0)
+        fail_msg("JWKS server did not start");
+    start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=3000", "WORKER_THREADS=4");
+    long long loaded_at = mono_ms();
+    char *tok = MINT(other_dir, "--kid", KID_UNKNOWN);
+    char *authz = xasprintf("Bearer %s", tok);
+    char *body = sent_push("6001");
+    /* A stale set, so the unknown kid does ask for a refetch: the rate limit is what is under test. */
+    long long wait = loaded_at + MIN_REFRESH_MS + 200 - mono_ms();
+    if (wait > 0)
+        sleep_ms((long)wait);
+
+    int before = jwks_fetches(&test_server);
+    long long t0 = mono_ms();
+    tally_t t;
+    burst(&test_worker, body, authz, 1000, 32, &t);
+    long long took = mono_ms() - t0;
+    fprintf(stderr, "burst: %d x 401, %d x 503, %d x 204, %d other (last %ld), %d transport errors, %lld ms\n", t.n401, t.n503,
+            t.n204, t.nother, t.other_status, t.nerr, took);
+    assert_int_equal(t.n204, 0);
+    assert_int_equal(t.nother, 0);
+    assert_int_equal(t.nerr, 0);
+    assert_int_equal(t.n401 + t.n503, 1000);
+    assert_true(t.n503 >= 1); /* the stale set made the first ones ask for a refetch */
+    /* Past another JWKS_MIN_REFRESH_MS, so that a second (rate-limited) fetch they asked for would show too. */
+    sleep_ms(MIN_REFRESH_MS + 700);
+    int after = jwks_fetches(&test_server);
+    fprintf(stderr, "burst: JWKS fetches before %d, after %d\n", before, after);
+    if (took < MIN_REFRESH_MS && after - before > 1)
+        pwt_fail(__FILE__, __LINE__, "a burst of unknown-kid pushes caused %d JWKS fetches (expected at most 1)", after - before);
+    assert_true(after - before >= 1); /* and the refetch they asked for did happen */
+    assert_nothing_stored();
+    assert_true(pwt_worker_alive(&test_worker));
+    free(body);
+    free(authz);
+    free(tok);
+}
+
+/* ---- claims mode (behind Cloud Run IAM, which strips the signature) ---------------------------------- */
+
+static void claims_mode_accepts_stripped_signature_with_good_claims(void **state)
+{
+    (void)state;
+    ensure_claims_worker();
+    char *tok = MINT(keys_dir, "--signature", "SIGNATURE_REMOVED_BY_GOOGLE");
+    expect_accepted(&claims_worker, tok, "7001");
+    pwt_assert_rows(Q_EVENTS, SENT_EVENT("7001"));
+    free(tok);
+}
+
+static void claims_mode_rejects_stripped_token_with_wrong_audience_401(void **state)
+{
+    (void)state;
+    ensure_claims_worker();
+    char *tok = MINT(keys_dir, "--signature", "SIGNATURE_REMOVED_BY_GOOGLE", "--aud", AUD "/");
+    pwt_response_t r = {0};
+    pwt_assert_status(post_token(&claims_worker, tok, "7002", &r), 401);
+    assert_rejection_headers_(__FILE__, __LINE__, &r);
+    pwt_response_free(&r);
+    assert_nothing_stored();
+    free(tok);
+}
+
+static void claims_mode_rejects_a_signed_token_401(void **state)
+{
+    (void)state;
+    ensure_claims_worker();
+    char *tok = MINT(keys_dir); /* a real RS256 signature, not the literal Cloud Run puts there */
+    pwt_response_t r = {0};
+    pwt_assert_status(post_token(&claims_worker, tok, "7003", &r), 401);
+    assert_rejection_headers_(__FILE__, __LINE__, &r);
+    pwt_response_free(&r);
+    assert_nothing_stored();
+    free(tok);
+}
+
+/* ---- the verified-token cache ---------------------------------------------------------------------- */
+
+static void same_token_for_200_pushes_is_accepted_every_time(void **state)
+{
+    (void)state;
+    char *tok = MINT(keys_dir, "--exp-in", "3000");
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", 8000 + i);
+        pwt_assert_status(post_token(&worker, tok, id, NULL), 204);
+    }
+    assert_int_equal(pwt_scalar_int("SELECT count(*) FROM pubsub_receipts WHERE outcome = 'stored'"), 200);
+    assert_int_equal(pwt_scalar_int("SELECT count(DISTINCT message_id) FROM pubsub_receipts"), 200);
+    assert_int_equal(pwt_scalar_int("SELECT count(*) FROM status_events"), 1); /* one status, redelivered */
+    pwt_assert_rows(Q_LOGS, SENT_LOG);
+    /* A cached token still has to match exactly: one changed byte is verified afresh and fails. */
+    char *sig = last_part(tok);
+    sig[10] = sig[10] == 'A' ? 'B' : 'A';
+    pwt_truncate_all();
+    expect_token_rejected(tok, 401);
+    free(tok);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fresh_tables, cleanup_and_check_alive)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(valid_token_is_accepted_and_the_push_stored_exactly),
+        T(bearer_scheme_is_case_insensitive),
+        T(issuer_without_https_scheme_is_accepted),
+        T(token_expired_30s_ago_is_accepted_within_60s_skew),
+        T(token_issued_30s_in_the_future_is_accepted_within_skew),
+
+        T(alg_none_with_empty_signature_is_401),
+        T(hs256_keyed_with_the_public_key_is_401),
+        T(es256_header_is_401_even_with_a_valid_rs256_signature),
+        T(unknown_kid_with_a_fresh_key_set_is_401_and_fetches_nothing),
+        T(signature_by_another_key_with_the_same_kid_is_401),
+        T(truncated_signature_is_401),
+        T(token_cut_to_header_and_claims_is_401),
+        T(padded_base64_signature_is_401),
+        T(standard_base64_alphabet_in_signature_is_401),
+        T(oversized_token_over_8192_bytes_is_401),
+
+        T(expired_beyond_60s_skew_is_401),
+        T(issued_in_the_future_beyond_skew_is_401),
+        T(nbf_in_the_future_beyond_skew_is_401),
+        T(wrong_issuer_is_401),
+        T(wrong_audience_is_401),
+        T(audience_differing_only_in_case_is_401),
+        T(audience_with_a_trailing_slash_added_is_401),
+        T(token_of_another_service_account_is_403),
+        T(email_verified_false_is_401),
+
+        T(basic_scheme_is_401),
+        T(raw_token_without_bearer_scheme_is_401),
+        T(missing_authorization_header_is_401),
+        T(bearer_without_token_is_401),
+
+        T(rotated_in_key_is_fetched_once_and_its_token_accepted),
+        T(jwks_server_failing_or_gone_keeps_the_cached_keys),
+        T(without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives),
+        T(burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_fetch),
+
+        T(claims_mode_accepts_stripped_signature_with_good_claims),
+        T(claims_mode_rejects_stripped_token_with_wrong_audience_401),
+        T(claims_mode_rejects_a_signed_token_401),
+
+        T(same_token_for_200_pushes_is_accepted_every_time),
+    };
+    return cmocka_run_group_tests_name("auth", tests, group_setup, group_teardown);
+}

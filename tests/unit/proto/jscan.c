@@ -1,0 +1,139 @@
+/* Unit tests for proto/jscan.c: the tree-less strict JSON scanner behind the envelope parser. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "proto/jscan.h"
+
+/* Validates a whole document; returns 0, or -1 with why/at. */
+static int validate(const char *doc, const char **why, size_t *at)
+{
+    pw_jscan_t sc;
+    pw_jval_t v;
+    pw_jscan_init(&sc, doc, strlen(doc), 4);
+    int rc = pw_jscan_value(&sc, &v) == 0 && pw_jscan_end(&sc) == 0 ? 0 : -1;
+    *why = sc.why;
+    *at = sc.at;
+    return rc;
+}
+
+static void expect_valid(const char *doc)
+{
+    const char *why;
+    size_t at;
+    if (validate(doc, &why, &at) != 0)
+        print_error("rejected: %s (%s at %zu)\n", doc, why, at);
+    assert_int_equal(validate(doc, &why, &at), 0);
+}
+
+static void expect_invalid(const char *doc, const char *want_why, size_t want_at)
+{
+    const char *why;
+    size_t at;
+    if (validate(doc, &why, &at) == 0)
+        print_error("accepted: %s\n", doc);
+    assert_int_equal(validate(doc, &why, &at), -1);
+    assert_string_equal(why, want_why);
+    assert_int_equal(at, want_at);
+}
+
+static void test_valid_documents(void **state)
+{
+    (void)state;
+    expect_valid("{}");
+    expect_valid(" [ ] ");
+    expect_valid("{\"a\":[1,-2.5e+3,0,0.0,1E9,true,false,null,\"x\"],\"b\":{\"c\":{}}}");
+    expect_valid("\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 \\ud83d\\ude00\"");
+    expect_valid("-0");
+    expect_valid("[[[[]]]]"); /* exactly the depth limit (4) */
+}
+
+static void test_invalid_documents(void **state)
+{
+    (void)state;
+    expect_invalid("", "unexpected end of data", 0);
+    expect_invalid("{\"a\":1,}", "unexpected character", 7);
+    expect_invalid("{'a':1}", "unexpected character", 1);
+    expect_invalid("[1 2]", "unexpected character", 3);
+    expect_invalid("01", "unexpected character", 1);
+    expect_invalid("1.", "unexpected end of data", 2);
+    expect_invalid("-", "unexpected end of data", 1);
+    expect_invalid("1e", "unexpected end of data", 2);
+    expect_invalid("NaN", "unexpected character", 0);
+    expect_invalid("tru", "unexpected end of data", 3);
+    expect_invalid("nul1", "unexpected character", 3);
+    expect_invalid("\"a\tb\"", "unexpected character", 2); /* raw control character */
+    expect_invalid("\"abc", "unexpected end of data", 4);
+    expect_invalid("\"\\x\"", "invalid escape", 1);
+    expect_invalid("\"\\u12g4\"", "invalid escape", 1);
+    expect_invalid("\"\\udc00\"", "invalid escape: lone low surrogate", 1);
+    expect_invalid("\"\\ud800x\"", "invalid escape: high surrogate without its low half", 1);
+    expect_invalid("\"\\ud800\\u0041\"", "invalid escape: high surrogate without its low half", 1);
+    expect_invalid("{} {}", "unexpected character", 3);
+    expect_invalid("[[[[[]]]]]", "nesting too deep", 4);
+    expect_invalid("{\"a\":{\"b\":{\"c\":{\"d\":{}}}}}", "nesting too deep", 20);
+}
+
+static void test_unescape_and_compare(void **state)
+{
+    (void)state;
+    const char *doc = "{\"mess\\u0061ge\":\"a\\/b\\u00e9\\ud83d\\ude00\\n\"}";
+    pw_jscan_t sc;
+    pw_jscan_init(&sc, doc, strlen(doc), 8);
+    int first = 1;
+    pw_jval_t key, v;
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_true(key.escaped);
+    assert_true(pw_jscan_string_is(&sc, &key, "message"));
+    assert_false(pw_jscan_string_is(&sc, &key, "messag"));
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    char out[64];
+    size_t n = pw_jscan_unescape(&sc, &v, out);
+    assert_int_equal(n, 10);
+    assert_memory_equal(out, "a/b\xc3\xa9\xf0\x9f\x98\x80\n", 10);
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 0);
+    assert_int_equal(pw_jscan_end(&sc), 0);
+}
+
+static void test_value_extents_and_peek(void **state)
+{
+    (void)state;
+    const char *doc = " {\"n\": -12.5 , \"s\":\"xy\", \"o\":{\"k\":[1]}} ";
+    pw_jscan_t sc;
+    pw_jscan_init(&sc, doc, strlen(doc), 8);
+    assert_int_equal(pw_jscan_peek(&sc), PW_J_OBJECT);
+    int first = 1;
+    pw_jval_t key, v;
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_int_equal(v.type, PW_J_NUMBER);
+    assert_int_equal(v.end - v.start, 5);
+    assert_memory_equal(doc + v.start, "-12.5", 5);
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_int_equal(v.type, PW_J_STRING);
+    assert_memory_equal(doc + v.start, "xy", 2);
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_int_equal(pw_jscan_peek(&sc), PW_J_OBJECT);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_int_equal(v.type, PW_J_OBJECT);
+    assert_memory_equal(doc + v.start, "{\"k\":[1]}", 9);
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 0);
+    assert_int_equal(pw_jscan_end(&sc), 0);
+    assert_int_equal(pw_jscan_peek(&sc), PW_J_NONE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_documents),
+        cmocka_unit_test(test_invalid_documents),
+        cmocka_unit_test(test_unescape_and_compare),
+        cmocka_unit_test(test_value_extents_and_peek),
+    };
+    return cmocka_run_group_tests_name("proto/jscan", tests, NULL, NULL);
+}
