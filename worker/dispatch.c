@@ -97,6 +97,10 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
         char step[48];
         snprintf(step, sizeof step, "rejected %zu item(s)", p->wh.n_rejected);
         set_dead(p, step, p->wh.reject_reason);
+    } else if (memmem(p->env.data, p->env.data_len, "\\u0000", 6) != NULL) {
+        /* PostgreSQL text and jsonb cannot hold NUL: the rows get U+FFFD in its place (see
+           worker/cols.c), and the push as it came is kept too, so nothing is lost. */
+        set_dead(p, "payload", "\\u0000 (NUL) in a string: stored with U+FFFD in its place; the original is kept here");
     }
     p->outcome = pw_push_items(p) + p->wh.n_contacts > 0 ? PW_OUTCOME_STORED : PW_OUTCOME_IGNORED;
 }

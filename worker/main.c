@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "worker/config.h"
 #include "worker/dispatch.h"
@@ -57,6 +58,16 @@ static int load_config(pw_config_t *cfg)
     return 0;
 }
 
+/* Many idle or slow connections must not exhaust descriptors: raise the soft limit to the hard one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 static int cmd_serve(void)
 {
     pw_config_t cfg;
@@ -64,6 +75,7 @@ static int cmd_serve(void)
         return 2;
     if (cfg.auth_mode == PW_AUTH_OFF)
         pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
+    raise_fd_limit();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = 0;
     if (cfg.auth_mode == PW_AUTH_VERIFY) {
