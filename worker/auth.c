@@ -10,6 +10,7 @@
 
 #include "proto/jwt.h"
 #include "worker/jwks.h"
+#include "worker/metrics.h"
 #include "worker/util.h"
 
 typedef struct {
@@ -20,7 +21,9 @@ typedef struct {
 struct pw_auth {
     const pw_config_t *cfg;
     cache_slot_t cache[PW_AUTH_CACHE_SLOTS];
-    pw_auth_stats_t stats;
+    struct {
+        _Atomic uint64_t cache_hits, verified, rejected; /* single writer: this loop */
+    } stats;
 };
 
 pw_auth_t *pw_auth_new(const pw_config_t *cfg)
@@ -42,7 +45,9 @@ int pw_auth_ready(const pw_config_t *cfg)
 
 void pw_auth_get_stats(const pw_auth_t *a, pw_auth_stats_t *out)
 {
-    *out = a->stats;
+    out->cache_hits = atomic_load_explicit(&a->stats.cache_hits, memory_order_relaxed);
+    out->verified = atomic_load_explicit(&a->stats.verified, memory_order_relaxed);
+    out->rejected = atomic_load_explicit(&a->stats.rejected, memory_order_relaxed);
 }
 
 /* The token after "Bearer " (the scheme is case-insensitive, RFC 7235), or a NULL slice. */
@@ -67,7 +72,7 @@ static cache_slot_t *cache_slot(pw_auth_t *a, const unsigned char *hash)
 
 static int fail(pw_auth_t *a, int status, char *reason, size_t reasonlen, const char *why)
 {
-    a->stats.rejected++;
+    pw_metrics_inc(&a->stats.rejected, 1);
     snprintf(reason, reasonlen, "%s", why);
     return status;
 }
@@ -90,7 +95,7 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     cache_slot_t *slot = cache_slot(a, hash);
     /* A cached token passed every check; only its lifetime can have changed since. */
     if (slot->exp != 0 && memcmp(slot->hash, hash, sizeof hash) == 0 && now <= slot->exp + PW_JWT_DEFAULT_SKEW_S) {
-        a->stats.cache_hits++;
+        pw_metrics_inc(&a->stats.cache_hits, 1);
         return 0;
     }
 
@@ -110,7 +115,7 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     int rc = pw_jwt_verify(token.base, token.len, snap != NULL ? &snap->keys : NULL, &pol, &res, err, sizeof err);
     if (rc == 0) {
         pw_keys_release(snap);
-        a->stats.verified++;
+        pw_metrics_inc(&a->stats.verified, 1);
         memcpy(slot->hash, hash, sizeof hash);
         slot->exp = res.exp;
         return 0;
@@ -132,6 +137,6 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     }
     pw_keys_release(snap);
     snprintf(reason, reasonlen, "%s: %s", pw_jwt_reason(rc), err);
-    a->stats.rejected++;
+    pw_metrics_inc(&a->stats.rejected, 1);
     return pw_jwt_status(rc);
 }

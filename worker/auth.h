@@ -28,7 +28,7 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
 /* 1 when pushes can be authenticated now (verify mode: keys loaded; other modes: always). */
 int pw_auth_ready(const pw_config_t *cfg);
 
-/* Counters of this loop, for metrics. */
+/* Counters of this loop, for metrics (written by the loop, readable from any thread). */
 typedef struct {
     unsigned long long cache_hits, verified, rejected;
 } pw_auth_stats_t;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "worker/log.h"
+#include "worker/metrics.h"
 #include "worker/util.h"
 
 /* Reconnect attempts wait 1, 2, 4 then 8 ticks of this. */
@@ -22,6 +23,7 @@ typedef enum { DB_DOWN, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY } db_state
 struct pw_db {
     h2o_loop_t *loop;
     const pw_config_t *cfg;
+    pw_metrics_t *metrics;
     const pw_stmt_t *stmt; /* the one statement a group is written with */
 
     PGconn *pg;
@@ -37,6 +39,7 @@ struct pw_db {
     size_t b_len;
     int syncs_pending;
     int failed;                   /* the group (or the PREPAREs) got an error */
+    double sent_ms;               /* when the group was sent */
     char sqlstate[6];
     char errmsg[256];
 
@@ -280,7 +283,11 @@ static void on_prepared(pw_db_t *db)
 static void on_batch_done(pw_db_t *db)
 {
     db->state = DB_IDLE;
+    if (db->failed)
+        pw_metrics_inc(&db->metrics->db_errors, 1);
     if (!db->failed) {
+        pw_metrics_observe_seconds(&db->metrics->db_tx_seconds, (pw_now_ms() - db->sent_ms) / 1000.0);
+        pw_metrics_observe_count(&db->metrics->batch_pushes, (double)db->b_len);
         complete_all(&db->b_head, &db->b_tail, 204);
         db->b_len = 0;
     } else if (sqlstate_class_is(db, "40")) {
@@ -319,6 +326,27 @@ static void on_batch_done(pw_db_t *db)
     maybe_send_batch(db);
 }
 
+/* The statement's second column lists the batch_index of every push whose receipt it inserted. */
+static void note_new_receipts(pw_db_t *db, const PGresult *r)
+{
+    if (PQntuples(r) != 1 || PQnfields(r) < 2 || PQgetisnull(r, 0, 1))
+        return;
+    const char *p = PQgetvalue(r, 0, 1);
+    pw_db_job_t *j = db->b_head;
+    int at = 0;
+    while (*p != '\0') {
+        char *end;
+        long idx = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        for (; j != NULL && at < idx; j = j->next, at++)
+            ;
+        if (j != NULL && at == idx)
+            j->push->new_receipt = 1;
+        p = *end == ',' ? end + 1 : end;
+    }
+}
+
 static void note_error(pw_db_t *db, const PGresult *r)
 {
     if (db->failed)
@@ -340,6 +368,8 @@ static void read_results(pw_db_t *db)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_FATAL_ERROR)
             note_error(db, r);
+        else if (st == PGRES_TUPLES_OK && db->state == DB_BUSY)
+            note_new_receipts(db, r);
         PQclear(r);
         if (st == PGRES_PIPELINE_SYNC) {
             db->syncs_pending--;
@@ -382,6 +412,8 @@ static void conn_lost(pw_db_t *db, const char *why)
         PQfinish(db->pg);
         db->pg = NULL;
     }
+    if (db->state != DB_DOWN && db->state != DB_CONNECTING)
+        pw_metrics_inc(&db->metrics->db_reconnects, 1);
     db->state = DB_DOWN;
     db->syncs_pending = 0;
     complete_all(&db->b_head, &db->b_tail, 503);
@@ -426,8 +458,12 @@ static void maybe_send_batch(pw_db_t *db)
         return;
     const pw_stmt_t *s = db->stmt;
     pw_cols_begin(&db->cols, s->ncols);
-    for (pw_db_job_t *j = db->b_head; j != NULL; j = j->next)
+    int index = 0;
+    for (pw_db_job_t *j = db->b_head; j != NULL; j = j->next) {
+        j->push->batch_index = index++;
+        j->push->new_receipt = 0;
         s->append(&db->cols, j->push);
+    }
     pw_cols_finish(&db->cols);
     const char *values[PW_COLS_MAX];
     for (int c = 0; c < s->ncols; c++)
@@ -441,15 +477,17 @@ static void maybe_send_batch(pw_db_t *db)
     db->syncs_pending = 1;
     db->failed = 0;
     db->state = DB_BUSY;
+    db->sent_ms = pw_now_ms();
 }
 
 /* ---- public ---- */
 
-pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg)
+pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg, pw_metrics_t *metrics)
 {
     pw_db_t *db = pw_xcalloc(1, sizeof *db);
     db->loop = loop;
     db->cfg = cfg;
+    db->metrics = metrics;
     db->stmt = pw_dispatch_statement();
     db->sock_fd = -1;
     h2o_timeout_init(loop, &db->zero, 0);

@@ -7,6 +7,7 @@
 
 #include "worker/config.h"
 #include "worker/dispatch.h"
+#include "worker/metrics.h"
 
 typedef struct pw_db_job pw_db_job_t;
 
@@ -28,9 +29,10 @@ typedef struct pw_db pw_db_t;
 
 /**
  * Creates the database side of one event loop (one connection) and starts connecting at once,
- * without blocking. cfg and the statements are borrowed for the life of the object. Loop-thread only.
+ * without blocking. cfg and metrics (this loop's) are borrowed for the life of the object.
+ * Loop-thread only.
  */
-pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg);
+pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg, pw_metrics_t *metrics);
 
 /**
  * Queues job; it is written with whatever else is queued when the connection is next free, in

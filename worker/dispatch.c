@@ -144,7 +144,8 @@ static const char *const outcome_names[] = {"stored", "ignored", "dead_letter"};
  */
 static const char receipts_ctes[] = "rc AS ("
                                     " INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome)"
-                                    " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])"
+                                    " SELECT s, m, p, o FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])"
+                                    "   AS u(s, m, p, o)"
                                     " ON CONFLICT DO NOTHING"
                                     " RETURNING subscription, message_id)";
 
@@ -156,6 +157,9 @@ static void receipts_append(pw_cols_t *c, int base, const pw_push_t *p)
     pw_cols_str(c, base + 1, p->message_id);
     pw_cols_time(c, base + 2, p->publish_time);
     pw_cols_cstr(c, base + 3, outcome_names[p->outcome]);
+    char index[16];
+    snprintf(index, sizeof index, "%d", p->batch_index);
+    pw_cols_cstr(c, base + 4, index);
     pw_cols_end_row(c);
 }
 
@@ -176,7 +180,8 @@ static void dead_append(pw_cols_t *c, int base, const pw_push_t *p)
     pw_cols_end_row(c);
 }
 
-static const pw_section_t receipts_section = {"receipts", receipts_ctes, 4, receipts_append};
+/* The fifth array ($5, read by the final SELECT) is each receipt's push's place in the group. */
+static const pw_section_t receipts_section = {"receipts", receipts_ctes, 5, receipts_append};
 static const pw_section_t dead_section = {"dead_letters", dead_ctes, 4, dead_append};
 
 /* Receipts first: the others read "rc". */
@@ -185,9 +190,11 @@ static const pw_section_t *const sections[] = {&receipts_section, &pw_status_sec
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static const char final_select[] =
-    " SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
+    " SELECT (SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
     " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
-    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins";
+    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins),"
+    " (SELECT string_agg(r.i::text, ',' ORDER BY r.i) FROM unnest($1::text[], $2::text[], $5::int[]) AS r(s, m, i)"
+    "  JOIN rc ON rc.subscription = r.s AND rc.message_id = r.m)";
 
 /* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
 static void append_renumbered(pw_buf_t *b, const char *sql, int base)

@@ -28,6 +28,8 @@ typedef struct {
     char *dead_reason;      /* why it is a dead letter (owned), or NULL */
     unsigned char *raw;     /* the request body (owned), written to dead_letters when needed */
     size_t raw_len;
+    int batch_index;        /* its place in the group being written (set by db.c) */
+    int new_receipt;        /* 1 when the group's statement inserted its receipt (0: a redelivery) */
 } pw_push_t;
 
 /**
@@ -60,7 +62,11 @@ typedef struct {
     void (*append)(pw_cols_t *cols, const pw_push_t *p);
 } pw_stmt_t;
 
-/* The one statement that writes a whole group of pushes (built on first use; any thread). */
+/*
+ * The one statement that writes a whole group of pushes (built on first use; any thread). It
+ * returns one row: the number of inbound messages announced, and the batch_index values of the
+ * pushes whose receipts it inserted, comma-separated (NULL when none).
+ */
 const pw_stmt_t *pw_dispatch_statement(void);
 
 #endif

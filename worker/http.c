@@ -15,7 +15,9 @@
 #include "worker/auth.h"
 #include "worker/db.h"
 #include "worker/dispatch.h"
+#include "worker/jwks.h"
 #include "worker/log.h"
+#include "worker/metrics.h"
 #include "worker/util.h"
 
 /* The loops wake at least this often to notice a stop. */
@@ -31,6 +33,7 @@ typedef struct {
     pw_auth_t *auth;
     h2o_timeout_t deadline;
     size_t pushes_alive; /* push objects not yet released (answered or not) */
+    pw_metrics_t metrics;
 } pw_thread_t;
 
 /* A push between its request and its commit. Lives on the heap: it may outlive the request. */
@@ -42,10 +45,13 @@ typedef struct {
     h2o_timeout_entry_t deadline;
     pw_thread_t *thread;
     double started_ms;
+    int counted; /* in the metrics already */
 } pw_http_push_t;
 
 static const pw_config_t *config;
 static h2o_globalconf_t globalconf;
+static pw_thread_t *all_threads; /* for /metrics: each thread's counters (single writer each) */
+static int n_threads;
 static atomic_int stopping;
 static _Thread_local pw_thread_t *self;
 
@@ -70,10 +76,28 @@ static void send_unavailable(h2o_req_t *req, const char *body)
     send_text(req, 503, "Service Unavailable", body);
 }
 
-/* Answers the push's request, once, if it is still there. */
+static pw_metric_outcome_t outcome_of(const pw_http_push_t *hp, int status)
+{
+    if (status != 204)
+        return PW_M_UNAVAILABLE;
+    if (hp->push.message_id.base != NULL && !hp->push.new_receipt && hp->push.outcome != PW_OUTCOME_DEAD_LETTER)
+        return PW_M_DUPLICATE;
+    if (hp->push.dead_reason != NULL)
+        return PW_M_DEAD_LETTER;
+    return hp->push.outcome == PW_OUTCOME_IGNORED ? PW_M_IGNORED : PW_M_STORED;
+}
+
+/* Answers the push's request, once, if it is still there (and counts it, once, either way). */
 static void answer_push(pw_http_push_t *hp, int status)
 {
     h2o_timeout_unlink(&hp->deadline);
+    if (!hp->counted) {
+        pw_metrics_t *m = &hp->thread->metrics;
+        hp->counted = 1;
+        pw_metrics_inc(&m->pushes[outcome_of(hp, status)], 1);
+        pw_metrics_add_gauge(&m->in_flight, -1);
+        pw_metrics_observe_seconds(&m->request_seconds, (pw_now_ms() - hp->started_ms) / 1000.0);
+    }
     h2o_req_t *req = hp->req;
     if (req == NULL)
         return;
@@ -139,6 +163,43 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     answer_push(hp, 503);
 }
 
+static void count_events(pw_metrics_t *m, const pw_webhook_t *wh)
+{
+    for (size_t i = 0; i < wh->n_statuses; i++)
+        pw_metrics_inc(&m->statuses[pw_metrics_status_index(wh->statuses[i].status.base, wh->statuses[i].status.len)], 1);
+    for (size_t i = 0; i < wh->n_inbound; i++)
+        pw_metrics_inc(&m->inbound[pw_metrics_type_index(wh->inbound[i].type.base, wh->inbound[i].type.len)], 1);
+}
+
+static void send_metrics(h2o_req_t *req)
+{
+    pw_metrics_t *ms[256];
+    pw_auth_stats_t a, total = {0};
+    int n = n_threads < 256 ? n_threads : 256;
+    for (int i = 0; i < n; i++) {
+        ms[i] = &all_threads[i].metrics;
+        if (all_threads[i].auth != NULL) {
+            pw_auth_get_stats(all_threads[i].auth, &a);
+            total.cache_hits += a.cache_hits;
+            total.verified += a.verified;
+            total.rejected += a.rejected;
+        }
+    }
+    pw_keys_stats_t ks;
+    pw_keys_stats(&ks);
+    pw_metrics_extra_t extra = {ks.fetches,         ks.failures,     ks.keys, total.cache_hits,
+                                total.verified,     total.rejected,  config->auth_mode == PW_AUTH_OFF};
+    pw_buf_t body = {0};
+    pw_metrics_render(&body, ms, (size_t)n, &extra);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_send_inline(req, body.base, body.len);
+    pw_buf_dispose(&body);
+}
+
 static pw_str_t header_value(h2o_req_t *req, const char *lower_name)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, lower_name, strlen(lower_name), -1);
@@ -161,6 +222,7 @@ static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
     } else {
         send_unavailable(req, body);
     }
+    pw_metrics_inc(&self->metrics.pushes[status == 401 ? PW_M_UNAUTHORIZED : status == 403 ? PW_M_FORBIDDEN : PW_M_UNAVAILABLE], 1);
     char esc[300], extra[400];
     snprintf(extra, sizeof extra, "\"status\":%d,\"reason\":\"%s\"", status, pw_log_escape(reason, esc, sizeof esc));
     pw_log(PW_LOG_WARNING, extra, "push rejected by authentication");
@@ -191,6 +253,8 @@ static void handle_push(h2o_req_t *req)
     pw_push_decode(&hp->push, req->entity.base != NULL ? req->entity.base : "", req->entity.len, &meta);
     hp->job.push = &hp->push;
     hp->job.on_done = on_db_done;
+    count_events(&self->metrics, &hp->push.wh);
+    pw_metrics_add_gauge(&self->metrics.in_flight, 1);
     hp->cell = h2o_mem_alloc_shared(&req->pool, sizeof(pw_http_push_t *), on_cell_dispose);
     *hp->cell = hp;
     hp->deadline.cb = on_deadline;
@@ -233,7 +297,9 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
             send_unavailable(req, "signing keys not loaded\n");
         else
             send_text(req, 200, "OK", "ready\n");
-    } else if (path_is(req, "/healthz") || path_is(req, "/readyz")) {
+    } else if (path_is(req, "/metrics") && get) {
+        send_metrics(req);
+    } else if (path_is(req, "/healthz") || path_is(req, "/readyz") || path_is(req, "/metrics")) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
         send_text(req, 405, "Method Not Allowed", "use GET\n");
     } else {
@@ -283,7 +349,7 @@ static void *run_loop(void *arg)
     t->accept_ctx.ctx = &t->ctx;
     t->accept_ctx.hosts = globalconf.hosts;
     h2o_timeout_init(t->ctx.loop, &t->deadline, (uint64_t)config->deadline_ms);
-    t->db = pw_db_new(t->ctx.loop, config);
+    t->db = pw_db_new(t->ctx.loop, config, &t->metrics);
     t->auth = pw_auth_new(config);
     t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(t->listener, on_accept);
@@ -333,6 +399,8 @@ int pw_http_serve(const pw_config_t *cfg)
     handler->on_req = on_req;
 
     pw_thread_t *threads = pw_xcalloc((size_t)cfg->threads, sizeof *threads);
+    all_threads = threads;
+    n_threads = cfg->threads;
     for (int i = 0; i < cfg->threads; i++) {
         threads[i].listen_fd = open_listener(cfg->port);
         if (threads[i].listen_fd < 0) {
@@ -351,6 +419,8 @@ int pw_http_serve(const pw_config_t *cfg)
     atomic_store(&stopping, 1);
     for (int i = 0; i < cfg->threads; i++)
         pthread_join(threads[i].tid, NULL);
+    all_threads = NULL;
+    n_threads = 0;
     free(threads);
     pw_log_info("stopped");
     return 0;

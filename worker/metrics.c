@@ -1,0 +1,149 @@
+/* Prometheus text format for pushworker's counters and histograms. */
+#include "worker/metrics.h"
+
+#include <string.h>
+
+#ifndef PW_VERSION
+#define PW_VERSION "unknown"
+#endif
+
+/* Upper bounds: seconds for latencies, pushes for batch sizes (the last bucket is +Inf). */
+static const double SECONDS_BOUNDS[PW_M_BUCKETS - 1] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                                                         0.2,    0.5,   1,     2,     5,    8,    10};
+static const double COUNT_BOUNDS[PW_M_BUCKETS - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+
+static const char *const OUTCOME_NAMES[PW_M_OUTCOMES] = {"stored",       "duplicate", "dead_letter", "ignored",
+                                                         "unauthorized", "forbidden", "unavailable"};
+static const char *const STATUS_NAMES[PW_M_STATUSES] = {"sent", "delivered", "read", "failed", "played", "other"};
+static const char *const TYPE_NAMES[PW_M_TYPES] = {"text",     "image",    "video",       "audio",           "document", "sticker",
+                                                   "location", "contacts", "interactive", "button",          "reaction", "order",
+                                                   "system",   "unsupported", "request_welcome", "other"};
+
+void pw_metrics_inc(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+void pw_metrics_add_gauge(_Atomic int64_t *g, int64_t n)
+{
+    atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
+static void observe(pw_histogram_t *h, const double *bounds, double v)
+{
+    int b = 0;
+    while (b < PW_M_BUCKETS - 1 && v > bounds[b])
+        b++;
+    pw_metrics_inc(&h->buckets[b], 1);
+    pw_metrics_inc(&h->count, 1);
+    atomic_store_explicit(&h->sum, atomic_load_explicit(&h->sum, memory_order_relaxed) + v, memory_order_relaxed);
+}
+
+void pw_metrics_observe_seconds(pw_histogram_t *h, double seconds)
+{
+    observe(h, SECONDS_BOUNDS, seconds);
+}
+
+void pw_metrics_observe_count(pw_histogram_t *h, double n)
+{
+    observe(h, COUNT_BOUNDS, n);
+}
+
+static int index_of(const char *const *names, int n, const char *s, size_t len)
+{
+    for (int i = 0; i < n - 1; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0)
+            return i;
+    return n - 1; /* "other" */
+}
+
+int pw_metrics_status_index(const char *s, size_t len)
+{
+    return index_of(STATUS_NAMES, PW_M_STATUSES, s, len);
+}
+
+int pw_metrics_type_index(const char *s, size_t len)
+{
+    return index_of(TYPE_NAMES, PW_M_TYPES, s, len);
+}
+
+static uint64_t sum_counter(pw_metrics_t *const *t, size_t n, size_t offset)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += atomic_load_explicit((_Atomic uint64_t *)((char *)t[i] + offset), memory_order_relaxed);
+    return total;
+}
+
+#define SUM(field) sum_counter(threads, n, offsetof(pw_metrics_t, field))
+
+static void header(pw_buf_t *out, const char *name, const char *type, const char *help)
+{
+    pw_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void render_histogram(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, size_t offset, const double *bounds,
+                             const char *name, const char *help)
+{
+    header(out, name, "histogram", help);
+    uint64_t cumulative = 0;
+    double sum = 0;
+    for (int b = 0; b < PW_M_BUCKETS; b++) {
+        cumulative += sum_counter(threads, n, offset + offsetof(pw_histogram_t, buckets) + (size_t)b * sizeof(_Atomic uint64_t));
+        if (b < PW_M_BUCKETS - 1)
+            pw_buf_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cumulative);
+        else
+            pw_buf_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const pw_histogram_t *h = (const pw_histogram_t *)((const char *)threads[i] + offset);
+        sum += atomic_load_explicit(&h->sum, memory_order_relaxed);
+    }
+    pw_buf_appendf(out, "%s_sum %.6f\n%s_count %llu\n", name, sum, name,
+                   (unsigned long long)sum_counter(threads, n, offset + offsetof(pw_histogram_t, count)));
+}
+
+void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, const pw_metrics_extra_t *extra)
+{
+    header(out, "pushworker_pushes_total", "counter", "Pushes answered, by outcome.");
+    for (int o = 0; o < PW_M_OUTCOMES; o++)
+        pw_buf_appendf(out, "pushworker_pushes_total{outcome=\"%s\"} %llu\n", OUTCOME_NAMES[o],
+                       (unsigned long long)SUM(pushes[o]));
+    header(out, "pushworker_statuses_total", "counter", "Outbound message status events received, by status.");
+    for (int s = 0; s < PW_M_STATUSES; s++)
+        pw_buf_appendf(out, "pushworker_statuses_total{status=\"%s\"} %llu\n", STATUS_NAMES[s],
+                       (unsigned long long)SUM(statuses[s]));
+    header(out, "pushworker_inbound_messages_total", "counter", "Inbound messages received, by type.");
+    for (int t = 0; t < PW_M_TYPES; t++)
+        pw_buf_appendf(out, "pushworker_inbound_messages_total{type=\"%s\"} %llu\n", TYPE_NAMES[t],
+                       (unsigned long long)SUM(inbound[t]));
+    int64_t in_flight = 0;
+    for (size_t i = 0; i < n; i++)
+        in_flight += atomic_load_explicit(&threads[i]->in_flight, memory_order_relaxed);
+    header(out, "pushworker_in_flight_pushes", "gauge", "Pushes received and not yet answered.");
+    pw_buf_appendf(out, "pushworker_in_flight_pushes %lld\n", (long long)in_flight);
+    header(out, "pushworker_db_errors_total", "counter", "Transactions that failed (each push is then retried alone or answered 503).");
+    pw_buf_appendf(out, "pushworker_db_errors_total %llu\n", (unsigned long long)SUM(db_errors));
+    header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
+    pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));
+    render_histogram(out, threads, n, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",
+                     "Time from receiving a push to answering it.");
+    render_histogram(out, threads, n, offsetof(pw_metrics_t, db_tx_seconds), SECONDS_BOUNDS, "pushworker_db_transaction_seconds",
+                     "Time from sending a group of pushes to its commit.");
+    render_histogram(out, threads, n, offsetof(pw_metrics_t, batch_pushes), COUNT_BOUNDS, "pushworker_db_batch_pushes",
+                     "Pushes written per transaction (group commit).");
+    header(out, "pushworker_jwks_fetches_total", "counter", "Signing key set fetches attempted.");
+    pw_buf_appendf(out, "pushworker_jwks_fetches_total %llu\n", (unsigned long long)extra->jwks_fetches);
+    header(out, "pushworker_jwks_fetch_failures_total", "counter", "Signing key set fetches that failed (previous keys kept).");
+    pw_buf_appendf(out, "pushworker_jwks_fetch_failures_total %llu\n", (unsigned long long)extra->jwks_failures);
+    header(out, "pushworker_jwks_keys", "gauge", "Signing keys currently loaded.");
+    pw_buf_appendf(out, "pushworker_jwks_keys %llu\n", (unsigned long long)extra->jwks_keys);
+    header(out, "pushworker_auth_tokens_total", "counter", "Bearer tokens checked, by result.");
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"cache_hit\"} %llu\n", (unsigned long long)extra->auth_cache_hits);
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"verified\"} %llu\n", (unsigned long long)extra->auth_verified);
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"rejected\"} %llu\n", (unsigned long long)extra->auth_rejected);
+    header(out, "pushworker_auth_disabled", "gauge", "1 when PUBSUB_AUTH=off (pushes are not authenticated).");
+    pw_buf_appendf(out, "pushworker_auth_disabled %d\n", extra->auth_mode_off);
+    header(out, "pushworker_build_info", "gauge", "The running build.");
+    pw_buf_appendf(out, "pushworker_build_info{version=\"%s\"} 1\n", PW_VERSION);
+}

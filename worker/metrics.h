@@ -1,0 +1,69 @@
+/* Prometheus metrics: per-thread counters and histograms (single writer each), rendered as text at GET /metrics. */
+#ifndef PW_METRICS_H
+#define PW_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "worker/util.h"
+
+/* What happened to a push, as the pushworker_pushes_total{outcome} label says. */
+typedef enum {
+    PW_M_STORED = 0,
+    PW_M_DUPLICATE,   /* its (subscription, message id) was already recorded: nothing written */
+    PW_M_DEAD_LETTER, /* kept in dead_letters (rows that could be stored were stored too) */
+    PW_M_IGNORED,     /* a webhook with nothing to store */
+    PW_M_UNAUTHORIZED,
+    PW_M_FORBIDDEN,
+    PW_M_UNAVAILABLE, /* 503: database down, queue full, deadline passed, keys not loaded */
+    PW_M_OUTCOMES     /* (413s are answered by h2o before the handler runs: not counted here) */
+} pw_metric_outcome_t;
+
+/* Status values and inbound types counted by name; anything else is "other" (bounded labels). */
+#define PW_M_STATUSES 6  /* sent delivered read failed played other */
+#define PW_M_TYPES 16
+
+#define PW_M_BUCKETS 16
+
+typedef struct {
+    _Atomic uint64_t buckets[PW_M_BUCKETS]; /* non-cumulative counts per bucket (+Inf last) */
+    _Atomic uint64_t count;
+    _Atomic double sum;
+} pw_histogram_t;
+
+/*
+ * One per event loop, written only by its thread (relaxed atomics: no lock prefix on the hot
+ * path), read by whichever thread renders /metrics.
+ */
+typedef struct {
+    _Atomic uint64_t pushes[PW_M_OUTCOMES];
+    _Atomic uint64_t statuses[PW_M_STATUSES];
+    _Atomic uint64_t inbound[PW_M_TYPES];
+    _Atomic int64_t in_flight;
+    _Atomic uint64_t db_errors;
+    _Atomic uint64_t db_reconnects;
+    pw_histogram_t request_seconds; /* push received -> answered */
+    pw_histogram_t db_tx_seconds;   /* group sent -> committed */
+    pw_histogram_t batch_pushes;    /* pushes per transaction */
+} pw_metrics_t;
+
+void pw_metrics_inc(_Atomic uint64_t *c, uint64_t n);
+void pw_metrics_add_gauge(_Atomic int64_t *g, int64_t n);
+void pw_metrics_observe_seconds(pw_histogram_t *h, double seconds);
+void pw_metrics_observe_count(pw_histogram_t *h, double n);
+
+/* The label index of a status value / inbound message type. */
+int pw_metrics_status_index(const char *s, size_t len);
+int pw_metrics_type_index(const char *s, size_t len);
+
+/* Process-wide values rendered alongside (JWKS and auth counters are gathered by the caller). */
+typedef struct {
+    uint64_t jwks_fetches, jwks_failures, jwks_keys;
+    uint64_t auth_cache_hits, auth_verified, auth_rejected;
+    int auth_mode_off;
+} pw_metrics_extra_t;
+
+/* Appends the Prometheus text exposition of the sum over threads to out. */
+void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, const pw_metrics_extra_t *extra);
+
+#endif
