@@ -2,6 +2,7 @@
 #include "worker/http.h"
 
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,6 +36,14 @@ typedef struct {
     size_t pushes_alive; /* push objects not yet released (answered or not) */
     pw_metrics_t metrics;
 } pw_thread_t;
+
+/* What the logs say about a request (read from it when a line is written; empty once it is gone). */
+typedef struct {
+    char trace[128];     /* "projects/P/traces/T", or "T" without GOOGLE_CLOUD_PROJECT; "" when none */
+    char remote_ip[48];
+    char user_agent[96]; /* escaped for JSON, truncated */
+    char path[64];       /* escaped for JSON, truncated */
+} pw_req_ctx_t;
 
 /* A push between its request and its commit. Lives on the heap: it may outlive the request. */
 typedef struct {
@@ -76,6 +85,8 @@ static void send_unavailable(h2o_req_t *req, const char *body)
     send_text(req, 503, "Service Unavailable", body);
 }
 
+static void log_push(const pw_http_push_t *hp, int status);
+
 static pw_metric_outcome_t outcome_of(const pw_http_push_t *hp, int status)
 {
     if (status != 204)
@@ -94,6 +105,7 @@ static void answer_push(pw_http_push_t *hp, int status)
     if (!hp->counted) {
         pw_metrics_t *m = &hp->thread->metrics;
         hp->counted = 1;
+        log_push(hp, status);
         pw_metrics_inc(&m->pushes[outcome_of(hp, status)], 1);
         pw_metrics_add_gauge(&m->in_flight, -1);
         pw_metrics_observe_seconds(&m->request_seconds, (pw_now_ms() - hp->started_ms) / 1000.0);
@@ -118,24 +130,107 @@ static void on_cell_dispose(void *p)
     }
 }
 
+/* Copies the hex digits of a trace id (32 of them at most): nothing else reaches the log line. */
+static size_t copy_hex(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    while (n < len && n + 1 < cap && n < 32 && ((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') ||
+                                                 (s[n] >= 'A' && s[n] <= 'F'))) {
+        out[n] = s[n];
+        n++;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+static pw_str_t header_value(h2o_req_t *req, const char *lower_name);
+
+/* The trace of X-Cloud-Trace-Context ("TRACE/SPAN;o=1") or W3C traceparent ("00-TRACE-SPAN-01"). */
+static void capture_trace(h2o_req_t *req, char *out, size_t cap)
+{
+    char id[33];
+    size_t n = 0;
+    pw_str_t h = header_value(req, "x-cloud-trace-context");
+    if (h.base != NULL) {
+        n = copy_hex(id, sizeof id, h.base, h.len);
+    } else if ((h = header_value(req, "traceparent")).base != NULL && h.len > 3) {
+        n = copy_hex(id, sizeof id, h.base + 3, h.len - 3);
+    }
+    out[0] = '\0';
+    if (n == 0)
+        return;
+    const char *project = getenv("GOOGLE_CLOUD_PROJECT");
+    char esc[64];
+    if (project != NULL && project[0] != '\0')
+        snprintf(out, cap, "projects/%s/traces/%s", pw_log_escape(project, esc, sizeof esc), id);
+    else
+        snprintf(out, cap, "%s", id);
+}
+
+static void capture_ctx(h2o_req_t *req, pw_req_ctx_t *c)
+{
+    char raw[96];
+    capture_trace(req, c->trace, sizeof c->trace);
+    c->remote_ip[0] = '\0';
+    struct sockaddr_storage ss;
+    if (req->conn->callbacks->get_peername != NULL &&
+        req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) > 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->remote_ip, sizeof c->remote_ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->remote_ip, sizeof c->remote_ip);
+    }
+    pw_str_t ua = header_value(req, "user-agent");
+    snprintf(raw, sizeof raw, "%.*s", ua.base != NULL ? (int)(ua.len < 60 ? ua.len : 60) : 0, ua.base != NULL ? ua.base : "");
+    pw_log_escape(raw, c->user_agent, sizeof c->user_agent);
+    snprintf(raw, sizeof raw, "%.*s", (int)(req->path.len < 48 ? req->path.len : 48), req->path.base);
+    pw_log_escape(raw, c->path, sizeof c->path);
+}
+
+/* Cloud Logging's httpRequest and trace members for a push's log line. */
+static int request_members(char *out, size_t cap, const pw_req_ctx_t *c, int status, double ms)
+{
+    return snprintf(out, cap,
+                    "\"httpRequest\":{\"requestMethod\":\"POST\",\"requestUrl\":\"%s\",\"status\":%d,"
+                    "\"latency\":\"%.6fs\",\"remoteIp\":\"%s\",\"userAgent\":\"%s\"}%s%s%s",
+                    c->path, status, ms / 1000.0, c->remote_ip, c->user_agent,
+                    c->trace[0] ? ",\"logging.googleapis.com/trace\":\"" : "", c->trace, c->trace[0] ? "\"" : "");
+}
+
+/*
+ * A reason as logged: up to its first quote. Proto errors quote the offending value ("not a Unix
+ * time: \"...\""), which may be anything a sender wrote (a phone number, a message text): the
+ * whole reason is in dead_letters, the log keeps only its description.
+ */
+static void loggable_reason(const char *reason, char *out, size_t cap)
+{
+    char cut[300];
+    snprintf(cut, sizeof cut, "%.*s", (int)strcspn(reason, "\""), reason);
+    pw_log_escape(cut, out, cap);
+}
+
 static void log_push(const pw_http_push_t *hp, int status)
 {
     if (!pw_log_enabled(PW_LOG_DEBUG) && status == 204 && hp->push.dead_reason == NULL)
         return;
     static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
-    char extra[512], id[40] = "", reason[300] = "";
+    char extra[1024], id[40] = "", reason[300] = "", req_members[512];
     /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
     if (hp->push.message_id.base != NULL)
         snprintf(id, sizeof id, "%.*s", (int)(hp->push.message_id.len < 12 ? hp->push.message_id.len : 12),
                  hp->push.message_id.base);
     if (hp->push.dead_reason != NULL)
-        pw_log_escape(hp->push.dead_reason, reason, sizeof reason);
+        loggable_reason(hp->push.dead_reason, reason, sizeof reason);
     char idesc[80];
+    double ms = pw_now_ms() - hp->started_ms;
+    pw_req_ctx_t ctx = {"", "", "", "/"};
+    if (hp->req != NULL) /* only lines that are written pay for this */
+        capture_ctx(hp->req, &ctx);
+    request_members(req_members, sizeof req_members, &ctx, status, ms);
     snprintf(extra, sizeof extra,
-             "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s",
+             "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s,%s",
              status, outcomes[hp->push.outcome], pw_log_escape(id, idesc, sizeof idesc), hp->push.wh.n_statuses,
-             hp->push.wh.n_inbound, pw_now_ms() - hp->started_ms, reason[0] ? ",\"reason\":\"" : "", reason,
-             reason[0] ? "\"" : "");
+             hp->push.wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "", req_members);
     if (hp->push.dead_reason != NULL && status == 204)
         pw_log(PW_LOG_WARNING, extra, "push kept as a dead letter");
     else if (status != 204)
@@ -147,7 +242,6 @@ static void log_push(const pw_http_push_t *hp, int status)
 static void on_db_done(pw_db_job_t *job, int status)
 {
     pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, job, job);
-    log_push(hp, status);
     answer_push(hp, status);
     if (hp->cell != NULL)
         *hp->cell = NULL;
@@ -223,8 +317,12 @@ static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
         send_unavailable(req, body);
     }
     pw_metrics_inc(&self->metrics.pushes[status == 401 ? PW_M_UNAUTHORIZED : status == 403 ? PW_M_FORBIDDEN : PW_M_UNAVAILABLE], 1);
-    char esc[300], extra[400];
-    snprintf(extra, sizeof extra, "\"status\":%d,\"reason\":\"%s\"", status, pw_log_escape(reason, esc, sizeof esc));
+    char esc[300], extra[900], req_members[512];
+    pw_req_ctx_t ctx;
+    capture_ctx(req, &ctx);
+    request_members(req_members, sizeof req_members, &ctx, status, 0);
+    snprintf(extra, sizeof extra, "\"status\":%d,\"reason\":\"%s\",%s", status, pw_log_escape(reason, esc, sizeof esc),
+             req_members);
     pw_log(PW_LOG_WARNING, extra, "push rejected by authentication");
 }
 
