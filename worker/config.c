@@ -99,6 +99,14 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
         return -1;
     cfg->queue_max = (int)v;
 
+    const char *pooler = env_or("DB_POOLER", "none");
+    if (strcmp(pooler, "transaction") == 0) {
+        cfg->pooler_transaction = 1;
+    } else if (strcmp(pooler, "none") != 0 && strcmp(pooler, "session") != 0) {
+        snprintf(err, errlen, "DB_POOLER=%s is not valid: expected none, session or transaction", pooler);
+        return -1;
+    }
+
     const char *level = env_or("LOG_LEVEL", "info");
     cfg->log_level = pw_log_parse_level(level);
     if (cfg->log_level < 0) {

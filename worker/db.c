@@ -216,8 +216,12 @@ static void on_retry(h2o_timeout_entry_t *entry)
 
 static void send_prepares(pw_db_t *db)
 {
-    if (!PQsendPrepare(db->pg, db->stmt->name, db->stmt->sql, db->stmt->ncols, NULL) || !PQpipelineSync(db->pg) ||
-        flush_output(db) != 0) {
+    /* Behind a transaction-mode pooler a prepared statement would be gone (or another client's)
+       by the next transaction; a plain query still checks that the schema is there. */
+    int sent = db->cfg->pooler_transaction ? PQsendQueryParams(db->pg, "SELECT 1 FROM pubsub_receipts LIMIT 0", 0, NULL, NULL,
+                                                               NULL, NULL, 0)
+                                           : PQsendPrepare(db->pg, db->stmt->name, db->stmt->sql, db->stmt->ncols, NULL);
+    if (!sent || !PQpipelineSync(db->pg) || flush_output(db) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
         return;
     }
@@ -469,8 +473,9 @@ static void maybe_send_batch(pw_db_t *db)
     for (int c = 0; c < s->ncols; c++)
         values[c] = db->cols.col[c].base;
     /* One statement, then Sync: the implicit transaction commits at the Sync. */
-    if (!PQsendQueryPrepared(db->pg, s->name, s->ncols, values, NULL, NULL, 0) || !PQpipelineSync(db->pg) ||
-        flush_output(db) != 0) {
+    int sent = db->cfg->pooler_transaction ? PQsendQueryParams(db->pg, s->sql, s->ncols, NULL, values, NULL, NULL, 0)
+                                           : PQsendQueryPrepared(db->pg, s->name, s->ncols, values, NULL, NULL, 0);
+    if (!sent || !PQpipelineSync(db->pg) || flush_output(db) != 0) {
         conn_lost(db, PQerrorMessage(db->pg));
         return;
     }

@@ -45,7 +45,10 @@ static const char usage[] =
     "  PUSH_DEADLINE_MS [8000]  a push not committed by then is answered 503\n"
     "  DB_BATCH_MAX [256], DB_BATCH_MAX_BYTES [8388608]  the most pushes/bytes in one transaction\n"
     "  DB_QUEUE_MAX [4096]      pushes waiting per thread before new ones get 503\n"
-    "  LOG_LEVEL [info]         debug | info | warning | error (JSON lines on stderr)\n";
+    "  DB_POOLER [none]         transaction: DATABASE_URL is a transaction-mode pooler (PgBouncer,\n"
+    "                           Supabase :6543): statements are sent unprepared (migrate directly)\n"
+    "  LOG_LEVEL [info]         debug | info | warning | error (JSON lines on stderr)\n"
+    "  GOOGLE_CLOUD_PROJECT     names the project in the logs' trace field\n";
 
 static int load_config(pw_config_t *cfg)
 {

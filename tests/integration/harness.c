@@ -41,6 +41,9 @@ static const char *const worker_tables[] = {
 static PGconn *checker;        /* to the test database, time zone UTC */
 static char db_name[64];       /* "pwt_<name>_<pid>" */
 static char db_conninfo[2048]; /* conninfo of the test database */
+/* What workers get as DATABASE_URL: db_conninfo, or the same database through the pooler at
+   PW_TEST_POOLER_URL (tests/run sets it for its PgBouncer pass; workers then get DB_POOLER=transaction). */
+static char worker_conninfo[2048];
 static char log_dir[256];      /* where worker logs go; "" until first needed */
 static int keep_logs;          /* set when a check failed, or PWT_KEEP_LOGS=1 */
 static int log_seq;            /* numbers the log files */
@@ -273,6 +276,9 @@ int pwt_db_create(const char *name)
         return -1;
     snprintf(sql, sizeof sql, "CREATE DATABASE %s", db_name);
     if (admin_exec(sql) != 0)
+        return -1;
+    const char *pooler = getenv("PW_TEST_POOLER_URL");
+    if (conninfo_for_db(pooler != NULL && *pooler != '\0' ? pooler : admin, db_name, worker_conninfo, sizeof worker_conninfo) != 0)
         return -1;
     if (conninfo_for_db(admin, db_name, db_conninfo, sizeof db_conninfo) != 0)
         return -1;
@@ -514,7 +520,8 @@ static int worker_start_once(pwt_worker_t *w, const char *const *env)
     while (env != NULL && env[n_extra] != NULL)
         n_extra++;
     char dburl[2100], port[32];
-    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", db_conninfo);
+    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", worker_conninfo);
+    const char *pooler = getenv("PW_TEST_POOLER_URL");
     w->port = free_port();
     if (w->port < 0)
         return -1;
@@ -522,12 +529,14 @@ static int worker_start_once(pwt_worker_t *w, const char *const *env)
     snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
     snprintf(w->log_path, sizeof w->log_path, "%s/worker-%d-port%d.log", log_dir, ++log_seq, w->port);
 
-    const char **all = xmalloc((n_extra + 5) * sizeof *all);
+    const char **all = xmalloc((n_extra + 6) * sizeof *all);
     size_t k = 0;
     all[k++] = dburl;
     all[k++] = port;
     all[k++] = "PUBSUB_AUTH=off";
     all[k++] = "LOG_LEVEL=debug";
+    if (pooler != NULL && *pooler != '\0')
+        all[k++] = "DB_POOLER=transaction";
     for (size_t i = 0; i < n_extra; i++)
         all[k++] = env[i];
     all[k] = NULL;
