@@ -11,16 +11,22 @@
 #include "worker/jwks.h"
 #include "worker/log.h"
 #include "worker/migrate.h"
+#include "worker/redrive.h"
 
 #ifndef PW_VERSION
 #define PW_VERSION "unknown"
 #endif
 
 static const char usage[] =
-    "usage: worker [serve | migrate | sql [NAME] | --help | --version]\n"
+    "usage: worker [serve | migrate | redrive [--since TIME] [--reason TEXT] [--dry-run]\n"
+    "               | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
     "  migrate    apply the migrations compiled into this binary that $DATABASE_URL lacks, then exit\n"
+    "  redrive    run the dead letters not yet redriven through today's parsers: write those now\n"
+    "             understood (as a live push would be), mark them redriven, leave the rest; print\n"
+    "             counts. --since: received at or after TIME (timestamptz text); --reason: whose\n"
+    "             reason contains TEXT; --dry-run: only count\n"
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
@@ -122,9 +128,30 @@ static int cmd_sql(const char *name)
     return 2;
 }
 
+static int cmd_redrive(int argc, char **argv)
+{
+    pw_redrive_opts_t opts = {0};
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--dry-run") == 0) {
+            opts.dry_run = 1;
+        } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            opts.since = argv[++i];
+        } else if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) {
+            opts.reason = argv[++i];
+        } else {
+            fprintf(stderr, "worker redrive: unknown or incomplete option '%s'\n\n%s", argv[i], usage);
+            return 2;
+        }
+    }
+    const char *url = getenv("DATABASE_URL");
+    return pw_redrive_run(url != NULL ? url : "", &opts);
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "redrive") == 0)
+        return cmd_redrive(argc, argv);
     if (argc == 3 && strcmp(cmd, "sql") == 0)
         return cmd_sql(argv[2]);
     if (argc > 2) {
