@@ -24,9 +24,19 @@
 /* The loops wake at least this often to notice a stop. */
 #define PW_LOOP_TICK_MS 100
 
-typedef struct {
+/* An accepted connection, listed so that a stop can close the idle ones (h2o 2.2 keeps no list). */
+typedef struct pw_conn {
+    h2o_socket_t *sock;
+    struct pw_conn *prev, *next;
+    struct pw_thread *thread;
+} pw_conn_t;
+
+typedef struct pw_thread {
     pthread_t tid;
     int listen_fd;
+    pw_conn_t conns; /* list head */
+    size_t n_conns;
+    int torn_down;   /* everything of this loop was freed */
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
@@ -408,6 +418,15 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
 
 /* ---- loops ---- */
 
+static void on_conn_close(void *data)
+{
+    pw_conn_t *c = data;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    c->thread->n_conns--;
+    free(c);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     if (err != NULL)
@@ -417,8 +436,43 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
+        pw_conn_t *c = pw_xcalloc(1, sizeof *c);
+        c->sock = sock;
+        c->thread = self;
+        c->next = self->conns.next;
+        c->prev = &self->conns;
+        self->conns.next->prev = c;
+        self->conns.next = c;
+        self->n_conns++;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = c;
         h2o_accept(&self->accept_ctx, sock);
     }
+}
+
+/*
+ * After the pushes are answered: half-close the reading side of every connection still open
+ * (idle keep-alive ones), so that h2o sees end-of-file and frees each connection through its own
+ * code; then free the loop itself. If some connection will not go (a client that stopped
+ * reading), leave it all to the process exit rather than free memory h2o still uses.
+ */
+static void close_connections_and_free_loop(pw_thread_t *t)
+{
+    for (pw_conn_t *c = t->conns.next; c != &t->conns; c = c->next)
+        shutdown(h2o_socket_get_fd(c->sock), SHUT_RD);
+    double until = pw_now_ms() + PW_HTTP_CLOSE_MS;
+    while (t->n_conns > 0 && pw_now_ms() < until)
+        h2o_evloop_run(t->ctx.loop, 10);
+    h2o_evloop_run(t->ctx.loop, 0);
+    if (t->n_conns > 0) {
+        pw_log_warning("stop: %zu connection(s) would not close; leaving them to the exit", t->n_conns);
+        return;
+    }
+    h2o_loop_t *loop = t->ctx.loop;
+    h2o_timeout_dispose(loop, &t->deadline);
+    h2o_context_dispose(&t->ctx);
+    h2o_evloop_destroy(loop);
+    t->torn_down = 1;
 }
 
 static int open_listener(int port)
@@ -443,6 +497,7 @@ static void *run_loop(void *arg)
 {
     pw_thread_t *t = arg;
     self = t;
+    t->conns.next = t->conns.prev = &t->conns;
     h2o_context_init(&t->ctx, h2o_evloop_create(), &globalconf);
     t->accept_ctx.ctx = &t->ctx;
     t->accept_ctx.hosts = globalconf.hosts;
@@ -467,8 +522,7 @@ static void *run_loop(void *arg)
     t->db = NULL;
     pw_auth_free(t->auth);
     t->auth = NULL;
-    /* One more turn so the last answers are written out. */
-    h2o_evloop_run(t->ctx.loop, 0);
+    close_connections_and_free_loop(t);
     return NULL;
 }
 
@@ -515,11 +569,16 @@ int pw_http_serve(const pw_config_t *cfg)
     sigwait(&stop_set, &sig);
     pw_log_info("%s received: draining in-flight pushes", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     atomic_store(&stopping, 1);
-    for (int i = 0; i < cfg->threads; i++)
+    int all_torn_down = 1;
+    for (int i = 0; i < cfg->threads; i++) {
         pthread_join(threads[i].tid, NULL);
+        all_torn_down &= threads[i].torn_down;
+    }
     all_threads = NULL;
     n_threads = 0;
     free(threads);
+    if (all_torn_down)
+        h2o_config_dispose(&globalconf);
     pw_log_info("stopped");
     return 0;
 }

@@ -12,7 +12,9 @@
  */
 int pw_http_serve(const pw_config_t *cfg);
 
-/* How long a stop waits for in-flight pushes, below Cloud Run's 10 s before SIGKILL. */
+/* How long a stop waits for in-flight pushes, below Cloud Run's 10 s before SIGKILL... */
 #define PW_HTTP_DRAIN_MS 8500
+/* ...and then for idle connections to close once told to. */
+#define PW_HTTP_CLOSE_MS 500
 
 #endif
