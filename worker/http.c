@@ -456,6 +456,21 @@ static void on_accept(h2o_socket_t *listener, const char *err)
  * code; then free the loop itself. If some connection will not go (a client that stopped
  * reading), leave it all to the process exit rather than free memory h2o still uses.
  */
+/*
+ * h2o_context_dispose asserts that none of the context's timers is armed, but h2o keeps a
+ * periodic entry of its own on one of them. Once no connection is left, nothing will run on this
+ * loop again: take those entries off before disposing.
+ */
+static void disarm_context_timers(h2o_context_t *ctx)
+{
+    h2o_timeout_t *const timers[] = {&ctx->zero_timeout,        &ctx->one_sec_timeout,     &ctx->hundred_ms_timeout,
+                                     &ctx->handshake_timeout,   &ctx->http1.req_timeout,   &ctx->http2.idle_timeout,
+                                     &ctx->http2.graceful_shutdown_timeout, &ctx->proxy.io_timeout};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
+        while (!h2o_linklist_is_empty(&timers[i]->_entries))
+            h2o_timeout_unlink(H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, timers[i]->_entries.next));
+}
+
 static void close_connections_and_free_loop(pw_thread_t *t)
 {
     for (pw_conn_t *c = t->conns.next; c != &t->conns; c = c->next)
@@ -468,6 +483,7 @@ static void close_connections_and_free_loop(pw_thread_t *t)
         pw_log_warning("stop: %zu connection(s) would not close; leaving them to the exit", t->n_conns);
         return;
     }
+    disarm_context_timers(&t->ctx);
     h2o_loop_t *loop = t->ctx.loop;
     h2o_timeout_dispose(loop, &t->deadline);
     h2o_context_dispose(&t->ctx);
