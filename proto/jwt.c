@@ -319,9 +319,13 @@ static int check_claims(json_object *claims, const pw_jwt_policy_t *pol, pw_jwt_
                           json_object_get_boolean(pw_json_member(claims, "email_verified"));
 
     /* Written so that no sum can overflow: exp and iat come from the token, now and skew do not. */
-    if (pol->now - pol->skew_s > exp)
-        return pw_set_err(err, errlen, PW_JWT_EEXPIRED, "token expired %lld s ago (skew %lld s)", (long long)(pol->now - exp),
+    if (pol->now - pol->skew_s > exp) {
+        int64_t ago;
+        if (__builtin_sub_overflow(pol->now, exp, &ago))
+            ago = INT64_MAX; /* an exp far in the past (down to INT64_MIN): say so, without overflowing */
+        return pw_set_err(err, errlen, PW_JWT_EEXPIRED, "token expired %lld s ago (skew %lld s)", (long long)ago,
                           (long long)pol->skew_s);
+    }
     if (iat > pol->now + pol->skew_s)
         return pw_set_err(err, errlen, PW_JWT_EFUTURE, "token issued %lld s in the future (skew %lld s)",
                           (long long)(iat - pol->now), (long long)pol->skew_s);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/pw_json.h"
 #include "worker/handlers.h"
 #include "worker/util.h"
 
@@ -17,6 +18,12 @@ static void set_dead(pw_push_t *p, const char *step, const char *why)
     size_t n = strlen(step) + strlen(why) + 3;
     p->dead_reason = pw_xmalloc(n);
     snprintf(p->dead_reason, n, "%s: %s", step, why);
+}
+
+/* An id PostgreSQL can store as text and a person can read: valid UTF-8, no NUL, not empty. */
+static int usable_id(pw_str_t s)
+{
+    return s.base != NULL && s.len > 0 && memchr(s.base, '\0', s.len) == NULL && pw_json_utf8_invalid_at(s.base, s.len) == s.len;
 }
 
 /* Reads a string member of o, or NULL. */
@@ -49,11 +56,60 @@ static void salvage_ids(pw_push_t *p, const char *body, size_t len)
     p->message_id = string_member(msg, "messageId");
     if (p->message_id.base == NULL)
         p->message_id = string_member(msg, "message_id");
+    /* Recovered from a body that failed: keep only ids the database can store. */
+    if (!usable_id(p->subscription))
+        p->subscription = PW_STR_NULL;
+    if (!usable_id(p->message_id))
+        p->message_id = PW_STR_NULL;
     pw_str_t t = string_member(msg, "publishTime");
     if (t.base == NULL)
         t = string_member(msg, "publish_time");
     if (t.base != NULL && pw_time_parse_rfc3339(t.base, t.len, &p->publish_time, NULL, 0) != 0)
         p->publish_time = 0;
+}
+
+/* Keeps the unwrapped push's metadata headers (copied: the request does not outlive the push). */
+static void salvage_headers(pw_push_t *p, const pw_unwrapped_meta_t *meta)
+{
+    if (meta == NULL)
+        return;
+    size_t n = (meta->subscription.base ? meta->subscription.len : 0) + (meta->message_id.base ? meta->message_id.len : 0);
+    char *q = p->id_copies = pw_xmalloc(n + 1);
+    if (usable_id(meta->subscription)) {
+        memcpy(q, meta->subscription.base, meta->subscription.len);
+        p->subscription = pw_str(q, meta->subscription.len);
+        q += meta->subscription.len;
+    }
+    if (usable_id(meta->message_id)) {
+        memcpy(q, meta->message_id.base, meta->message_id.len);
+        p->message_id = pw_str(q, meta->message_id.len);
+    }
+}
+
+/*
+ * 1 when the JSON text holds an escape that PostgreSQL cannot store as it is: \u0000 (NUL), or a
+ * surrogate escape without its other half (json-c turns it into U+FFFD). Escapes are told from
+ * escaped backslashes by counting the backslashes before them.
+ */
+static int has_lossy_escape(const unsigned char *s, size_t len)
+{
+    for (const unsigned char *b = memchr(s, '\\', len); b != NULL; b = memchr(b, '\\', len - (size_t)(b - s))) {
+        size_t run = 0;
+        while (b + run < s + len && b[run] == '\\')
+            run++;
+        const unsigned char *e = b + run - 1; /* the last backslash of the run starts an escape when run is odd */
+        b += run;
+        if (run % 2 == 0 || e + 6 > s + len || e[1] != 'u')
+            continue;
+        unsigned v = (unsigned)strtoul((const char[]){(char)e[2], (char)e[3], (char)e[4], (char)e[5], 0}, NULL, 16);
+        if (v == 0 || (v >= 0xdc00 && v <= 0xdfff))
+            return 1;
+        if (v >= 0xd800 && v <= 0xdbff &&
+            !(e + 12 <= s + len && e[6] == '\\' && e[7] == 'u' &&
+              (strtoul((const char[]){(char)e[8], (char)e[9], (char)e[10], (char)e[11], 0}, NULL, 16) & 0xfc00) == 0xdc00))
+            return 1;
+    }
+    return 0;
 }
 
 void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapped_meta_t *meta)
@@ -73,15 +129,25 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
     else
         rc = pw_envelope_from_unwrapped(body, len, meta, &p->env, err, sizeof err);
     if (rc != 0) {
+        int wrapped = pw_envelope_is_wrapped(body, len);
         memset(&p->env, 0, sizeof p->env);
         set_dead(p, "envelope", err[0] != '\0' ? err : pw_strerror(rc));
-        if (len > 0)
+        if (wrapped)
             salvage_ids(p, body, len);
+        else
+            salvage_headers(p, meta);
         return;
     }
     p->subscription = p->env.subscription;
     p->message_id = p->env.message_id;
     p->publish_time = p->env.publish_time;
+    /* An id that cannot be stored as text would make every write of this push fail, forever. */
+    if ((p->subscription.base != NULL && !usable_id(p->subscription)) || (p->message_id.base != NULL && !usable_id(p->message_id))) {
+        p->subscription = usable_id(p->subscription) ? p->subscription : PW_STR_NULL;
+        p->message_id = usable_id(p->message_id) ? p->message_id : PW_STR_NULL;
+        set_dead(p, "envelope", "subscription or message id is not valid UTF-8 text");
+        return;
+    }
     if (p->env.data == NULL || p->env.data_len == 0) {
         set_dead(p, "payload", "empty: the message has no data");
         return;
@@ -97,10 +163,11 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
         char step[48];
         snprintf(step, sizeof step, "rejected %zu item(s)", p->wh.n_rejected);
         set_dead(p, step, p->wh.reject_reason);
-    } else if (memmem(p->env.data, p->env.data_len, "\\u0000", 6) != NULL) {
-        /* PostgreSQL text and jsonb cannot hold NUL: the rows get U+FFFD in its place (see
-           worker/cols.c), and the push as it came is kept too, so nothing is lost. */
-        set_dead(p, "payload", "\\u0000 (NUL) in a string: stored with U+FFFD in its place; the original is kept here");
+    } else if (has_lossy_escape(p->env.data, p->env.data_len)) {
+        /* PostgreSQL text and jsonb cannot hold NUL or half a surrogate pair: the rows get U+FFFD
+           in their place (worker/cols.c, json-c), and the push as it came is kept too. */
+        set_dead(p, "payload",
+                 "\\u0000 (NUL) or an unpaired surrogate in a string: stored with U+FFFD in its place; the original is kept here");
     }
     p->outcome = pw_push_items(p) + p->wh.n_contacts > 0 ? PW_OUTCOME_STORED : PW_OUTCOME_IGNORED;
 }
@@ -123,6 +190,8 @@ void pw_push_dispose(pw_push_t *p)
     free(p->raw);
     p->dead_reason = NULL;
     p->raw = NULL;
+    free(p->id_copies);
+    p->id_copies = NULL;
 }
 
 size_t pw_push_items(const pw_push_t *p)

@@ -23,6 +23,7 @@ typedef struct {
     pw_time_us_t publish_time; /* 0 when unknown */
     pw_envelope_t env;      /* the decoded envelope (zeroed when it could not be decoded) */
     json_object *salvage;   /* owns the ids recovered from an envelope that failed to decode */
+    char *id_copies;        /* owns the ids recovered from the headers of an unwrapped push that failed */
     pw_webhook_t wh;        /* parsed events; zeroed when the payload was not understood */
     pw_outcome_t outcome;
     char *dead_reason;      /* why it is a dead letter (owned), or NULL */
