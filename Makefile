@@ -35,7 +35,7 @@ INTEG_LIB  := $(filter-out %_test.c,$(wildcard tests/integration/*.c))
 INTEG_SRC  := $(wildcard tests/integration/*_test.c)
 INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
 
-.PHONY: all test test-unit test-integration run clean format lint bench
+.PHONY: all test test-unit test-integration test-faults test-valgrind run clean format lint bench fuzz
 all: $(B)/worker
 
 $(B)/worker: $(WORKER_OBJ) $(B)/libproto.a
@@ -84,6 +84,18 @@ run: all
 
 bench: all
 	B=$(B) scripts/bench
+
+# Coverage-guided fuzzing of every proto parser (clang, libFuzzer, ASan+UBSan): FUZZ_SECONDS each.
+fuzz:
+	scripts/fuzz
+
+# Fault injection under load (database restarts, SIGTERM, stalls, JWKS outages, floods).
+test-faults: all $(INTEG_BIN)
+	B=$(B) PW_TEST_FILTER=integration/faults tests/run
+
+# The integration tests with the worker under valgrind memcheck: no errors, no definite leaks.
+test-valgrind: all $(INTEG_BIN)
+	B=$(B) PW_TEST_VALGRIND=1 tests/run --integration-only
 
 format:
 	clang-format -i $(PROTO_SRC) $(WORKER_SRC) proto/*.h worker/*.h

@@ -70,6 +70,8 @@ static int scan_escape(pw_jscan_t *sc)
     if (c != 'u' || sc->i + 6 > sc->len || hex4(sc->s + sc->i + 2, &u) != 0)
         return fail(sc, at, "invalid escape");
     sc->i += 6;
+    if (sc->lone_surrogates_ok)
+        return 0; /* a following low half is then just another escape */
     if (u >= 0xdc00 && u <= 0xdfff)
         return fail(sc, at, "invalid escape: lone low surrogate");
     if (u >= 0xd800 && u <= 0xdbff) {

@@ -38,6 +38,7 @@ typedef struct {
     size_t i;       /* the read position */
     int depth;
     int max_depth;
+    int lone_surrogates_ok; /* accept a \\u escape of half a surrogate pair (json-c makes it U+FFFD) */
     const char *why; /* the first error: "unexpected character", "unexpected end of data", ... */
     size_t at;       /* and its offset */
 } pw_jscan_t;

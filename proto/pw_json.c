@@ -1,6 +1,8 @@
 /* Strict JSON parsing and null-aware member access on top of json-c. */
 #include "pw_json.h"
 
+#include "jscan.h"
+
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -88,6 +90,19 @@ int pw_json_parse_strict(const char *s, size_t len, json_object **out, char *err
         return pw_set_err(err, errlen, PW_EINVAL, "empty JSON input");
     if ((bad = pw_json_utf8_invalid_at(s, len)) != len)
         return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: invalid UTF-8", bad);
+    /* json-c accepts more than RFC 8259 even when strict (NaN, Infinity, "1.", raw control
+       characters in strings): the scanner checks the grammar first. Unpaired surrogate escapes
+       pass (json-c stores U+FFFD; the worker keeps such a push as a dead letter as well). */
+    pw_jscan_t sc;
+    pw_jval_t v;
+    pw_jscan_init(&sc, s, len, PW_JSON_MAX_DEPTH);
+    sc.lone_surrogates_ok = 1;
+    if (pw_jscan_value(&sc, &v) != 0 || pw_jscan_end(&sc) != 0) {
+        if (sc.why != NULL && strcmp(sc.why, "nesting too deep") == 0)
+            return pw_set_err(err, errlen, PW_EINVAL, "nesting too deep (over %d levels)", PW_JSON_MAX_DEPTH);
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: %s", sc.at,
+                          sc.why != NULL ? sc.why : "unexpected character");
+    }
     if ((tok = json_tokener_new_ex(PW_JSON_MAX_DEPTH)) == NULL) {
         fprintf(stderr, "%s:%d: out of memory\n", __FILE__, __LINE__);
         abort();

@@ -373,9 +373,14 @@ static void handle_push(h2o_req_t *req)
 
 /* ---- routing ---- */
 
+/* Routes on the path as sent (up to '?'): h2o's normalized path would turn "/%2e%2e/" into "/". */
 static int path_is(h2o_req_t *req, const char *path)
 {
-    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
+    size_t n = req->path.len;
+    const char *q = memchr(req->path.base, '?', n);
+    if (q != NULL)
+        n = (size_t)(q - req->path.base);
+    return h2o_memis(req->path.base, n, path, strlen(path));
 }
 
 static int method_is(h2o_req_t *req, const char *m)
