@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "worker/auth.h"
@@ -496,6 +497,12 @@ static void close_connections_and_free_loop(pw_thread_t *t)
     t->torn_down = 1;
 }
 
+/*
+ * One listening socket, which every loop watches through its own dup (as h2o's own server does).
+ * Not SO_REUSEPORT: with it, a second process of the same user could bind the same port and
+ * silently take half the pushes (seen in tests, where ports are picked at random); without it,
+ * "address in use" stops that second start instead.
+ */
 static int open_listener(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -503,8 +510,7 @@ static int open_listener(int port)
         return -1;
     int on = 1;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_ANY)};
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 || bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
         listen(fd, SOMAXCONN) != 0) {
         int e = errno;
         close(fd);
@@ -574,13 +580,14 @@ int pw_http_serve(const pw_config_t *cfg)
     pw_thread_t *threads = pw_xcalloc((size_t)cfg->threads, sizeof *threads);
     all_threads = threads;
     n_threads = cfg->threads;
-    for (int i = 0; i < cfg->threads; i++) {
-        threads[i].listen_fd = open_listener(cfg->port);
-        if (threads[i].listen_fd < 0) {
-            pw_log_error("cannot listen on 0.0.0.0:%d: %s", cfg->port, strerror(errno));
-            return -1;
-        }
+    int listen_fd = open_listener(cfg->port);
+    if (listen_fd < 0) {
+        pw_log_error("cannot listen on 0.0.0.0:%d: %s", cfg->port, strerror(errno));
+        free(threads);
+        return -1;
     }
+    for (int i = 0; i < cfg->threads; i++)
+        threads[i].listen_fd = i == 0 ? listen_fd : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
     for (int i = 0; i < cfg->threads; i++)
         pthread_create(&threads[i].tid, NULL, run_loop, &threads[i]);
     pw_log_info("listening on 0.0.0.0:%d with %d thread(s), auth %s", cfg->port, cfg->threads,

@@ -5,7 +5,7 @@
 #include "worker/config.h"
 
 /**
- * Binds 0.0.0.0:cfg->port (one SO_REUSEPORT listener per thread), serves until SIGTERM or SIGINT,
+ * Binds 0.0.0.0:cfg->port (one listening socket, watched by every thread), serves until SIGTERM or SIGINT,
  * then stops accepting, finishes or answers 503 what is in flight (within PW_HTTP_DRAIN_MS) and
  * returns 0; returns -1 when it cannot start (the port is taken...), after logging why.
  * Call from the main thread with no other threads running.
