@@ -28,7 +28,8 @@ struct pw_db_job {
 typedef struct pw_db pw_db_t;
 
 /**
- * Creates the database side of one event loop (one connection) and starts connecting at once,
+ * Creates the database side of one event loop (cfg->db_connections connections sharing one
+ * queue) and starts connecting at once,
  * without blocking. cfg and metrics (this loop's) are borrowed for the life of the object.
  * Loop-thread only.
  */
@@ -40,7 +41,7 @@ pw_db_t *pw_db_new(h2o_loop_t *loop, const pw_config_t *cfg, pw_metrics_t *metri
  */
 void pw_db_submit(pw_db_t *db, pw_db_job_t *job);
 
-/* 1 when the connection is up and its statements prepared. */
+/* 1 when at least one connection is up and its statement prepared. */
 int pw_db_ready(const pw_db_t *db);
 
 /* Jobs queued or in flight. */
