@@ -71,6 +71,11 @@ $(B)/tests/integration/%: tests/integration/%.c $(INTEG_LIB) $(wildcard tests/in
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(INTEG_LIB) $(B)/libproto.a $(LDLIBS) -lcmocka
 
+# Micro-benchmarks run by make bench: tests/bench/X.c -> $(B)/bench/X.
+$(B)/bench/%: tests/bench/%.c $(WORKER_LIB) $(B)/libproto.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WORKER_LIB) $(B)/libproto.a $(LDLIBS)
+
 test: all $(UNIT_BIN) $(INTEG_BIN)
 	@scripts/setup --check
 	B=$(B) tests/run
@@ -82,7 +87,8 @@ run: all
 	@scripts/setup --check
 	B=$(B) scripts/run-local
 
-bench: all
+bench: all $(B)/bench/verify_bench
+	$(B)/bench/verify_bench tests/fixtures/jwt
 	B=$(B) scripts/bench
 
 # Coverage-guided fuzzing of every proto parser (clang, libFuzzer, ASan+UBSan): FUZZ_SECONDS each.
