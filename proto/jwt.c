@@ -15,22 +15,11 @@
 #include "base64.h"
 #include "pw_json.h"
 
-#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
-
-static void *xmalloc_at(size_t n, const char *file, int line)
-{
-    void *p = malloc(n > 0 ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "%s:%d: out of memory allocating %zu bytes\n", file, line, n);
-        abort();
-    }
-    return p;
-}
 
 /* Decodes one strict base64url part into a new buffer (freed by the caller, also on failure). */
 static int b64url_part(pw_str_t in, unsigned char **out, size_t *outlen)
 {
-    *out = xmalloc(pw_base64_decoded_max(in.len));
+    *out = PW_XMALLOC(pw_base64_decoded_max(in.len));
     return pw_base64url_decode(in.base, in.len, *out, outlen, NULL, 0);
 }
 
@@ -170,7 +159,7 @@ int pw_jwks_parse(const char *json, size_t len, pw_jwks_t *out, char *err, size_
         goto out;
     }
     total = json_object_array_length(arr);
-    out->keys = xmalloc(sizeof(*out->keys) * (total < PW_JWKS_MAX_KEYS ? total : PW_JWKS_MAX_KEYS));
+    out->keys = PW_XMALLOC(sizeof(*out->keys) * (total < PW_JWKS_MAX_KEYS ? total : PW_JWKS_MAX_KEYS));
     for (size_t i = 0; i < total; i++) {
         char why[96] = "";
         char *kid;

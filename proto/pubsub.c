@@ -9,18 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define xmalloc(n) xmalloc_at((n), __FILE__, __LINE__)
-
-/* Out of memory is fatal (STYLE.md rule 5): no caller handles it. */
-static void *xmalloc_at(size_t n, const char *file, int line)
-{
-    void *p = malloc(n > 0 ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
-        abort();
-    }
-    return p;
-}
 
 /* ---- is it wrapped? A shallow scan of the top-level object, never building a tree. ---- */
 
@@ -304,7 +292,7 @@ static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char 
     *data_len = 0;
     if ((rc = member_string(w, F_DATA, "message.", &b64, err, errlen)) != 0 || b64.base == NULL)
         return rc; /* a message may carry only attributes */
-    unsigned char *buf = xmalloc(pw_base64_decoded_max(b64.len));
+    unsigned char *buf = PW_XMALLOC(pw_base64_decoded_max(b64.len));
     if ((rc = pw_base64_decode(b64.base, b64.len, buf, data_len, why, sizeof(why))) != 0) {
         free(buf);
         *data_len = 0;
@@ -347,7 +335,7 @@ int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, 
         if (w.f[f].type == PW_J_STRING && w.f[f].escaped)
             escaped += w.f[f].end - w.f[f].start;
     if (escaped > 0)
-        w.copies = env->copies = xmalloc(escaped);
+        w.copies = env->copies = PW_XMALLOC(escaped);
     env->wrapped = 1;
     if ((rc = member_string(&w, F_SUBSCRIPTION, "", &env->subscription, err, errlen)) != 0 ||
         (rc = read_delivery_attempt(&w, &env->delivery_attempt, err, errlen)) != 0 ||
@@ -400,13 +388,13 @@ int pw_envelope_from_unwrapped(const char *body, size_t len, const pw_unwrapped_
 
     size_t total = copy_size(meta->message_id) + copy_size(meta->subscription) + copy_size(meta->ordering_key);
     if (total > 0) {
-        char *p = env->copies = xmalloc(total);
+        char *p = env->copies = PW_XMALLOC(total);
         env->message_id = copy_into(&p, meta->message_id);
         env->subscription = copy_into(&p, meta->subscription);
         env->ordering_key = copy_into(&p, meta->ordering_key);
     }
     if (len > 0) {
-        env->data = xmalloc(len);
+        env->data = PW_XMALLOC(len);
         memcpy(env->data, body, len);
         env->data_len = len;
     }

@@ -3,6 +3,16 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+void *pw__proto_xrealloc(void *p, size_t n, const char *file, int line)
+{
+    if ((p = realloc(p, n > 0 ? n : 1)) == NULL) {
+        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
+        abort();
+    }
+    return p;
+}
 
 int pw_set_err(char *err, size_t errlen, int code, const char *fmt, ...)
 {

@@ -43,6 +43,11 @@ enum {
 /* Writes a printf-style reason into err (when err != NULL && errlen > 0); returns code. */
 int pw_set_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Out of memory is fatal (STYLE.md rule 5): aborts with file:line instead of returning NULL. */
+void *pw__proto_xrealloc(void *p, size_t n, const char *file, int line);
+#define PW_XMALLOC(n) pw__proto_xrealloc(NULL, (n), __FILE__, __LINE__)
+#define PW_XREALLOC(p, n) pw__proto_xrealloc((p), (n), __FILE__, __LINE__)
+
 /* A static description of a PW_E* code. */
 const char *pw_strerror(int code);
 

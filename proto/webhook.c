@@ -7,17 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define xrealloc(p, n) xrealloc_at((p), (n), __FILE__, __LINE__)
-
-/* Out of memory is fatal (STYLE.md rule 5): no caller handles it. */
-static void *xrealloc_at(void *p, size_t n, const char *file, int line)
-{
-    if ((p = realloc(p, n > 0 ? n : 1)) == NULL) {
-        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
-        abort();
-    }
-    return p;
-}
 
 static void *check_alloc(void *p, const char *file, int line)
 {
@@ -80,7 +69,7 @@ void pw_webhook_dispose(pw_webhook_t *wh)
 static void *grow(void *base, size_t n, size_t size)
 {
     if (n == 0 || (n & (n - 1)) == 0)
-        base = xrealloc(base, (n == 0 ? 1 : 2 * n) * size);
+        base = PW_XREALLOC(base, (n == 0 ? 1 : 2 * n) * size);
     memset((char *)base + n * size, 0, size);
     return base;
 }
@@ -134,7 +123,7 @@ static pw_str_t keep_string(pw_webhook_t *wh, const char *s, size_t len)
 
 pw_str_t pw__webhook_keep_concat(pw_webhook_t *wh, pw_str_t a, pw_str_t b)
 {
-    char *buf = xrealloc(NULL, a.len + b.len);
+    char *buf = PW_XREALLOC(NULL, a.len + b.len);
     memcpy(buf, a.base, a.len);
     memcpy(buf + a.len, b.base, b.len);
     pw_str_t kept = keep_string(wh, buf, a.len + b.len);
@@ -149,7 +138,7 @@ static char ascii_lower(char c)
 
 pw_str_t pw__webhook_keep_lower(pw_webhook_t *wh, pw_str_t s)
 {
-    char *buf = xrealloc(NULL, s.len);
+    char *buf = PW_XREALLOC(NULL, s.len);
     for (size_t i = 0; i < s.len; i++)
         buf[i] = ascii_lower(s.base[i]);
     pw_str_t kept = keep_string(wh, buf, s.len);
