@@ -1,5 +1,7 @@
 /* pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. Command line: serve (default), migrate, --help, --version. */
 #include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +88,13 @@ static int cmd_serve(void)
     if (cfg.auth_mode == PW_AUTH_OFF)
         pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
     raise_fd_limit();
+    /* Before any thread exists (the JWKS fetcher is the first): every thread inherits the mask,
+       so SIGTERM and SIGINT reach only the sigwait in pw_http_serve, never a default action. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = 0;
     if (cfg.auth_mode == PW_AUTH_VERIFY) {
