@@ -231,10 +231,16 @@ static void on_retry(h2o_timeout_entry_t *entry)
 static void send_prepares(pw_conn_t *c)
 {
     /* Behind a transaction-mode pooler a prepared statement would be gone (or another client's)
-       by the next transaction; a plain query still checks that the schema is there. */
-    int sent = c->db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, "SELECT 1 FROM pubsub_receipts LIMIT 0", 0, NULL, NULL,
-                                                               NULL, NULL, 0)
-                                           : PQsendPrepare(c->pg, c->db->stmt->name, c->db->stmt->sql, c->db->stmt->ncols, NULL);
+       by the next transaction; a plain query still checks that the schema is there. Otherwise
+       the statement is prepared, and planned once: a custom plan per group cost the server
+       about 1 ms more per transaction than executing it (measured: 1.46 ms against 0.40 ms for
+       16 pushes), and the statement's plan does not depend on how many rows a group has. */
+    int sent;
+    if (c->db->cfg->pooler_transaction)
+        sent = PQsendQueryParams(c->pg, "SELECT 1 FROM pubsub_receipts LIMIT 0", 0, NULL, NULL, NULL, NULL, 0);
+    else
+        sent = PQsendQueryParams(c->pg, "SET plan_cache_mode = force_generic_plan", 0, NULL, NULL, NULL, NULL, 0) &&
+               PQsendPrepare(c->pg, c->db->stmt->name, c->db->stmt->sql, c->db->stmt->ncols, NULL);
     if (!sent || !PQpipelineSync(c->pg) || flush_output(c) != 0) {
         conn_lost(c, PQerrorMessage(c->pg));
         return;

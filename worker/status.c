@@ -11,8 +11,9 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  *        pushes new to this transaction (see PW_SQL_FROM_NEW_PUSH);
  *   ev   upserts status_events, replacing a row only by an earlier event;
  *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
- *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest;
- *   per  the recipient and the failure's errors per message;
+ *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest,
+ *        with the recipient and the failure's errors (no join: the plan must not depend on
+ *        row estimates, since the session uses generic plans, see worker/db.c);
  *   then upserts message_logs, merging with pw_status_merge_fast (earliest per key), and touches
  *   the row only when something changed, so a duplicate changes nothing, not even updated_at.
  * Rows are written in key order so that concurrent groups take row locks in the same order.
@@ -39,7 +40,9 @@ static const char status_ctes[] =
     "      < (e.occurred_at, coalesce(e.pubsub_message_id, ''))"
     "  RETURNING 1"
     "), imp AS ("
-    "  SELECT s.id, k.status, min(s.at) AS at FROM s CROSS JOIN LATERAL unnest(CASE s.status"
+    "  SELECT s.id, k.status, min(s.at) AS at, min(s.to_phone) AS to_phone,"
+    "         (array_agg(s.errors) FILTER (WHERE s.status = 'failed'))[1] AS errors"
+    "  FROM s CROSS JOIN LATERAL unnest(CASE s.status"
     "      WHEN 'read' THEN ARRAY['read', 'delivered', 'sent']"
     "      WHEN 'played' THEN ARRAY['played', 'delivered', 'sent']"
     "      WHEN 'delivered' THEN ARRAY['delivered', 'sent']"
@@ -47,15 +50,12 @@ static const char status_ctes[] =
     "  GROUP BY s.id, k.status"
     "), m AS ("
     "  SELECT id, jsonb_object_agg(status, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS ws,"
-    "         min(at) AS first_at"
+    "         min(at) AS first_at, min(to_phone) AS to_phone,"
+    "         (array_agg(errors) FILTER (WHERE status = 'failed'))[1] AS err"
     "  FROM imp GROUP BY id"
-    "), per AS ("
-    "  SELECT id, min(to_phone) AS to_phone, (array_agg(errors) FILTER (WHERE status = 'failed'))[1] AS err"
-    "  FROM s GROUP BY id"
     "), ml AS ("
     " INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
-    " SELECT m.id, per.to_phone, m.ws, pw_current_status(m.ws), per.err, least(m.first_at, now()), now()"
-    " FROM m JOIN per USING (id) ORDER BY m.id "
+    " SELECT id, to_phone, ws, pw_current_status(ws), err, least(first_at, now()), now() FROM m ORDER BY id "
     "ON CONFLICT (bsp_msg_id) DO UPDATE SET"
     "  whatsapp_status = pw_status_merge_fast(l.whatsapp_status, excluded.whatsapp_status),"
     "  current_status = pw_current_status(pw_status_merge_fast(l.whatsapp_status, excluded.whatsapp_status)),"
