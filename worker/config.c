@@ -98,7 +98,7 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
     if (env_long("DB_QUEUE_MAX", 4096, 1, 1000000, &v, err, errlen) != 0)
         return -1;
     cfg->queue_max = (int)v;
-    if (env_long("DB_CONNECTIONS", 2, 1, 64, &v, err, errlen) != 0)
+    if (env_long("DB_CONNECTIONS", 1, 1, 64, &v, err, errlen) != 0)
         return -1;
     cfg->db_connections = (int)v;
 

@@ -43,9 +43,10 @@ typedef struct {
 } pw_conn_t;
 
 /*
- * The database side of one loop: DB_CONNECTIONS connections sharing one queue. While one
- * connection's group is in flight (waiting for its COMMIT to be flushed), another can send the
- * next group, so the server's commits overlap instead of queuing behind each other.
+ * The database side of one loop: DB_CONNECTIONS connections sharing one queue. With more than
+ * one, while a group waits for its COMMIT another can be sent; with one (the default), groups are
+ * bigger, which on a busy 2-core machine gave more pushes per second (make bench: 6357/s with
+ * one connection per loop against 4601/s with two).
  */
 struct pw_db {
     h2o_loop_t *loop;

@@ -49,7 +49,7 @@ static const char usage[] =
     "  OIDC_ISSUERS [accounts.google.com,https://accounts.google.com]  accepted issuers\n"
     "  JWKS_MIN_REFRESH_MS [30000]  an unknown key id triggers at most one key fetch per this\n"
     "  WORKER_THREADS [CPUs]    event loops\n"
-    "  DB_CONNECTIONS [2]       database connections per event loop (groups in flight at once)\n"
+    "  DB_CONNECTIONS [1]       database connections per event loop (groups in flight at once)\n"
     "  MAX_BODY_BYTES [16777216]  larger pushes are answered 413\n"
     "  PUSH_DEADLINE_MS [8000]  a push not committed by then is answered 503\n"
     "  DB_BATCH_MAX [256], DB_BATCH_MAX_BYTES [8388608]  the most pushes/bytes in one transaction\n"
