@@ -406,6 +406,5 @@ void pw_envelope_dispose(pw_envelope_t *env)
     free(env->data);
     free(env->copies);
     json_object_put(env->attributes);
-    json_object_put(env->root);
     memset(env, 0, sizeof(*env));
 }

@@ -18,7 +18,6 @@ typedef struct {
     unsigned char *data;       /* the decoded payload, owned; NULL when absent or empty */
     size_t data_len;
     int wrapped;       /* 1 for the JSON envelope, 0 for an unwrapped push */
-    json_object *root; /* unused (NULL): kept for callers built against the json-c envelope */
     char *copies;      /* owns the strings above that are not slices of the wrapped body: unescaped
                           ones (wrapped form), the copied headers (unwrapped form) */
 } pw_envelope_t;

@@ -565,14 +565,6 @@ int pw_db_ready(const pw_db_t *db)
     return 0;
 }
 
-size_t pw_db_pending(const pw_db_t *db)
-{
-    size_t n = db->q_len;
-    for (int i = 0; i < db->n_conns; i++)
-        n += db->conns[i].b_len;
-    return n;
-}
-
 void pw_db_free(pw_db_t *db)
 {
     if (db == NULL)

@@ -44,9 +44,6 @@ void pw_db_submit(pw_db_t *db, pw_db_job_t *job);
 /* 1 when at least one connection is up and its statement prepared. */
 int pw_db_ready(const pw_db_t *db);
 
-/* Jobs queued or in flight. */
-size_t pw_db_pending(const pw_db_t *db);
-
 /* Answers every job 503, closes the connection and frees db. Loop-thread only. */
 void pw_db_free(pw_db_t *db);
 

@@ -169,7 +169,7 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
         set_dead(p, "payload",
                  "\\u0000 (NUL) or an unpaired surrogate in a string: stored with U+FFFD in its place; the original is kept here");
     }
-    p->outcome = pw_push_items(p) + p->wh.n_contacts > 0 ? PW_OUTCOME_STORED : PW_OUTCOME_IGNORED;
+    p->outcome = p->wh.n_statuses + p->wh.n_inbound + p->wh.n_contacts > 0 ? PW_OUTCOME_STORED : PW_OUTCOME_IGNORED;
 }
 
 void pw_push_make_dead_letter(pw_push_t *p, const char *reason)
@@ -192,11 +192,6 @@ void pw_push_dispose(pw_push_t *p)
     p->raw = NULL;
     free(p->id_copies);
     p->id_copies = NULL;
-}
-
-size_t pw_push_items(const pw_push_t *p)
-{
-    return p->wh.n_statuses + p->wh.n_inbound;
 }
 
 static const char *const outcome_names[] = {"stored", "ignored", "dead_letter"};

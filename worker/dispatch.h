@@ -52,9 +52,6 @@ static inline pw_str_t pw_push_receipt_sub(const pw_push_t *p)
     return p->subscription.base != NULL ? p->subscription : PW_STR_LIT("");
 }
 
-/* Number of status and inbound items, for logs and metrics. */
-size_t pw_push_items(const pw_push_t *p);
-
 /* The statement a group of pushes is written with: its SQL (parameters are arrays, one element per row) and the function that adds a push's rows. */
 typedef struct {
     const char *name; /* prepared statement name */
