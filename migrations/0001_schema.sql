@@ -97,8 +97,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
           GROUP BY key) m
 $$;
 
--- The same merge as a plain expression the planner inlines (no subquery, no function call) for
--- the usual keys; maps holding any other key take the general pw_status_merge.
+-- The same merge without a subquery for the usual keys; maps holding any other key take the
+-- general pw_status_merge. (The worker writes this expression out in its own statement, see
+-- worker/status.c: PostgreSQL does not inline it there, and plans it again on every call.)
 CREATE OR REPLACE FUNCTION pw_status_merge_fast(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN (a - '{sent,delivered,read,played,failed}'::text[]) = '{}'::jsonb
