@@ -82,11 +82,18 @@ static void send_text(h2o_req_t *req, int status, const char *reason, const char
     h2o_send_error_generic(req, status, reason, body, H2O_SEND_ERROR_KEEP_HEADERS);
 }
 
+/*
+ * No body at all, rather than h2o_send_inline(req, "", 0): h2o writes an empty body as a second
+ * write, after waiting for the socket to be writable (two more system calls per push, seen with
+ * strace).
+ */
 static void send_no_content(h2o_req_t *req)
 {
+    static h2o_generator_t generator = {NULL, NULL};
     req->res.status = 204;
     req->res.reason = "No Content";
-    h2o_send_inline(req, "", 0);
+    h2o_start_response(req, &generator);
+    h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 }
 
 static void send_unavailable(h2o_req_t *req, const char *body)
