@@ -19,8 +19,8 @@ typedef struct {
     int deadline_ms;           /* PUSH_DEADLINE_MS, default 8000 (below Pub/Sub's 10 s ack deadline) */
     int batch_max;             /* DB_BATCH_MAX pushes per transaction, default 256 */
     size_t batch_max_bytes;    /* DB_BATCH_MAX_BYTES, default 8 MiB of decoded payloads */
-    int queue_max;             /* DB_QUEUE_MAX pushes waiting per thread before 503, default 4096 */
-    int db_connections;        /* DB_CONNECTIONS per event loop, default 1: groups in flight at once */
+    int queue_max;             /* DB_QUEUE_MAX pushes waiting (all loops) before 503, default 4096 */
+    int db_connections;        /* DB_CONNECTIONS of the process, default 1: groups in flight at once */
     int pooler_transaction;    /* DB_POOLER=transaction: behind a transaction-mode pooler (PgBouncer
                                   < 1.21, Supavisor :6543) named prepared statements do not survive
                                   a transaction, so each group is sent as an unnamed statement */

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -41,7 +42,7 @@ typedef struct pw_thread {
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
-    pw_db_t *db;
+    pw_db_port_t *db; /* the way to the process's database */
     pw_auth_t *auth;
     h2o_timeout_t deadline;
     size_t pushes_alive; /* push objects not yet released (answered or not) */
@@ -66,6 +67,7 @@ typedef struct {
     pw_thread_t *thread;
     double started_ms;
     int counted; /* in the metrics already */
+    int with_db; /* submitted and not answered by the database: the push is the database's to read and change */
 } pw_http_push_t;
 
 static const pw_config_t *config;
@@ -73,6 +75,9 @@ static h2o_globalconf_t globalconf;
 static pw_thread_t *all_threads; /* for /metrics: each thread's counters (single writer each) */
 static int n_threads;
 static atomic_int stopping;
+static pw_db_t *database;          /* the process's, in the first loop; set before the other loops start */
+static atomic_int loops_submitting; /* loops that may still submit pushes to it */
+static atomic_int database_created;
 static _Thread_local pw_thread_t *self;
 
 /* ---- answers ---- */
@@ -231,14 +236,17 @@ static void log_push(const pw_http_push_t *hp, int status)
 {
     if (!pw_log_enabled(PW_LOG_DEBUG) && status == 204 && hp->push.dead_reason == NULL)
         return;
+    /* Answered by its deadline while the database still has it (and may turn it into a dead letter). */
+    pw_push_t none = {.message_id = hp->push.message_id};
+    const pw_push_t *push = hp->with_db ? &none : &hp->push;
     static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
     char extra[1024], id[40] = "", reason[300] = "", req_members[512];
     /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
-    if (hp->push.message_id.base != NULL)
-        snprintf(id, sizeof id, "%.*s", (int)(hp->push.message_id.len < 12 ? hp->push.message_id.len : 12),
-                 hp->push.message_id.base);
-    if (hp->push.dead_reason != NULL)
-        loggable_reason(hp->push.dead_reason, reason, sizeof reason);
+    if (push->message_id.base != NULL)
+        snprintf(id, sizeof id, "%.*s", (int)(push->message_id.len < 12 ? push->message_id.len : 12),
+                 push->message_id.base);
+    if (push->dead_reason != NULL)
+        loggable_reason(push->dead_reason, reason, sizeof reason);
     char idesc[80];
     double ms = pw_now_ms() - hp->started_ms;
     pw_req_ctx_t ctx = {"", "", "", "/"};
@@ -247,9 +255,9 @@ static void log_push(const pw_http_push_t *hp, int status)
     request_members(req_members, sizeof req_members, &ctx, status, ms);
     snprintf(extra, sizeof extra,
              "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s,%s",
-             status, outcomes[hp->push.outcome], pw_log_escape(id, idesc, sizeof idesc), hp->push.wh.n_statuses,
-             hp->push.wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "", req_members);
-    if (hp->push.dead_reason != NULL && status == 204)
+             status, outcomes[push->outcome], pw_log_escape(id, idesc, sizeof idesc), push->wh.n_statuses,
+             push->wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "", req_members);
+    if (push->dead_reason != NULL && status == 204)
         pw_log(PW_LOG_WARNING, extra, "push kept as a dead letter");
     else if (status != 204)
         pw_log(PW_LOG_WARNING, extra, "push not committed, answered %d", status);
@@ -260,6 +268,7 @@ static void log_push(const pw_http_push_t *hp, int status)
 static void on_db_done(pw_db_job_t *job, int status)
 {
     pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, job, job);
+    hp->with_db = 0;
     answer_push(hp, status);
     if (hp->cell != NULL)
         *hp->cell = NULL;
@@ -376,6 +385,7 @@ static void handle_push(h2o_req_t *req)
     hp->deadline.cb = on_deadline;
     h2o_timeout_link(self->ctx.loop, &self->deadline, &hp->deadline);
     self->pushes_alive++;
+    hp->with_db = 1;
     pw_db_submit(self->db, &hp->job);
 }
 
@@ -412,7 +422,7 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
     } else if (path_is(req, "/readyz") && get) {
         if (atomic_load(&stopping))
             send_unavailable(req, "shutting down\n");
-        else if (!pw_db_ready(self->db))
+        else if (!pw_db_ready(database))
             send_unavailable(req, "database not connected\n");
         else if (!pw_auth_ready(config))
             send_unavailable(req, "signing keys not loaded\n");
@@ -536,7 +546,12 @@ static void *run_loop(void *arg)
     t->accept_ctx.ctx = &t->ctx;
     t->accept_ctx.hosts = globalconf.hosts;
     h2o_timeout_init(t->ctx.loop, &t->deadline, (uint64_t)config->deadline_ms);
-    t->db = pw_db_new(t->ctx.loop, config, &t->metrics);
+    int home = t == &all_threads[0];
+    if (home) {
+        database = pw_db_new(&t->ctx, config, &t->metrics);
+        atomic_store(&database_created, 1);
+    }
+    t->db = pw_db_port_new(database, &t->ctx, home);
     t->auth = pw_auth_new(config);
     t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(t->listener, on_accept);
@@ -549,10 +564,21 @@ static void *run_loop(void *arg)
     h2o_socket_close(t->listener);
     t->listener = NULL;
     h2o_context_request_shutdown(&t->ctx);
+    atomic_fetch_sub(&loops_submitting, 1); /* handle_push answers 503 from now on */
     double until = pw_now_ms() + PW_HTTP_DRAIN_MS;
-    while (t->pushes_alive > 0 && pw_now_ms() < until)
+    if (home) {
+        /* The database serves every loop: it stays until no loop submits and all is answered. */
+        while ((atomic_load(&loops_submitting) > 0 || pw_db_outstanding(database) > 0) && pw_now_ms() < until)
+            h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
+        while (atomic_load(&loops_submitting) > 0) /* the others stop submitting within a tick */
+            h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
+        pw_db_free(database); /* answers 503 to anything left, on its loop */
+        database = NULL;
+    }
+    /* Every push this loop submitted comes back (committed, or 503 once the database closes). */
+    while (t->pushes_alive > 0)
         h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
-    pw_db_free(t->db); /* answers 503 to anything left */
+    pw_db_port_free(t->db);
     t->db = NULL;
     pw_auth_free(t->auth);
     t->auth = NULL;
@@ -595,7 +621,13 @@ int pw_http_serve(const pw_config_t *cfg)
     }
     for (int i = 0; i < cfg->threads; i++)
         threads[i].listen_fd = i == 0 ? listen_fd : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
-    for (int i = 0; i < cfg->threads; i++)
+    atomic_store(&loops_submitting, cfg->threads);
+    atomic_store(&database_created, 0);
+    /* The first loop creates the database; the others need it to exist. */
+    pthread_create(&threads[0].tid, NULL, run_loop, &threads[0]);
+    while (!atomic_load(&database_created))
+        sched_yield();
+    for (int i = 1; i < cfg->threads; i++)
         pthread_create(&threads[i].tid, NULL, run_loop, &threads[i]);
     pw_log_info("listening on 0.0.0.0:%d with %d thread(s), auth %s", cfg->port, cfg->threads,
                 pw_auth_mode_name(cfg->auth_mode));

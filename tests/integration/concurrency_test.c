@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <json-c/json.h>
@@ -911,6 +912,57 @@ static void test_same_message_id_at_both_workers_at_once_gives_one_receipt(void 
     pushes_free(pushes, 2 * N);
 }
 
+/* Connections the workers of this test database hold (application_name pushworker). */
+static long long worker_connections(void)
+{
+    return pwt_scalar_int("SELECT count(*) FROM pg_stat_activity"
+                          " WHERE application_name = 'pushworker' AND datname = current_database()");
+}
+
+/*
+ * Four event loops share DB_CONNECTIONS connections (not four sets): the other loops pass their
+ * pushes to the first loop's queue and get the answers back. 256 pushes over 64 client
+ * connections, spread over the loops by the kernel: all committed once, on that many connections.
+ */
+static void test_four_loops_share_the_database_connections(void **state)
+{
+    (void)state;
+    generate();
+    for (int conns = 1; conns <= 2; conns++) {
+        pwt_truncate_all();
+        char conns_env[32];
+        snprintf(conns_env, sizeof conns_env, "DB_CONNECTIONS=%d", conns);
+        const char *const env[] = {"WORKER_THREADS=4", conns_env, "LOG_LEVEL=info", NULL};
+        pwt_worker_t w;
+        if (pwt_worker_start(&w, env) != 0)
+            fail_msg("worker did not start");
+        /* /readyz answers once one connection is ready; the others may still be connecting. */
+        for (int i = 0; i < 100 && getenv("PW_TEST_POOLER_URL") == NULL && worker_connections() < conns; i++)
+            usleep(20000);
+        enum { N = 256 };
+        push_t *pushes = calloc(N, sizeof *pushes);
+        for (int i = 0; i < N; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "loops-%d-%03d", conns, i);
+            pushes[i] = (push_t){.worker = 0, .body = wrap_webhook(&webhooks[i % n_webhooks], id)};
+        }
+        send_all(&w, 1, pushes, N, 64);
+        ASSERT_ALL_204(pushes, N);
+        const char *pooler = getenv("PW_TEST_POOLER_URL");
+        if (pooler == NULL || *pooler == '\0')
+            assert_int_equal(worker_connections(), conns);
+        else /* PostgreSQL sees the pooler's connections, not the worker's */
+            printf("# via PgBouncer: connections not counted\n");
+        pwt_worker_stop(&w);
+        assert_int_equal(pwt_scalar_int("SELECT count(*) FROM pubsub_receipts WHERE outcome = 'stored'"), N);
+        assert_int_equal(pwt_scalar_int("SELECT count(DISTINCT message_id) FROM pubsub_receipts"), N);
+        assert_int_equal(pwt_scalar_int("SELECT count(*) FROM dead_letters"), 0);
+        printf("# WORKER_THREADS=4 DB_CONNECTIONS=%d: %d pushes over 64 client connections, all 204, %d receipts\n", conns,
+               N, N);
+        pushes_free(pushes, N);
+    }
+}
+
 /* ---- group setup -------------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -940,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_one_worker_in_order_writes_the_rows_the_contract_describes),
         cmocka_unit_test(test_two_workers_shuffled_and_duplicated_end_identical_to_one_ordered_run),
         cmocka_unit_test(test_same_message_id_at_both_workers_at_once_gives_one_receipt),
+        cmocka_unit_test(test_four_loops_share_the_database_connections),
     };
     return cmocka_run_group_tests_name("concurrency", tests, group_setup, group_teardown);
 }
