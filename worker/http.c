@@ -78,6 +78,7 @@ static atomic_int stopping;
 static pw_db_t *database;          /* the process's, in the first loop; set before the other loops start */
 static atomic_int loops_submitting; /* loops that may still submit pushes to it */
 static atomic_int database_created;
+static atomic_int database_closed; /* pw_db_free has returned: no answer is being sent any more */
 static _Thread_local pw_thread_t *self;
 
 /* ---- answers ---- */
@@ -574,9 +575,12 @@ static void *run_loop(void *arg)
             h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
         pw_db_free(database); /* answers 503 to anything left, on its loop */
         database = NULL;
+        atomic_store(&database_closed, 1);
     }
-    /* Every push this loop submitted comes back (committed, or 503 once the database closes). */
-    while (t->pushes_alive > 0)
+    /* Every push this loop submitted comes back (committed, or 503 once the database closes).
+       And the loop's message queue stays until the database is closed: h2o's send of an answer
+       still touches the queue after the message is in it. */
+    while (t->pushes_alive > 0 || !atomic_load(&database_closed))
         h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
     pw_db_port_free(t->db);
     t->db = NULL;
@@ -623,6 +627,7 @@ int pw_http_serve(const pw_config_t *cfg)
         threads[i].listen_fd = i == 0 ? listen_fd : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
     atomic_store(&loops_submitting, cfg->threads);
     atomic_store(&database_created, 0);
+    atomic_store(&database_closed, 0);
     /* The first loop creates the database; the others need it to exist. */
     pthread_create(&threads[0].tid, NULL, run_loop, &threads[0]);
     while (!atomic_load(&database_created))

@@ -1,4 +1,4 @@
-/* The HTTP side: WORKER_THREADS h2o event loops on one port, each with its own database connection. */
+/* The HTTP side: WORKER_THREADS h2o event loops on one port, sharing the database of the first (worker/db.h). */
 #ifndef PW_HTTP_H
 #define PW_HTTP_H
 
