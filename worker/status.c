@@ -35,7 +35,7 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
     PW_LEAST_KEY(a, b, "played") ", " PW_LEAST_KEY(a, b, "failed") ")) ELSE pw_status_merge(" a ", " b ") END)"
 /* B brings key k, or an earlier time for it. */
 #define PW_KEY_CHANGES(a, b, k) "(" b " ? '" k "' AND (NOT " a " ? '" k "' OR " b "->>'" k "' < " a "->>'" k "'))"
-/* Whether merging B into A changes A (the same as A IS DISTINCT FROM PW_MERGE(A, B)). */
+/* Whether merging B into A changes A: A IS DISTINCT FROM PW_MERGE(A, B) for maps of times as the worker writes them. */
 #define PW_MERGE_CHANGES(a, b)                                                                                           \
     "(CASE WHEN " PW_ONLY_USUAL(a) " AND " PW_ONLY_USUAL(b) " THEN " PW_KEY_CHANGES(a, b, "sent") " OR "              \
     PW_KEY_CHANGES(a, b, "delivered") " OR " PW_KEY_CHANGES(a, b, "read") " OR " PW_KEY_CHANGES(a, b, "played")          \

@@ -489,6 +489,32 @@ static void unknown_status_value_is_kept_as_received(void **state)
     ASSERT_EMPTY("dead_letters");
 }
 
+/*
+ * The merge with a status outside sent/delivered/read/played/failed on an existing row (the
+ * general pw_status_merge branch of the statement): keys united, earliest time per key, the
+ * current status by rank, or the alphabetically first unusual key; a repeat changes nothing.
+ */
+static void unusual_status_merges_with_an_existing_row(void **state)
+{
+    (void)state;
+    pwt_assert_status(push_fixture("meta/status_deleted.json", "1811"), 204);          /* deleted 20:15:00 */
+    pwt_assert_status(push_status(W_DEL, "warning", "1709669760", "919876543213", "1812"), 204); /* 20:16:00 */
+    pwt_assert_rows(Q_LOGS, W_DEL "|+919876543213|{\"deleted\": \"2024-03-05T20:15:00Z\", \"warning\": "
+                            "\"2024-03-05T20:16:00Z\"}|deleted|NULL|2024-03-05 20:15:00+00");
+    /* An earlier "warning" replaces the later one; "sent" (earlier still) outranks both. */
+    pwt_assert_status(push_status(W_DEL, "warning", "1709669640", "919876543213", "1813"), 204); /* 20:14:00 */
+    pwt_assert_status(push_status(W_DEL, "sent", "1709669580", "919876543213", "1814"), 204);    /* 20:13:00 */
+    pwt_assert_rows(Q_LOGS, W_DEL "|+919876543213|{\"sent\": \"2024-03-05T20:13:00Z\", \"deleted\": "
+                            "\"2024-03-05T20:15:00Z\", \"warning\": \"2024-03-05T20:14:00Z\"}|sent|NULL|"
+                            "2024-03-05 20:13:00+00");
+    /* A later "deleted" in a new push: nothing to change, not even updated_at. */
+    char *before = pwt_rows("SELECT t::text FROM message_logs t");
+    pwt_assert_status(push_status(W_DEL, "deleted", "1709669900", "919876543213", "1815"), 204);
+    pwt_assert_rows("SELECT t::text FROM message_logs t", before);
+    free(before);
+    ASSERT_EMPTY("dead_letters");
+}
+
 static void several_statuses_in_one_body_are_all_stored(void **state)
 {
     (void)state;
@@ -1267,6 +1293,7 @@ int main(void)
         T(failed_and_later_delivered_in_either_order_is_delivered_keeping_last_error),
         T(played_status_implies_delivered_and_sent),
         T(unknown_status_value_is_kept_as_received),
+        T(unusual_status_merges_with_an_existing_row),
         T(several_statuses_in_one_body_are_all_stored),
         T(numeric_timestamp_and_plus_recipient_are_accepted),
         T(to_phone_is_plus_and_digits_and_set_once),
