@@ -8,10 +8,15 @@ CC      ?= cc
 PKGS    := libh2o-evloop json-c libpq libcrypto libssl libcurl
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
+# The libraries' flags are asked of pkg-config when a compile line first needs them, not when
+# this file is read: `make run` and `make test` install the packages (scripts/setup) before that.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS   = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -DH2O_USE_EPOLL=1 -Wall -Wextra -Werror -I. \
-           -DPW_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS))
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lpthread
+           -DPW_VERSION='"$(VERSION)"' $(PKG_CFLAGS)
+LDLIBS  += $(PKG_LIBS) -lpthread
 
 ifeq ($(SANITIZE),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -37,8 +42,16 @@ INTEG_LIB  := $(filter-out %_test.c,$(wildcard tests/integration/*.c))
 INTEG_SRC  := $(wildcard tests/integration/*_test.c)
 INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
 
-.PHONY: all test test-unit test-integration test-faults test-valgrind run clean format lint bench fuzz
+.PHONY: all setup build-tests test test-unit test-integration test-faults test-valgrind run clean format lint bench fuzz
 all: $(B)/worker
+
+# `make run` and `make test` install what is missing (scripts/setup: a no-op when all is there)
+# BEFORE the first compile: on a fresh Debian 12 the first #include would fail otherwise. The
+# build runs in a sub-make so that nothing is compiled until setup has finished, even with -j.
+setup:
+	scripts/setup
+
+build-tests: all $(UNIT_BIN) $(INTEG_BIN)
 
 $(B)/worker: $(WORKER_OBJ) $(B)/libproto.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -78,15 +91,15 @@ $(B)/bench/%: tests/bench/%.c $(WORKER_LIB) $(B)/libproto.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(WORKER_LIB) $(B)/libproto.a $(LDLIBS)
 
-test: all $(UNIT_BIN) $(INTEG_BIN)
-	@scripts/setup --check
+test: setup
+	$(MAKE) build-tests
 	B=$(B) tests/run
 
 test-unit: $(UNIT_BIN)
 	B=$(B) tests/run --unit-only
 
-run: all
-	@scripts/setup --check
+run: setup
+	$(MAKE) all
 	B=$(B) scripts/run-local
 
 bench: all $(B)/bench/verify_bench
