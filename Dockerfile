@@ -9,7 +9,7 @@
 # `migrate` before deploying a new version, on Cloud Run as a job:
 #   gcloud run jobs deploy pushworker-migrate --image IMAGE --args=migrate \
 #     --set-secrets=DATABASE_URL=SECRET:VERSION --set-cloudsql-instances=PROJECT:REGION:INSTANCE \
-#     --service-account=RUNTIME_SA --max-retries=0 --region=REGION
+#     --service-account=RUNTIME_SA --max-retries=3 --region=REGION
 #   gcloud run jobs execute pushworker-migrate --region=REGION --wait
 # (scripts/gcp-setup does both; `migrate` takes an advisory lock and applies only what is missing,
 # so running it again is harmless). Locally: docker run --rm -e DATABASE_URL=... pushworker migrate
