@@ -7,14 +7,13 @@
 #include "pw_str.h"
 
 /*
- * For the hot, fixed-shape documents (the Pub/Sub envelope): json-c builds a tree of hashed
- * objects, which costs far more than reading the few members we need. The grammar is RFC 8259's:
+ * For the documents of a push (the Pub/Sub envelope, the webhook payload): json-c builds a tree
+ * of hashed objects, which costs far more than reading the few members we need (and a hundred
+ * times its size for a hostile payload of empty objects). The grammar is RFC 8259's:
  * no comments, no single quotes, no NaN, no trailing commas, strings without raw control
  * characters, \u escapes with proper surrogate pairs (or, with lone_surrogates_ok, halves that
  * read as U+FFFD), nesting up to a limit. UTF-8 validity is the caller's check
- * (pw_json_utf8_invalid_at), done once over the whole input; pw_json_validate does both. The
- * webhook payload is read with it too (proto/webhook.c): a tree of a hostile payload cost a
- * hundred times its size.
+ * (pw_json_utf8_invalid_at), done once over the whole input; pw_json_validate does both.
  */
 
 /* Deepest JSON nesting accepted anywhere in a push (envelope or payload). */

@@ -3,7 +3,6 @@
 
 #include "base64.h"
 #include "jscan.h"
-#include "pw_json.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -258,11 +257,11 @@ static int read_delivery_attempt(wrapped_t *w, int *out, char *err, size_t errle
 }
 
 /* attributes is a string-to-string map: a number here means a producer we do not understand.
-   Rare and small, so it is the one member given to json-c (for callers that read it). */
-static int read_attributes(wrapped_t *w, json_object **out, char *err, size_t errlen)
+   Kept as its JSON text (nothing reads it yet). */
+static int read_attributes(wrapped_t *w, pw_str_t *out, char *err, size_t errlen)
 {
     const pw_jval_t *a = &w->f[F_ATTRIBUTES];
-    *out = NULL;
+    *out = PW_STR_NULL;
     if (a->type == PW_J_NONE || a->type == PW_J_NULL)
         return 0;
     if (a->type != PW_J_OBJECT)
@@ -280,7 +279,8 @@ static int read_attributes(wrapped_t *w, json_object **out, char *err, size_t er
                               pw_str_quote(quoted, sizeof quoted, pw_str(name, kn), sizeof name));
         }
     }
-    return pw_json_parse_strict(w->sc.s + a->start, a->end - a->start, out, err, errlen);
+    *out = pw_str(w->sc.s + a->start, a->end - a->start);
+    return 0;
 }
 
 static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char *err, size_t errlen)
@@ -488,6 +488,5 @@ void pw_envelope_dispose(pw_envelope_t *env)
 {
     free(env->data);
     free(env->copies);
-    json_object_put(env->attributes);
     memset(env, 0, sizeof(*env));
 }

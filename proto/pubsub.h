@@ -2,9 +2,7 @@
 #ifndef PW_PUBSUB_H
 #define PW_PUBSUB_H
 
-#include <json-c/json.h>
-
-#include "pw_json.h" /* PW_JSON_MAX_DEPTH */
+#include "jscan.h" /* PW_JSON_MAX_DEPTH */
 #include "pw_str.h"
 #include "time.h"
 
@@ -14,7 +12,8 @@ typedef struct {
     pw_time_us_t publish_time; /* 0 when absent */
     int delivery_attempt;      /* 0 when absent */
     pw_str_t ordering_key;     /* NULL when absent */
-    json_object *attributes;   /* owned (a string map); NULL when absent */
+    pw_str_t attributes;       /* JSON text of the attributes (a string-to-string object), a slice of
+                                  the body; NULL when absent */
     unsigned char *data;       /* the decoded payload, owned; NULL when absent or empty */
     size_t data_len;
     int wrapped;       /* 1 for the JSON envelope, 0 for an unwrapped push */
