@@ -1,6 +1,8 @@
 /* A strict JSON scanner without a tree: validation and member extents in one pass. */
 #include "jscan.h"
 
+#include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 void pw_jscan_init(pw_jscan_t *sc, const char *s, size_t len, int max_depth)
@@ -55,10 +57,32 @@ static int hex4(const char *p, unsigned *out)
     return 0;
 }
 
-/* At a backslash: validates one escape (a surrogate pair counts as one) and steps over it. */
-static int scan_escape(pw_jscan_t *sc)
+/* What a \uXXXX escape at p (n bytes left, n >= 6, hex already valid) stands for. */
+typedef enum { U_PLAIN, U_NUL, U_PAIR, U_LONE } uesc_t;
+
+static uesc_t classify_u(const char *p, size_t n, unsigned *cp)
+{
+    unsigned u, lo;
+    hex4(p + 2, &u);
+    *cp = u;
+    if (u >= 0xd800 && u <= 0xdbff && n >= 12 && p[6] == '\\' && p[7] == 'u' && hex4(p + 8, &lo) == 0 && lo >= 0xdc00 &&
+        lo <= 0xdfff) {
+        *cp = 0x10000 + ((u - 0xd800) << 10) + (lo - 0xdc00);
+        return U_PAIR;
+    }
+    if (u >= 0xd800 && u <= 0xdfff)
+        return U_LONE;
+    return u == 0 ? U_NUL : U_PLAIN;
+}
+
+/*
+ * At a backslash: validates one escape (a surrogate pair counts as one) and steps over it. A high
+ * surrogate not followed by its low half is one lossy escape; what follows is read on its own.
+ */
+static int scan_escape(pw_jscan_t *sc, int *lossy)
 {
     size_t at = sc->i;
+    unsigned u, cp;
     if (sc->i + 1 >= sc->len)
         return fail(sc, sc->len, "unexpected end of data");
     char c = sc->s[sc->i + 1];
@@ -66,20 +90,24 @@ static int scan_escape(pw_jscan_t *sc)
         sc->i += 2;
         return 0;
     }
-    unsigned u, lo;
     if (c != 'u' || sc->i + 6 > sc->len || hex4(sc->s + sc->i + 2, &u) != 0)
         return fail(sc, at, "invalid escape");
-    sc->i += 6;
-    if (sc->lone_surrogates_ok)
-        return 0; /* a following low half is then just another escape */
-    if (u >= 0xdc00 && u <= 0xdfff)
-        return fail(sc, at, "invalid escape: lone low surrogate");
-    if (u >= 0xd800 && u <= 0xdbff) {
-        if (sc->i + 6 > sc->len || sc->s[sc->i] != '\\' || sc->s[sc->i + 1] != 'u' || hex4(sc->s + sc->i + 2, &lo) != 0 ||
-            lo < 0xdc00 || lo > 0xdfff)
-            return fail(sc, at, "invalid escape: high surrogate without its low half");
-        sc->i += 6;
+    switch (classify_u(sc->s + sc->i, sc->len - sc->i, &cp)) {
+    case U_PAIR:
+        sc->i += 12;
+        return 0;
+    case U_LONE:
+        if (!sc->lone_surrogates_ok)
+            return fail(sc, at, u >= 0xdc00 ? "invalid escape: lone low surrogate" : "invalid escape: high surrogate without its low half");
+        *lossy = 1;
+        break;
+    case U_NUL:
+        *lossy = 1;
+        break;
+    case U_PLAIN:
+        break;
     }
+    sc->i += 6;
     return 0;
 }
 
@@ -98,6 +126,7 @@ static int scan_string(pw_jscan_t *sc, pw_jval_t *out)
     out->type = PW_J_STRING;
     out->start = sc->i;
     out->escaped = 0;
+    out->lossy = 0;
     while (sc->i < sc->len) {
         /* Most of a string is plain content (a base64 payload is all of it): skip it quickly. */
         while (sc->i + 4 <= sc->len && !(STRING_STOP[u[sc->i]] | STRING_STOP[u[sc->i + 1]] | STRING_STOP[u[sc->i + 2]] |
@@ -108,11 +137,12 @@ static int scan_string(pw_jscan_t *sc, pw_jval_t *out)
         unsigned char c = u[sc->i];
         if (c == '"') {
             out->end = sc->i++;
+            sc->n_lossy += (size_t)out->lossy;
             return 0;
         }
         if (c == '\\') {
             out->escaped = 1;
-            if (scan_escape(sc) != 0)
+            if (scan_escape(sc, &out->lossy) != 0)
                 return -1;
         } else if (c < 0x20) {
             return fail(sc, sc->i, "unexpected character");
@@ -189,6 +219,35 @@ static int scan_array(pw_jscan_t *sc)
     }
 }
 
+int pw_jscan_array_next(pw_jscan_t *sc, int *first, pw_jval_t *elem)
+{
+    skip_ws(sc);
+    if (*first) {
+        if (sc->i >= sc->len || sc->s[sc->i] != '[')
+            return unexpected(sc);
+        if (++sc->depth > sc->max_depth)
+            return fail(sc, sc->i, "nesting too deep");
+        sc->i++;
+        *first = 0;
+        skip_ws(sc);
+        if (sc->i < sc->len && sc->s[sc->i] == ']') {
+            sc->i++;
+            sc->depth--;
+            return 0;
+        }
+    } else {
+        if (sc->i < sc->len && sc->s[sc->i] == ']') {
+            sc->i++;
+            sc->depth--;
+            return 0;
+        }
+        if (sc->i >= sc->len || sc->s[sc->i] != ',')
+            return unexpected(sc);
+        sc->i++;
+    }
+    return pw_jscan_value(sc, elem) == 0 ? 1 : -1;
+}
+
 int pw_jscan_object_next(pw_jscan_t *sc, int *first, pw_jval_t *key)
 {
     skip_ws(sc);
@@ -229,9 +288,11 @@ int pw_jscan_object_next(pw_jscan_t *sc, int *first, pw_jval_t *key)
 
 int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
 {
+    size_t lossy_before = sc->n_lossy;
     skip_ws(sc);
     out->start = sc->i;
     out->escaped = 0;
+    out->lossy = 0;
     if (sc->i >= sc->len)
         return unexpected(sc);
     char c = sc->s[sc->i];
@@ -275,6 +336,7 @@ int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
         break;
     }
     out->end = sc->i;
+    out->lossy = sc->n_lossy != lossy_before;
     return rc < 0 ? -1 : 0;
 }
 
@@ -360,15 +422,10 @@ size_t pw_jscan_unescape(const pw_jscan_t *sc, const pw_jval_t *v, char *out)
             out[o++] = '\t';
             break;
         case 'u': {
-            unsigned cp, lo;
-            hex4(p, &cp); /* validated by the scan */
-            p += 4;
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                hex4(p + 2, &lo);
-                p += 6;
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            o += put_utf8(out + o, cp);
+            unsigned cp; /* validated by the scan */
+            uesc_t kind = classify_u(p - 2, (size_t)(end - (p - 2)), &cp);
+            p += kind == U_PAIR ? 10 : 4;
+            o += put_utf8(out + o, kind == U_LONE ? 0xfffd : cp);
             break;
         }
         default: /* " \ / */
@@ -392,3 +449,111 @@ int pw_jscan_string_is(const pw_jscan_t *sc, const pw_jval_t *v, const char *lit
     size_t m = pw_jscan_unescape(sc, v, buf);
     return m == n && memcmp(buf, lit, n) == 0;
 }
+
+size_t pw_jscan_sanitize(const pw_jscan_t *sc, const pw_jval_t *v, char *out)
+{
+    const char *p = sc->s + v->start, *end = sc->s + v->end;
+    size_t n = v->end - v->start;
+    memcpy(out, p, n);
+    /* Backslashes occur only inside strings, each starting an escape of 2, 6 or 12 bytes. */
+    for (const char *b = memchr(p, '\\', n); b != NULL; b = memchr(b, '\\', (size_t)(end - b))) {
+        unsigned cp;
+        if (b[1] != 'u') {
+            b += 2;
+            continue;
+        }
+        uesc_t kind = classify_u(b, (size_t)(end - b), &cp);
+        if (kind == U_NUL || kind == U_LONE)
+            memcpy(out + (b - p), "\\ufffd", 6);
+        b += kind == U_PAIR ? 12 : 6;
+    }
+    return n;
+}
+
+/* ---- whole documents ---- */
+
+static int is_blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return 0;
+    return 1;
+}
+
+/*
+ * The offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or len. json-c's VALIDATE_UTF8 checks only the shape of a
+ * sequence and lets "\xc0\xaf" and encoded surrogates through, which PostgreSQL then refuses.
+ */
+size_t pw_json_utf8_invalid_at(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        /* ASCII, eight bytes at a time: most of a push is. */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        unsigned char c = s[i];
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xbf; /* the allowed range of the second byte */
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            lo = c == 0xe0 ? 0xa0 : 0x80; /* E0 80..9F would be overlong */
+            hi = c == 0xed ? 0x9f : 0xbf; /* ED A0..BF are the surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            lo = c == 0xf0 ? 0x90 : 0x80; /* F0 80..8F would be overlong */
+            hi = c == 0xf4 ? 0x8f : 0xbf; /* F4 90.. is above U+10FFFF */
+        } else {
+            return i; /* a continuation byte, C0/C1 (always overlong) or F5..FF */
+        }
+        if (len - i <= n || s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= n; k++)
+            if ((s[i + k] & 0xc0) != 0x80)
+                return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+int pw_json_validate(const char *s, size_t len, size_t *n_lossy, char *err, size_t errlen)
+{
+    size_t bad;
+
+    if (n_lossy != NULL)
+        *n_lossy = 0;
+    if (len > INT_MAX)
+        return pw_set_err(err, errlen, PW_ETOOBIG, "JSON input of %zu bytes is over the parser's limit", len);
+    if (is_blank(s, len))
+        return pw_set_err(err, errlen, PW_EINVAL, "empty JSON input");
+    if ((bad = pw_json_utf8_invalid_at(s, len)) != len)
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: invalid UTF-8", bad);
+    pw_jscan_t sc;
+    pw_jval_t v;
+    pw_jscan_init(&sc, s, len, PW_JSON_MAX_DEPTH);
+    sc.lone_surrogates_ok = 1;
+    if (pw_jscan_value(&sc, &v) != 0 || pw_jscan_end(&sc) != 0) {
+        if (sc.why != NULL && strcmp(sc.why, "nesting too deep") == 0)
+            return pw_set_err(err, errlen, PW_EINVAL, "nesting too deep (over %d levels)", PW_JSON_MAX_DEPTH);
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: %s", sc.at,
+                          sc.why != NULL ? sc.why : "unexpected character");
+    }
+    if (n_lossy != NULL)
+        *n_lossy = sc.n_lossy;
+    return 0;
+}
+

@@ -7,12 +7,32 @@
 #include "pw_str.h"
 
 /*
- * For the hot, fixed-shape documents (the Pub/Sub envelope): json-c builds a tree of hashed
- * objects, which costs far more than reading the few members we need. The grammar is RFC 8259's:
+ * For the documents of a push (the Pub/Sub envelope, the webhook payload): json-c builds a tree
+ * of hashed objects, which costs far more than reading the few members we need (and a hundred
+ * times its size for a hostile payload of empty objects). The grammar is RFC 8259's:
  * no comments, no single quotes, no NaN, no trailing commas, strings without raw control
- * characters, \u escapes with proper surrogate pairs, nesting up to a limit. UTF-8 validity is
- * the caller's check (pw_json_utf8_invalid_at), done once over the whole input.
+ * characters, \u escapes with proper surrogate pairs (or, with lone_surrogates_ok, halves that
+ * read as U+FFFD), nesting up to a limit. UTF-8 validity is the caller's check
+ * (pw_json_utf8_invalid_at), done once over the whole input; pw_json_validate does both.
  */
+
+/* Deepest JSON nesting accepted anywhere in a push (envelope or payload). */
+#define PW_JSON_MAX_DEPTH 64
+
+/**
+ * Validates exactly len bytes as one strict JSON value without building anything: not blank,
+ * valid UTF-8, RFC 8259 grammar, nesting <= PW_JSON_MAX_DEPTH, nothing but whitespace after the
+ * value. Returns 0, PW_EINVAL ("invalid JSON at offset 12: unexpected character", "nesting too
+ * deep (over 64 levels)", "empty JSON input", "invalid JSON at offset 3: invalid UTF-8") or
+ * PW_ETOOBIG (len over INT_MAX). Unpaired surrogate escapes are accepted; *n_lossy (when not
+ * NULL) counts the strings and keys holding one or a \u0000, which PostgreSQL cannot store as
+ * they are. No allocation; thread-safe.
+ */
+int pw_json_validate(const char *s, size_t len, size_t *n_lossy, char *err, size_t errlen);
+
+/* The offset of the first byte that is not well-formed UTF-8 (no overlongs, no surrogates, nothing
+   above U+10FFFF), or len when all of s is. */
+size_t pw_json_utf8_invalid_at(const char *s, size_t len);
 
 typedef enum {
     PW_J_NONE = 0, /* absent */
@@ -25,11 +45,17 @@ typedef enum {
     PW_J_NULL,
 } pw_jtype_t;
 
-/* Where a value is: for a string, the bytes between the quotes (escaped = 1 when they hold a backslash). */
+/*
+ * Where a value is: for a string, the bytes between the quotes (escaped = 1 when they hold a
+ * backslash); for the others, the value's whole text. lossy = 1 when the value (a string, or any
+ * string or key inside a container) holds an escape that PostgreSQL cannot store: \u0000, or a
+ * surrogate escape without its other half (accepted only with lone_surrogates_ok).
+ */
 typedef struct {
     pw_jtype_t type;
     size_t start, end;
     int escaped;
+    int lossy;
 } pw_jval_t;
 
 typedef struct {
@@ -38,7 +64,8 @@ typedef struct {
     size_t i;       /* the read position */
     int depth;
     int max_depth;
-    int lone_surrogates_ok; /* accept a \\u escape of half a surrogate pair (json-c makes it U+FFFD) */
+    int lone_surrogates_ok; /* accept a \\u escape of half a surrogate pair (unescaped as U+FFFD) */
+    size_t n_lossy;         /* strings (keys included) read so far that hold a lossy escape */
     const char *why; /* the first error: "unexpected character", "unexpected end of data", ... */
     size_t at;       /* and its offset */
 } pw_jscan_t;
@@ -55,6 +82,12 @@ int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out);
  */
 int pw_jscan_object_next(pw_jscan_t *sc, int *first, pw_jval_t *key);
 
+/*
+ * Iterates an array the same way: *first = 1 before the '['. Returns 1 with the next element read
+ * (and validated) into *elem, 0 after the closing ']', -1 on error.
+ */
+int pw_jscan_array_next(pw_jscan_t *sc, int *first, pw_jval_t *elem);
+
 /* Checks that only whitespace is left; -1 (with sc->why) otherwise. */
 int pw_jscan_end(pw_jscan_t *sc);
 
@@ -64,7 +97,17 @@ pw_jtype_t pw_jscan_peek(pw_jscan_t *sc);
 /* 1 when the string value v equals lit once unescaped. */
 int pw_jscan_string_is(const pw_jscan_t *sc, const pw_jval_t *v, const char *lit);
 
-/* Unescapes string v into out (which must hold v->end - v->start bytes); returns the length written. */
+/*
+ * Unescapes string v into out (which must hold v->end - v->start bytes); returns the length
+ * written. \u0000 gives a NUL byte; half a surrogate pair gives U+FFFD.
+ */
 size_t pw_jscan_unescape(const pw_jscan_t *sc, const pw_jval_t *v, char *out);
+
+/*
+ * Copies the text of value v (already scanned) into out (v->end - v->start bytes: the copy has
+ * exactly that length) with every lossy escape (\u0000, half a surrogate pair) replaced by
+ * \ufffd, so that PostgreSQL's jsonb accepts it. Returns the length.
+ */
+size_t pw_jscan_sanitize(const pw_jscan_t *sc, const pw_jval_t *v, char *out);
 
 #endif

@@ -3,7 +3,6 @@
 
 #include "base64.h"
 #include "jscan.h"
-#include "pw_json.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -144,7 +143,7 @@ static int scan_envelope(wrapped_t *w)
     pw_jval_t key;
     while ((rc = pw_jscan_object_next(&w->sc, &first, &key)) == 1) {
         if (pw_jscan_string_is(&w->sc, &key, "message")) {
-            w->f[F_MESSAGE] = (pw_jval_t){pw_jscan_peek(&w->sc), w->sc.i, 0, 0};
+            w->f[F_MESSAGE] = (pw_jval_t){pw_jscan_peek(&w->sc), w->sc.i, 0, 0, 0};
             rc = w->f[F_MESSAGE].type == PW_J_OBJECT ? scan_message(w) : read_member(w, F_MESSAGE);
         } else if (pw_jscan_string_is(&w->sc, &key, "subscription")) {
             rc = read_member(w, F_SUBSCRIPTION);
@@ -258,11 +257,11 @@ static int read_delivery_attempt(wrapped_t *w, int *out, char *err, size_t errle
 }
 
 /* attributes is a string-to-string map: a number here means a producer we do not understand.
-   Rare and small, so it is the one member given to json-c (for callers that read it). */
-static int read_attributes(wrapped_t *w, json_object **out, char *err, size_t errlen)
+   Kept as its JSON text (nothing reads it yet). */
+static int read_attributes(wrapped_t *w, pw_str_t *out, char *err, size_t errlen)
 {
     const pw_jval_t *a = &w->f[F_ATTRIBUTES];
-    *out = NULL;
+    *out = PW_STR_NULL;
     if (a->type == PW_J_NONE || a->type == PW_J_NULL)
         return 0;
     if (a->type != PW_J_OBJECT)
@@ -274,12 +273,14 @@ static int read_attributes(wrapped_t *w, json_object **out, char *err, size_t er
     while (pw_jscan_object_next(&sc, &first, &key) == 1) {
         pw_jscan_value(&sc, &v); /* already validated */
         if (v.type != PW_J_STRING) {
-            char name[64];
+            char name[64], quoted[100];
             size_t kn = key.end - key.start <= sizeof name ? pw_jscan_unescape(&sc, &key, name) : 0;
-            return pw_set_err(err, errlen, PW_EINVAL, "message.attributes.%.*s: not a string", (int)kn, name);
+            return pw_set_err(err, errlen, PW_EINVAL, "message.attributes.%s: not a string",
+                              pw_str_quote(quoted, sizeof quoted, pw_str(name, kn), sizeof name));
         }
     }
-    return pw_json_parse_strict(w->sc.s + a->start, a->end - a->start, out, err, errlen);
+    *out = pw_str(w->sc.s + a->start, a->end - a->start);
+    return 0;
 }
 
 static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char *err, size_t errlen)
@@ -352,6 +353,88 @@ fail:
     return rc;
 }
 
+/* ---- ids of a wrapped body that failed ---- */
+
+enum { SV_SUBSCRIPTION, SV_MESSAGE_ID, SV_MESSAGE_ID_SNAKE, SV_PUBLISH_TIME, SV_PUBLISH_TIME_SNAKE, SV_COUNT };
+
+static pw_str_t salvaged_string(const pw_jscan_t *sc, const pw_jval_t *v, char **copies)
+{
+    if (v->type != PW_J_STRING)
+        return PW_STR_NULL;
+    if (!v->escaped)
+        return pw_str(sc->s + v->start, v->end - v->start);
+    size_t n = pw_jscan_unescape(sc, v, *copies);
+    *copies += n;
+    return pw_str(*copies - n, n);
+}
+
+int pw_envelope_salvage_ids(const char *body, size_t len, pw_salvaged_ids_t *ids)
+{
+    static const char *const MESSAGE_KEYS[] = {[SV_MESSAGE_ID] = "messageId", [SV_MESSAGE_ID_SNAKE] = "message_id",
+                                               [SV_PUBLISH_TIME] = "publishTime", [SV_PUBLISH_TIME_SNAKE] = "publish_time"};
+    pw_jval_t f[SV_COUNT], key, v;
+    pw_jscan_t sc;
+    int first = 1, rc, message = 0;
+
+    memset(ids, 0, sizeof *ids);
+    memset(f, 0, sizeof f);
+    pw_jscan_init(&sc, body, len, PW_JSON_MAX_DEPTH);
+    sc.lone_surrogates_ok = 1;
+    if (pw_jscan_peek(&sc) != PW_J_OBJECT)
+        return PW_EINVAL;
+    /* Read as far as the syntax allows: the body failed, perhaps for a quote or a comma after
+       the members that matter (json-c, which this replaced, read such bodies leniently). */
+    while (pw_jscan_object_next(&sc, &first, &key) == 1) {
+        if (pw_jscan_string_is(&sc, &key, "message")) {
+            /* The last "message" counts, whole: forget what an earlier one said. */
+            for (int k = SV_MESSAGE_ID; k < SV_COUNT; k++)
+                f[k] = (pw_jval_t){0};
+            if (!(message = pw_jscan_peek(&sc) == PW_J_OBJECT)) {
+                if (pw_jscan_value(&sc, &v) != 0)
+                    break;
+                continue;
+            }
+            int mfirst = 1, slot = -1;
+            pw_jval_t mkey;
+            while ((rc = pw_jscan_object_next(&sc, &mfirst, &mkey)) == 1) {
+                slot = -1;
+                for (int k = SV_MESSAGE_ID; k < SV_COUNT; k++)
+                    if (pw_jscan_string_is(&sc, &mkey, MESSAGE_KEYS[k]))
+                        slot = k;
+                if (pw_jscan_value(&sc, &v) != 0)
+                    break;
+                if (slot >= 0)
+                    f[slot] = v;
+            }
+            if (rc != 0)
+                break;
+        } else {
+            if (pw_jscan_value(&sc, &v) != 0)
+                break;
+            if (pw_jscan_string_is(&sc, &key, "subscription"))
+                f[SV_SUBSCRIPTION] = v;
+        }
+    }
+    /* A body cut short or nested too deep may have lost members after the cut: no ids at all
+       (json-c, lenient about quotes, commas, NaN and comments, refused these two as well). */
+    if (!message || (sc.why != NULL && (strcmp(sc.why, "unexpected end of data") == 0 || strcmp(sc.why, "nesting too deep") == 0)))
+        return PW_EINVAL;
+
+    size_t escaped = 0;
+    for (int k = 0; k < SV_COUNT; k++)
+        if (f[k].type == PW_J_STRING && f[k].escaped)
+            escaped += f[k].end - f[k].start;
+    char *p = ids->copies = escaped > 0 ? PW_XMALLOC(escaped) : NULL;
+    ids->subscription = salvaged_string(&sc, &f[SV_SUBSCRIPTION], &p);
+    ids->message_id = salvaged_string(&sc, &f[SV_MESSAGE_ID], &p);
+    if (ids->message_id.base == NULL)
+        ids->message_id = salvaged_string(&sc, &f[SV_MESSAGE_ID_SNAKE], &p);
+    ids->publish_time = salvaged_string(&sc, &f[SV_PUBLISH_TIME], &p);
+    if (ids->publish_time.base == NULL)
+        ids->publish_time = salvaged_string(&sc, &f[SV_PUBLISH_TIME_SNAKE], &p);
+    return 0;
+}
+
 /* ---- the unwrapped form ---- */
 
 /* Copies s into the block at *p (NUL-terminated for convenience); "" stays absent. */
@@ -405,6 +488,5 @@ void pw_envelope_dispose(pw_envelope_t *env)
 {
     free(env->data);
     free(env->copies);
-    json_object_put(env->attributes);
     memset(env, 0, sizeof(*env));
 }

@@ -2,9 +2,7 @@
 #ifndef PW_PUBSUB_H
 #define PW_PUBSUB_H
 
-#include <json-c/json.h>
-
-#include "pw_json.h" /* PW_JSON_MAX_DEPTH */
+#include "jscan.h" /* PW_JSON_MAX_DEPTH */
 #include "pw_str.h"
 #include "time.h"
 
@@ -14,7 +12,8 @@ typedef struct {
     pw_time_us_t publish_time; /* 0 when absent */
     int delivery_attempt;      /* 0 when absent */
     pw_str_t ordering_key;     /* NULL when absent */
-    json_object *attributes;   /* owned (a string map); NULL when absent */
+    pw_str_t attributes;       /* JSON text of the attributes (a string-to-string object), a slice of
+                                  the body; NULL when absent */
     unsigned char *data;       /* the decoded payload, owned; NULL when absent or empty */
     size_t data_len;
     int wrapped;       /* 1 for the JSON envelope, 0 for an unwrapped push */
@@ -55,6 +54,23 @@ int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, 
  */
 int pw_envelope_from_unwrapped(const char *body, size_t len, const pw_unwrapped_meta_t *meta, pw_envelope_t *env, char *err,
                                size_t errlen);
+
+/* What can be recovered from a wrapped push body that failed to parse (bad base64, a member of the
+   wrong type...): enough to keep its dead letter once and to recognise a redelivery. */
+typedef struct {
+    pw_str_t subscription;     /* NULL when absent or not a string */
+    pw_str_t message_id;       /* messageId, else message_id (when messageId is not a string); NULL when neither */
+    pw_str_t publish_time;     /* publishTime, else publish_time, as text; NULL when neither */
+    char *copies;              /* owns the strings above that had escapes (free()); NULL when none */
+} pw_salvaged_ids_t;
+
+/**
+ * Reads the ids of body without building a tree: a JSON object (strict syntax up to the end of
+ * the object; UTF-8 unchecked: the caller judges each id) whose last "message" member is an
+ * object. Returns 0 with ids filled (slices of body or of ids->copies: release with free(copies)),
+ * or PW_EINVAL with ids zeroed when body is not such an object.
+ */
+int pw_envelope_salvage_ids(const char *body, size_t len, pw_salvaged_ids_t *ids);
 
 /* Releases what env owns; idempotent, and safe on a zeroed struct. */
 void pw_envelope_dispose(pw_envelope_t *env);

@@ -4,10 +4,8 @@
 
 #include <json-c/json.h>
 
+#include "jscan.h" /* PW_JSON_MAX_DEPTH, pw_json_validate, pw_json_utf8_invalid_at */
 #include "pw_str.h"
-
-/* Deepest JSON nesting accepted anywhere in a push (envelope or payload). */
-#define PW_JSON_MAX_DEPTH 64
 
 /**
  * Parses exactly len bytes (need not be NUL-terminated) as one JSON value: strict syntax, valid
@@ -17,10 +15,6 @@
  * PW_ETOOBIG (len over INT_MAX, the tokener's limit). Thread-safe (one tokener per call).
  */
 int pw_json_parse_strict(const char *s, size_t len, json_object **out, char *err, size_t errlen);
-
-/* The offset of the first byte that is not well-formed UTF-8 (no overlongs, no surrogates, nothing
-   above U+10FFFF), or len when all of s is. */
-size_t pw_json_utf8_invalid_at(const char *s, size_t len);
 
 /* The value of o[key], borrowed; NULL when o is not an object, the key is absent or it is JSON null
    (json_object_object_get_ex reports a null member as found with a NULL value). */

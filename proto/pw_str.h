@@ -31,6 +31,19 @@ static inline int pw_str_eq(pw_str_t s, const char *lit)
     return s.base != NULL && s.len == n && memcmp(s.base, lit, n) == 0;
 }
 
+/**
+ * Quotes input in a reason: copies at most max bytes of s into out (outlen bytes, always
+ * NUL-terminated when outlen > 0) as valid UTF-8 that a person can read and PostgreSQL can store.
+ * Whole characters only (a sequence that does not fit in max or in out is left out entirely);
+ * '"', '\\' and control characters (U+0000-U+001F, U+007F) escaped as in JSON ("\\n",
+ * "\\u0000"); each byte that is not part of well-formed UTF-8 as U+FFFD. Returns out.
+ */
+const char *pw_str_quote(char *out, size_t outlen, pw_str_t s, size_t max);
+
+/* Cuts a trailing incomplete UTF-8 sequence off NUL-terminated s (what a truncating snprintf
+   may leave): what remains ends on a character boundary. */
+void pw_str_trim_utf8(char *s);
+
 /* Error codes: every fallible proto function returns 0 or one of these (negative). */
 enum {
     PW_OK = 0,
@@ -40,7 +53,8 @@ enum {
     PW_EUNSUPP = -4,   /* well-formed but not a format we handle */
 };
 
-/* Writes a printf-style reason into err (when err != NULL && errlen > 0); returns code. */
+/* Writes a printf-style reason into err (when err != NULL && errlen > 0), cut on a UTF-8
+   character boundary when it does not fit; returns code. */
 int pw_set_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 /* Out of memory is fatal (STYLE.md rule 5): aborts with file:line instead of returning NULL. */

@@ -10,6 +10,13 @@
  * Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil):
  * exact for every year we accept, and independent of the process's TZ, unlike mktime().
  */
+/* A reason quoting (the start of) the input: whole characters, readable, valid UTF-8. */
+static int quoted_err(char *err, size_t errlen, const char *what, const char *s, size_t len)
+{
+    char q[100];
+    return pw_set_err(err, errlen, PW_EINVAL, "%s: \"%s\"", what, pw_str_quote(q, sizeof q, pw_str(s, len), 40));
+}
+
 static int64_t days_from_civil(int64_t y, int m, int d)
 {
     y -= m <= 2;
@@ -88,7 +95,7 @@ int pw_time_from_unix_text(const char *s, size_t len, pw_time_us_t *out, char *e
             return pw_set_err(err, errlen, PW_EINVAL, "not a Unix time: no digit after '.'");
     }
     if (int_digits == 0 || i != len)
-        return pw_set_err(err, errlen, PW_EINVAL, "not a Unix time: \"%.*s\"", (int)(len > 40 ? 40 : len), s);
+        return quoted_err(err, errlen, "not a Unix time", s, len);
     while (k + 1 < int_digits && s[k] == '0') /* leading zeros carry no magnitude */
         k++;
     /* 16 significant digits already exceed the largest millisecond value; stop before overflow. */
@@ -167,7 +174,7 @@ int pw_time_parse_rfc3339(const char *s, size_t len, pw_time_us_t *out, char *er
         goto malformed;
     /* No leap second: no source we read emits :60, and accepting it would need a rule for it. */
     if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59)
-        return pw_set_err(err, errlen, PW_EINVAL, "not a valid date/time: \"%.*s\"", (int)(len > 40 ? 40 : len), s);
+        return quoted_err(err, errlen, "not a valid date/time", s, len);
 
     int64_t secs = days_from_civil(y, mo, d) * S_PER_DAY + h * 3600LL + mi * 60LL + sec - offset_s;
     if (secs < 0)
@@ -175,7 +182,7 @@ int pw_time_parse_rfc3339(const char *s, size_t len, pw_time_us_t *out, char *er
     return check_range(secs * US_PER_S + fraction_us(s + 20, frac_len, US_PER_S), out, err, errlen);
 
 malformed:
-    return pw_set_err(err, errlen, PW_EINVAL, "not an RFC 3339 time: \"%.*s\"", (int)(len > 40 ? 40 : len), s);
+    return quoted_err(err, errlen, "not an RFC 3339 time", s, len);
 }
 
 /* Writes v as exactly n decimal digits (v fits: callers pass in-range calendar fields). */

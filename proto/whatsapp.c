@@ -1,9 +1,8 @@
 /* The Meta Cloud API webhook: every entry[] x changes[] x statuses[]/messages[]/contacts[] into pw_webhook_t items. */
 #include "webhook.h"
 
-#include "pw_json.h"
-
 #include <stdio.h>
+#include <stdlib.h>
 
 /*
  * What the items of one "messages" change share. Fields of an item fall in two kinds: the ones a
@@ -11,36 +10,35 @@
  * have the right type or the item is rejected; the ones derived for convenience (body,
  * context_id, contact_name, phone_number_id) are simply NULL when they do not fit.
  */
+typedef struct contact_key contact_key_t;
+
 typedef struct {
     pw_webhook_t *wh;
     char path[80];            /* "entry[0].changes[1].value" */
     pw_str_t phone_number_id; /* value.metadata.phone_number_id */
-    json_object *contacts;    /* value.contacts[], NULL when absent */
+    pw_jval_t contacts;       /* value.contacts[], PW_J_NONE when absent */
+    size_t n_contacts;        /* its length */
+    contact_key_t *by_wa_id;  /* its entries with a string wa_id, sorted: built on first use */
+    size_t n_by_wa_id;
     pw_time_us_t earliest;    /* the earliest accepted status/message time so far; 0 before any */
     pw_time_us_t latest;      /* the latest one */
 } change_t;
 
 /* ---- field readers (pw__webhook_opt_string and _req_string in webhook.c): NULL when fine, else why not ---- */
 
-static const char *opt_typed(json_object *o, const char *key, json_type type, json_object **out)
+static const char *opt_typed(const pw_jval_t *v, pw_jtype_t type)
 {
-    json_object *v = pw_json_member(o, key);
-    *out = NULL;
-    if (v == NULL)
+    if (v->type == PW_J_NONE || v->type == type)
         return NULL;
-    if (!json_object_is_type(v, type))
-        return type == json_type_array ? "not an array" : "not an object";
-    *out = v;
-    return NULL;
+    return type == PW_J_ARRAY ? "not an array" : "not an object";
 }
 
 /* Reads a required Unix time; why_buf receives the time parser's reason. */
-static const char *req_time(json_object *o, const char *key, pw_time_us_t *out, char *why_buf, size_t why_len)
+static const char *req_time(pw_webhook_t *wh, const pw_jval_t *v, pw_time_us_t *out, char *why_buf, size_t why_len)
 {
-    json_object *v = pw_json_member(o, key);
-    if (v == NULL)
+    if (v->type == PW_J_NONE)
         return "missing";
-    if (pw__webhook_unix_time(v, out, why_buf, why_len) != 0)
+    if (pw__webhook_unix_time(wh, v, out, why_buf, why_len) != 0)
         return why_buf;
     return NULL;
 }
@@ -62,53 +60,55 @@ static void saw_time(change_t *ch, pw_time_us_t t)
 
 /* ---- statuses[] ---- */
 
-static int read_status(change_t *ch, json_object *item, const char *where)
+enum { S_ID, S_STATUS, S_TIMESTAMP, S_RECIPIENT, S_CONVERSATION, S_PRICING, S_ERRORS, S_BIZ, S_COUNT };
+static const char *const STATUS_KEYS[S_COUNT] = {"id",           "status",  "timestamp", "recipient_id",
+                                                 "conversation", "pricing", "errors",    "biz_opaque_callback_data"};
+
+static int read_status(change_t *ch, const pw_jval_t *item, const char *where)
 {
+    pw_webhook_t *wh = ch->wh;
     pw_status_t s = {0};
+    pw_jval_t f[S_COUNT];
     char tbuf[128];
     const char *why;
 
-    if (!json_object_is_type(item, json_type_object))
+    if (item->type != PW_J_OBJECT)
         return reject(ch, where, NULL, "not an object");
-    if ((why = pw__webhook_req_string(item, "id", &s.id)) != NULL)
+    pw__webhook_members(wh, item, STATUS_KEYS, S_COUNT, f);
+    if ((why = pw__webhook_req_string(wh, &f[S_ID], &s.id)) != NULL)
         return reject(ch, where, "id", why);
-    if ((why = pw__webhook_req_string(item, "status", &s.status)) != NULL)
+    if ((why = pw__webhook_req_string(wh, &f[S_STATUS], &s.status)) != NULL)
         return reject(ch, where, "status", why);
-    if ((why = req_time(item, "timestamp", &s.occurred_at, tbuf, sizeof(tbuf))) != NULL)
+    if ((why = req_time(wh, &f[S_TIMESTAMP], &s.occurred_at, tbuf, sizeof(tbuf))) != NULL)
         return reject(ch, where, "timestamp", why);
-    if ((why = pw__webhook_opt_string(item, "recipient_id", &s.recipient_id)) != NULL)
+    if ((why = pw__webhook_opt_string(wh, &f[S_RECIPIENT], &s.recipient_id)) != NULL)
         return reject(ch, where, "recipient_id", why);
-    if ((why = opt_typed(item, "conversation", json_type_object, &s.conversation)) != NULL)
+    if ((why = opt_typed(&f[S_CONVERSATION], PW_J_OBJECT)) != NULL)
         return reject(ch, where, "conversation", why);
-    if ((why = opt_typed(item, "pricing", json_type_object, &s.pricing)) != NULL)
+    if ((why = opt_typed(&f[S_PRICING], PW_J_OBJECT)) != NULL)
         return reject(ch, where, "pricing", why);
-    if ((why = opt_typed(item, "errors", json_type_array, &s.errors)) != NULL)
+    if ((why = opt_typed(&f[S_ERRORS], PW_J_ARRAY)) != NULL)
         return reject(ch, where, "errors", why);
-    if ((why = pw__webhook_opt_string(item, "biz_opaque_callback_data", &s.biz_opaque_callback_data)) != NULL)
+    if ((why = pw__webhook_opt_string(wh, &f[S_BIZ], &s.biz_opaque_callback_data)) != NULL)
         return reject(ch, where, "biz_opaque_callback_data", why);
 
     pw_str_t known = pw__webhook_known_status(s.status, 0);
     if (known.base != NULL)
         s.status = known; /* the static literal: callers may compare pointers or keep it past dispose */
-    if (s.errors != NULL && json_object_array_length(s.errors) == 0)
-        s.errors = NULL;
+    s.conversation = pw__webhook_json(wh, &f[S_CONVERSATION]);
+    s.pricing = pw__webhook_json(wh, &f[S_PRICING]);
+    if (pw__webhook_count(wh, &f[S_ERRORS]) > 0)
+        s.errors = pw__webhook_json(wh, &f[S_ERRORS]);
     s.phone_number_id = ch->phone_number_id;
-    *pw__webhook_add_status(ch->wh) = s;
+    *pw__webhook_add_status(wh) = s;
     saw_time(ch, s.occurred_at);
     return 0;
 }
 
 /* ---- messages[] ---- */
 
-/* A string worth showing: non-empty, else NULL ("" is how a reaction removal may look). */
-static pw_str_t text_at(json_object *o, const char *key)
-{
-    json_object *v = pw_json_member(o, key);
-    return json_object_get_string_len(v) > 0 ? pw_json_str(v) : PW_STR_NULL;
-}
-
 /* docs/rows.md "body": what a person would read, by type. */
-static pw_str_t message_body(json_object *msg, pw_str_t type)
+static pw_str_t message_body(pw_webhook_t *wh, const pw_jval_t *msg, pw_str_t type)
 {
     static const struct {
         const char *type, *field;
@@ -117,84 +117,151 @@ static pw_str_t message_body(json_object *msg, pw_str_t type)
         {"reaction", "emoji"}, {"location", "name"}, {"order", "text"},    {"system", "body"},
     };
     for (size_t i = 0; i < sizeof(RULES) / sizeof(RULES[0]); i++)
-        if (pw_str_eq(type, RULES[i].type))
-            return text_at(pw_json_member(msg, RULES[i].type), RULES[i].field);
+        if (pw_str_eq(type, RULES[i].type)) {
+            pw_jval_t v = pw__webhook_member(wh, msg, RULES[i].type);
+            return pw__webhook_text_at(wh, &v, RULES[i].field);
+        }
     if (pw_str_eq(type, "interactive")) {
-        json_object *in = pw_json_member(msg, "interactive");
-        pw_str_t b = text_at(pw_json_member(in, "button_reply"), "title");
+        static const char *const KINDS[] = {"button_reply", "list_reply", "nfm_reply"};
+        pw_jval_t in = pw__webhook_member(wh, msg, "interactive"), r[3];
+        pw__webhook_members(wh, &in, KINDS, 3, r);
+        pw_str_t b = pw__webhook_text_at(wh, &r[0], "title");
         if (b.base == NULL)
-            b = text_at(pw_json_member(in, "list_reply"), "title");
+            b = pw__webhook_text_at(wh, &r[1], "title");
         if (b.base == NULL)
-            b = text_at(pw_json_member(in, "nfm_reply"), "body");
+            b = pw__webhook_text_at(wh, &r[2], "body");
         return b;
     }
     return PW_STR_NULL;
 }
 
-static int same(pw_str_t a, pw_str_t b)
+/* A contacts[] entry whose wa_id is a string, by wa_id then position. */
+struct contact_key {
+    pw_str_t wa_id;
+    size_t index;
+    pw_jval_t item;
+};
+
+static int compare_contacts(const void *pa, const void *pb)
 {
-    return a.base != NULL && b.base != NULL && a.len == b.len && memcmp(a.base, b.base, a.len) == 0;
+    const contact_key_t *a = pa, *b = pb;
+    size_t n = a->wa_id.len < b->wa_id.len ? a->wa_id.len : b->wa_id.len;
+    int c = n > 0 ? memcmp(a->wa_id.base, b->wa_id.base, n) : 0;
+    if (c != 0)
+        return c;
+    if (a->wa_id.len != b->wa_id.len)
+        return a->wa_id.len < b->wa_id.len ? -1 : 1;
+    return a->index < b->index ? -1 : a->index > b->index;
 }
 
-/* docs/rows.md: profile.name of the contacts[] entry whose wa_id equals from, else of the only entry. */
-static pw_str_t contact_name(json_object *contacts, pw_str_t from)
+/* Sorted once per change, so that matching each message's sender costs a binary search (a
+   change may hold tens of thousands of messages and contacts). */
+static void index_contacts(change_t *ch)
 {
-    size_t n = contacts != NULL ? json_object_array_length(contacts) : 0;
-    for (size_t i = 0; i < n; i++) {
-        json_object *c = json_object_array_get_idx(contacts, i);
-        if (same(pw_json_str(pw_json_member(c, "wa_id")), from))
-            return text_at(pw_json_member(c, "profile"), "name");
+    pw__jiter_t it;
+    pw_jval_t item;
+    size_t i = 0;
+
+    ch->by_wa_id = PW_XMALLOC(ch->n_contacts * sizeof *ch->by_wa_id);
+    pw__webhook_iter(ch->wh, &ch->contacts, &it);
+    while (pw__webhook_next(&it, &item)) {
+        pw_jval_t v = pw__webhook_member(ch->wh, &item, "wa_id");
+        pw_str_t wa_id = pw__webhook_str(ch->wh, &v);
+        if (wa_id.base != NULL)
+            ch->by_wa_id[ch->n_by_wa_id++] = (contact_key_t){wa_id, i, item};
+        i++;
     }
-    if (n == 1)
-        return text_at(pw_json_member(json_object_array_get_idx(contacts, 0), "profile"), "name");
+    qsort(ch->by_wa_id, ch->n_by_wa_id, sizeof *ch->by_wa_id, compare_contacts);
+}
+
+/* docs/rows.md: profile.name of the (first) contacts[] entry whose wa_id equals from, else of the only entry. */
+static pw_str_t contact_name(change_t *ch, pw_str_t from)
+{
+    if (ch->n_contacts == 0)
+        return PW_STR_NULL;
+    if (from.base != NULL) {
+        if (ch->by_wa_id == NULL)
+            index_contacts(ch);
+        contact_key_t want = {from, 0, {0}};
+        size_t lo = 0, hi = ch->n_by_wa_id;
+        while (lo < hi) { /* the first entry not before (from, 0) */
+            size_t mid = lo + (hi - lo) / 2;
+            if (compare_contacts(&ch->by_wa_id[mid], &want) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < ch->n_by_wa_id && ch->by_wa_id[lo].wa_id.len == from.len &&
+            memcmp(ch->by_wa_id[lo].wa_id.base, from.base, from.len) == 0) {
+            pw_jval_t profile = pw__webhook_member(ch->wh, &ch->by_wa_id[lo].item, "profile");
+            return pw__webhook_text_at(ch->wh, &profile, "name");
+        }
+    }
+    if (ch->n_contacts == 1) {
+        pw__jiter_t it;
+        pw_jval_t only;
+        pw__webhook_iter(ch->wh, &ch->contacts, &it);
+        pw__webhook_next(&it, &only);
+        pw_jval_t profile = pw__webhook_member(ch->wh, &only, "profile");
+        return pw__webhook_text_at(ch->wh, &profile, "name");
+    }
     return PW_STR_NULL;
 }
 
-static int read_message(change_t *ch, json_object *item, const char *where)
+enum { M_ID, M_TYPE, M_TIMESTAMP, M_FROM, M_FROM_USER_ID, M_CONTEXT, M_COUNT };
+static const char *const MESSAGE_KEYS[M_COUNT] = {"id", "type", "timestamp", "from", "from_user_id", "context"};
+
+static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
 {
+    pw_webhook_t *wh = ch->wh;
     pw_inbound_t m = {0};
+    pw_jval_t f[M_COUNT];
     char tbuf[128];
     const char *why;
 
-    if (!json_object_is_type(item, json_type_object))
+    if (item->type != PW_J_OBJECT)
         return reject(ch, where, NULL, "not an object");
-    if ((why = pw__webhook_req_string(item, "id", &m.id)) != NULL)
+    pw__webhook_members(wh, item, MESSAGE_KEYS, M_COUNT, f);
+    if ((why = pw__webhook_req_string(wh, &f[M_ID], &m.id)) != NULL)
         return reject(ch, where, "id", why);
-    if ((why = pw__webhook_req_string(item, "type", &m.type)) != NULL)
+    if ((why = pw__webhook_req_string(wh, &f[M_TYPE], &m.type)) != NULL)
         return reject(ch, where, "type", why);
-    if ((why = req_time(item, "timestamp", &m.sent_at, tbuf, sizeof(tbuf))) != NULL)
+    if ((why = req_time(wh, &f[M_TIMESTAMP], &m.sent_at, tbuf, sizeof(tbuf))) != NULL)
         return reject(ch, where, "timestamp", why);
     /* from is absent for username-only users (and on some system messages): not an error. */
-    if ((why = pw__webhook_opt_string(item, "from", &m.from)) != NULL)
+    if ((why = pw__webhook_opt_string(wh, &f[M_FROM], &m.from)) != NULL)
         return reject(ch, where, "from", why);
-    if ((why = pw__webhook_opt_string(item, "from_user_id", &m.from_user_id)) != NULL)
+    if ((why = pw__webhook_opt_string(wh, &f[M_FROM_USER_ID], &m.from_user_id)) != NULL)
         return reject(ch, where, "from_user_id", why);
 
     m.phone_number_id = ch->phone_number_id;
-    m.contact_name = contact_name(ch->contacts, m.from);
-    m.body = message_body(item, m.type);
-    m.context_id = text_at(pw_json_member(item, "context"), "id");
-    m.payload = item;
-    *pw__webhook_add_inbound(ch->wh) = m;
+    m.contact_name = contact_name(ch, m.from);
+    m.body = message_body(wh, item, m.type);
+    m.context_id = pw__webhook_text_at(wh, &f[M_CONTEXT], "id");
+    m.payload = pw__webhook_json(wh, item);
+    *pw__webhook_add_inbound(wh) = m;
     saw_time(ch, m.sent_at);
     return 0;
 }
 
 /* ---- contacts[] ---- */
 
-static int read_contact(change_t *ch, json_object *item, const char *where)
+static int read_contact(change_t *ch, const pw_jval_t *item, const char *where)
 {
+    static const char *const KEYS[] = {"wa_id", "profile"};
     pw_contact_t c = {0};
+    pw_jval_t f[2];
     const char *why;
 
-    if (!json_object_is_type(item, json_type_object))
+    if (item->type != PW_J_OBJECT)
         return reject(ch, where, NULL, "not an object");
-    if ((why = pw__webhook_opt_string(item, "wa_id", &c.wa_id)) != NULL)
+    pw__webhook_members(ch->wh, item, KEYS, 2, f);
+    if ((why = pw__webhook_opt_string(ch->wh, &f[0], &c.wa_id)) != NULL)
         return reject(ch, where, "wa_id", why);
     /* A username-only user has no wa_id; a change with nothing timed gives no sighting time. */
     if (c.wa_id.base == NULL || ch->latest == 0)
         return 0;
-    c.profile_name = text_at(pw_json_member(item, "profile"), "name");
+    c.profile_name = pw__webhook_text_at(ch->wh, &f[1], "name");
     c.seen_at = ch->latest;
     c.first_seen_at = ch->earliest;
     *pw__webhook_add_contact(ch->wh) = c;
@@ -203,58 +270,72 @@ static int read_contact(change_t *ch, json_object *item, const char *where)
 
 /* ---- the skeleton ---- */
 
-typedef int (*item_reader_t)(change_t *ch, json_object *item, const char *where);
+typedef int (*item_reader_t)(change_t *ch, const pw_jval_t *item, const char *where);
 
-static void read_items(change_t *ch, json_object *arr, const char *key, item_reader_t reader)
+static void read_items(change_t *ch, const pw_jval_t *arr, const char *key, item_reader_t reader)
 {
     char where[128];
-    size_t n = arr != NULL ? json_object_array_length(arr) : 0;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(where, sizeof(where), "%s.%s[%zu]", ch->path, key, i);
-        reader(ch, json_object_array_get_idx(arr, i), where);
+    pw__jiter_t it;
+    pw_jval_t item;
+    size_t i = 0;
+
+    pw__webhook_iter(ch->wh, arr, &it);
+    while (pw__webhook_next(&it, &item)) {
+        snprintf(where, sizeof(where), "%s.%s[%zu]", ch->path, key, i++);
+        reader(ch, &item, where);
     }
 }
 
-/* value.<key> must be an array when present: anything else means we misread the whole change. */
-static int get_array(change_t *ch, json_object *value, const char *key, json_object **out, size_t *n_items, char *err,
-                     size_t errlen)
+/* value.<key> must be an array when present: anything else means we misread the whole change. The
+   items are counted (a scan, nothing allocated) before any of them is read. */
+static int count_array(change_t *ch, const pw_jval_t *v, const char *key, size_t *n_items, size_t *n, char *err,
+                       size_t errlen)
 {
-    if (opt_typed(value, key, json_type_array, out) != NULL)
+    if (opt_typed(v, PW_J_ARRAY) != NULL)
         return pw_set_err(err, errlen, PW_EINVAL, "%s.%s: not an array", ch->path, key);
-    *n_items += *out != NULL ? json_object_array_length(*out) : 0;
+    *n = pw__webhook_count(ch->wh, v);
+    *n_items += *n;
     return 0;
 }
 
-static int read_messages_value(change_t *ch, json_object *value, size_t *n_items, char *err, size_t errlen)
+enum { V_STATUSES, V_MESSAGES, V_CONTACTS, V_ERRORS, V_METADATA, V_COUNT };
+static const char *const VALUE_KEYS[V_COUNT] = {"statuses", "messages", "contacts", "errors", "metadata"};
+
+static int read_messages_value(change_t *ch, const pw_jval_t *value, size_t *n_items, char *err, size_t errlen)
 {
-    json_object *statuses, *messages, *errors;
+    pw_jval_t f[V_COUNT];
+    size_t n[V_COUNT];
     int rc;
 
-    if ((rc = get_array(ch, value, "statuses", &statuses, n_items, err, errlen)) != 0 ||
-        (rc = get_array(ch, value, "messages", &messages, n_items, err, errlen)) != 0 ||
-        (rc = get_array(ch, value, "contacts", &ch->contacts, n_items, err, errlen)) != 0 ||
-        (rc = get_array(ch, value, "errors", &errors, n_items, err, errlen)) != 0)
-        return rc;
+    pw__webhook_members(ch->wh, value, VALUE_KEYS, V_COUNT, f);
+    for (int k = V_STATUSES; k <= V_ERRORS; k++)
+        if ((rc = count_array(ch, &f[k], VALUE_KEYS[k], n_items, &n[k], err, errlen)) != 0)
+            return rc;
     /* Checked before this change's items are read: no more than the limit is ever allocated. */
     if (*n_items > PW_WEBHOOK_MAX_ITEMS)
         return pw_set_err(err, errlen, PW_ETOOBIG, "more than %d items in one webhook", PW_WEBHOOK_MAX_ITEMS);
-    ch->phone_number_id = text_at(pw_json_member(value, "metadata"), "phone_number_id");
+    ch->phone_number_id = pw__webhook_text_at(ch->wh, &f[V_METADATA], "phone_number_id");
+    ch->contacts = f[V_CONTACTS];
+    ch->n_contacts = n[V_CONTACTS];
     /* value.errors[] are account-level errors without a message: recognised, nothing to store. */
-    ch->wh->n_ignored += errors != NULL ? json_object_array_length(errors) : 0;
-    read_items(ch, statuses, "statuses", read_status);
-    read_items(ch, messages, "messages", read_message);
-    read_items(ch, ch->contacts, "contacts", read_contact); /* last: needs the change's latest time */
+    ch->wh->n_ignored += n[V_ERRORS];
+    read_items(ch, &f[V_STATUSES], "statuses", read_status);
+    read_items(ch, &f[V_MESSAGES], "messages", read_message);
+    read_items(ch, &f[V_CONTACTS], "contacts", read_contact); /* last: needs the change's latest time */
     return 0;
 }
 
-static int read_change(pw_webhook_t *wh, json_object *change, size_t e, size_t c, size_t *n_items, char *err, size_t errlen)
+static int read_change(pw_webhook_t *wh, const pw_jval_t *change, size_t e, size_t c, size_t *n_items, char *err, size_t errlen)
 {
+    static const char *const KEYS[] = {"field", "value"};
     change_t ch = {.wh = wh};
-    json_object *value;
+    pw_jval_t f[2];
+    int rc;
 
-    if (!json_object_is_type(change, json_type_object))
+    if (change->type != PW_J_OBJECT)
         return pw_set_err(err, errlen, PW_EINVAL, "entry[%zu].changes[%zu]: not an object", e, c);
-    pw_str_t field = pw_json_str(pw_json_member(change, "field"));
+    pw__webhook_members(wh, change, KEYS, 2, f);
+    pw_str_t field = pw__webhook_str(wh, &f[0]);
     if (field.base == NULL)
         return pw_set_err(err, errlen, PW_EINVAL, "entry[%zu].changes[%zu].field: missing or not a string", e, c);
     if (!pw_str_eq(field, "messages")) {
@@ -262,28 +343,32 @@ static int read_change(pw_webhook_t *wh, json_object *change, size_t e, size_t c
         return 0;
     }
     snprintf(ch.path, sizeof(ch.path), "entry[%zu].changes[%zu].value", e, c);
-    if (!json_object_is_type(value = pw_json_member(change, "value"), json_type_object))
+    if (f[1].type != PW_J_OBJECT)
         return pw_set_err(err, errlen, PW_EINVAL, "%s: missing or not an object", ch.path);
-    return read_messages_value(&ch, value, n_items, err, errlen);
+    rc = read_messages_value(&ch, &f[1], n_items, err, errlen);
+    free(ch.by_wa_id);
+    return rc;
 }
 
-int pw__whatsapp_parse(json_object *root, pw_webhook_t *wh, char *err, size_t errlen)
+int pw__whatsapp_parse(pw_webhook_t *wh, const pw_jval_t *root, char *err, size_t errlen)
 {
-    json_object *entries = pw_json_member(root, "entry");
-    size_t n_items = 0;
+    pw_jval_t entries = pw__webhook_member(wh, root, "entry"), entry, change;
+    pw__jiter_t e_it, c_it;
+    size_t n_items = 0, e = 0;
     int rc;
 
-    if (!json_object_is_type(entries, json_type_array))
+    if (entries.type != PW_J_ARRAY)
         return pw_set_err(err, errlen, PW_EINVAL, "entry: missing or not an array");
-    for (size_t e = 0; e < json_object_array_length(entries); e++) {
-        json_object *entry = json_object_array_get_idx(entries, e);
-        json_object *changes = pw_json_member(entry, "changes");
-        if (!json_object_is_type(entry, json_type_object))
+    pw__webhook_iter(wh, &entries, &e_it);
+    for (; pw__webhook_next(&e_it, &entry); e++) {
+        if (entry.type != PW_J_OBJECT)
             return pw_set_err(err, errlen, PW_EINVAL, "entry[%zu]: not an object", e);
-        if (!json_object_is_type(changes, json_type_array))
+        pw_jval_t changes = pw__webhook_member(wh, &entry, "changes");
+        if (changes.type != PW_J_ARRAY)
             return pw_set_err(err, errlen, PW_EINVAL, "entry[%zu].changes: missing or not an array", e);
-        for (size_t c = 0; c < json_object_array_length(changes); c++)
-            if ((rc = read_change(wh, json_object_array_get_idx(changes, c), e, c, &n_items, err, errlen)) != 0)
+        pw__webhook_iter(wh, &changes, &c_it);
+        for (size_t c = 0; pw__webhook_next(&c_it, &change); c++)
+            if ((rc = read_change(wh, &change, e, c, &n_items, err, errlen)) != 0)
                 return rc;
     }
     return 0;

@@ -88,35 +88,9 @@ void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t)
     pw_cols_str(c, i, pw_str(text, strlen(text)));
 }
 
-void pw_cols_json(pw_cols_t *c, int i, json_object *o)
+void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json)
 {
-    if (o == NULL) {
-        pw_cols_str(c, i, PW_STR_NULL);
-        return;
-    }
-    size_t n;
-    const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
-    /* jsonb rejects \u0000 ("cannot be converted to text"): write U+FFFD instead. */
-    if (memmem(s, n, "\\u0000", 6) == NULL) {
-        pw_cols_str(c, i, pw_str(s, n));
-        return;
-    }
-    pw_buf_t fixed = {0};
-    for (size_t k = 0; k < n;) {
-        /* An escaped backslash ("\\u0000" in JSON text) is not an escape of NUL: skip pairs. */
-        if (s[k] == '\\' && k + 1 < n && s[k + 1] == '\\') {
-            pw_buf_append(&fixed, s + k, 2);
-            k += 2;
-        } else if (k + 6 <= n && memcmp(s + k, "\\u0000", 6) == 0) {
-            pw_buf_append(&fixed, "\\ufffd", 6);
-            c->replaced++;
-            k += 6;
-        } else {
-            pw_buf_appendc(&fixed, s[k++]);
-        }
-    }
-    pw_cols_str(c, i, pw_str(fixed.base, fixed.len));
-    pw_buf_dispose(&fixed);
+    pw_cols_str(c, i, json);
 }
 
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw)

@@ -2,8 +2,6 @@
 #ifndef PW_COLS_H
 #define PW_COLS_H
 
-#include <json-c/json.h>
-
 #include "proto/pw_str.h"
 #include "proto/time.h"
 #include "worker/util.h"
@@ -20,7 +18,7 @@ typedef struct {
     pw_buf_t col[PW_COLS_MAX];
     int ncols;
     size_t nrows;
-    size_t replaced; /* NUL bytes (or \u0000 escapes in JSON) replaced by U+FFFD */
+    size_t replaced; /* NUL bytes replaced by U+FFFD */
 } pw_cols_t;
 
 /* Starts an empty set of ncols arrays ("{" each). */
@@ -35,8 +33,9 @@ void pw_cols_str(pw_cols_t *c, int i, pw_str_t s);
 void pw_cols_cstr(pw_cols_t *c, int i, const char *s);
 /* A timestamptz element; 0 appends NULL. */
 void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
-/* A jsonb element (the object's compact JSON text); NULL appends NULL. */
-void pw_cols_json(pw_cols_t *c, int i, json_object *o);
+/* A jsonb element from JSON text, written as it is: proto/ gives the value's text as received, with
+   what jsonb refuses (\u0000, half a surrogate pair) already replaced (pw_status_t). NULL appends NULL. */
+void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json);
 /* A phone number as '+' followed by its digits; NULL when absent or without digits. */
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
 /* A bytea element in hex form. */

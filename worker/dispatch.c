@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/pw_json.h"
+#include "proto/jscan.h"
 #include "worker/handlers.h"
 #include "worker/util.h"
 
@@ -26,15 +26,6 @@ static int usable_id(pw_str_t s)
     return s.base != NULL && s.len > 0 && memchr(s.base, '\0', s.len) == NULL && pw_json_utf8_invalid_at(s.base, s.len) == s.len;
 }
 
-/* Reads a string member of o, or NULL. */
-static pw_str_t string_member(json_object *o, const char *key)
-{
-    json_object *v;
-    if (json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string))
-        return pw_str(json_object_get_string(v), (size_t)json_object_get_string_len(v));
-    return PW_STR_NULL;
-}
-
 /*
  * An envelope that failed to decode (bad base64, a member of the wrong type...) may still name its
  * subscription and message id: recover them, so the dead letter is kept once and a redelivery
@@ -42,28 +33,14 @@ static pw_str_t string_member(json_object *o, const char *key)
  */
 static void salvage_ids(pw_push_t *p, const char *body, size_t len)
 {
-    json_tokener *tok = json_tokener_new_ex(PW_JSON_MAX_DEPTH);
-    json_object *root = json_tokener_parse_ex(tok, body, (int)(len > INT32_MAX ? INT32_MAX : len));
-    json_tokener_free(tok);
-    json_object *msg;
-    if (root == NULL || !json_object_is_type(root, json_type_object) || !json_object_object_get_ex(root, "message", &msg) ||
-        !json_object_is_type(msg, json_type_object)) {
-        json_object_put(root);
+    pw_salvaged_ids_t ids;
+    if (pw_envelope_salvage_ids(body, len, &ids) != 0)
         return;
-    }
-    p->salvage = root;
-    p->subscription = string_member(root, "subscription");
-    p->message_id = string_member(msg, "messageId");
-    if (p->message_id.base == NULL)
-        p->message_id = string_member(msg, "message_id");
+    p->salvage = ids.copies;
     /* Recovered from a body that failed: keep only ids the database can store. */
-    if (!usable_id(p->subscription))
-        p->subscription = PW_STR_NULL;
-    if (!usable_id(p->message_id))
-        p->message_id = PW_STR_NULL;
-    pw_str_t t = string_member(msg, "publishTime");
-    if (t.base == NULL)
-        t = string_member(msg, "publish_time");
+    p->subscription = usable_id(ids.subscription) ? ids.subscription : PW_STR_NULL;
+    p->message_id = usable_id(ids.message_id) ? ids.message_id : PW_STR_NULL;
+    pw_str_t t = ids.publish_time;
     if (t.base != NULL && pw_time_parse_rfc3339(t.base, t.len, &p->publish_time, NULL, 0) != 0)
         p->publish_time = 0;
 }
@@ -84,32 +61,6 @@ static void salvage_headers(pw_push_t *p, const pw_unwrapped_meta_t *meta)
         memcpy(q, meta->message_id.base, meta->message_id.len);
         p->message_id = pw_str(q, meta->message_id.len);
     }
-}
-
-/*
- * 1 when the JSON text holds an escape that PostgreSQL cannot store as it is: \u0000 (NUL), or a
- * surrogate escape without its other half (json-c turns it into U+FFFD). Escapes are told from
- * escaped backslashes by counting the backslashes before them.
- */
-static int has_lossy_escape(const unsigned char *s, size_t len)
-{
-    for (const unsigned char *b = memchr(s, '\\', len); b != NULL; b = memchr(b, '\\', len - (size_t)(b - s))) {
-        size_t run = 0;
-        while (b + run < s + len && b[run] == '\\')
-            run++;
-        const unsigned char *e = b + run - 1; /* the last backslash of the run starts an escape when run is odd */
-        b += run;
-        if (run % 2 == 0 || e + 6 > s + len || e[1] != 'u')
-            continue;
-        unsigned v = (unsigned)strtoul((const char[]){(char)e[2], (char)e[3], (char)e[4], (char)e[5], 0}, NULL, 16);
-        if (v == 0 || (v >= 0xdc00 && v <= 0xdfff))
-            return 1;
-        if (v >= 0xd800 && v <= 0xdbff &&
-            !(e + 12 <= s + len && e[6] == '\\' && e[7] == 'u' &&
-              (strtoul((const char[]){(char)e[8], (char)e[9], (char)e[10], (char)e[11], 0}, NULL, 16) & 0xfc00) == 0xdc00))
-            return 1;
-    }
-    return 0;
 }
 
 void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapped_meta_t *meta)
@@ -163,9 +114,9 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
         char step[48];
         snprintf(step, sizeof step, "rejected %zu item(s)", p->wh.n_rejected);
         set_dead(p, step, p->wh.reject_reason);
-    } else if (has_lossy_escape(p->env.data, p->env.data_len)) {
+    } else if (p->wh.n_lossy > 0) {
         /* PostgreSQL text and jsonb cannot hold NUL or half a surrogate pair: the rows get U+FFFD
-           in their place (worker/cols.c, json-c), and the push as it came is kept too. */
+           in their place (proto/webhook.c, worker/cols.c), and the push as it came is kept too. */
         set_dead(p, "payload",
                  "\\u0000 (NUL) or an unpaired surrogate in a string: stored with U+FFFD in its place; the original is kept here");
     }
@@ -184,7 +135,7 @@ void pw_push_dispose(pw_push_t *p)
 {
     pw_webhook_dispose(&p->wh);
     pw_envelope_dispose(&p->env);
-    json_object_put(p->salvage);
+    free(p->salvage);
     p->salvage = NULL;
     free(p->dead_reason);
     free(p->raw);

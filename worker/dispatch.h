@@ -22,7 +22,7 @@ typedef struct {
     pw_str_t message_id;    /* NULL for an unwrapped push without metadata */
     pw_time_us_t publish_time; /* 0 when unknown */
     pw_envelope_t env;      /* the decoded envelope (zeroed when it could not be decoded) */
-    json_object *salvage;   /* owns the ids recovered from an envelope that failed to decode */
+    char *salvage;          /* owns the ids recovered (unescaped) from an envelope that failed to decode */
     char *id_copies;        /* owns the ids recovered from the headers of an unwrapped push that failed */
     pw_webhook_t wh;        /* parsed events; zeroed when the payload was not understood */
     pw_outcome_t outcome;

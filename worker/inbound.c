@@ -37,7 +37,7 @@ static void inbound_append(pw_cols_t *c, int base, const pw_push_t *p)
         pw_cols_str(c, base + M_BODY, m->body);
         pw_cols_str(c, base + M_CONTEXT, m->context_id);
         pw_cols_time(c, base + M_SENT, m->sent_at);
-        pw_cols_json(c, base + M_PAYLOAD, m->payload);
+        pw_cols_jsonb(c, base + M_PAYLOAD, m->payload);
         pw_cols_str(c, base + M_PSMID, p->message_id);
         pw_cols_str(c, base + M_SUB, pw_push_receipt_sub(p));
         pw_cols_end_row(c);

@@ -115,9 +115,9 @@ static void status_append(pw_cols_t *c, int base, const pw_push_t *p)
         pw_cols_str(c, base + C_RECIPIENT, st->recipient_id);
         pw_cols_phone(c, base + C_TO_PHONE, st->recipient_id);
         pw_cols_str(c, base + C_PNID, st->phone_number_id);
-        pw_cols_json(c, base + C_CONV, st->conversation);
-        pw_cols_json(c, base + C_PRICING, st->pricing);
-        pw_cols_json(c, base + C_ERRORS, st->errors);
+        pw_cols_jsonb(c, base + C_CONV, st->conversation);
+        pw_cols_jsonb(c, base + C_PRICING, st->pricing);
+        pw_cols_jsonb(c, base + C_ERRORS, st->errors);
         pw_cols_str(c, base + C_BIZ, st->biz_opaque_callback_data);
         pw_cols_str(c, base + C_PSMID, p->message_id);
         pw_cols_str(c, base + C_SUB, pw_push_receipt_sub(p));

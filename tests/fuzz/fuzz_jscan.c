@@ -1,6 +1,6 @@
 /*
- * libFuzzer target: proto/jscan.c (the tree-less scanner the envelope is read with) against
- * pw_json_parse_strict (json-c, which reads the webhook payloads, the JWT parts and the JWKS).
+ * libFuzzer target: proto/jscan.c (the tree-less scanner the envelope and the webhook payload are
+ * read with) against pw_json_parse_strict (json-c, which still reads the JWT parts and the JWKS).
  *
  * "The scanner accepts" means what pw_envelope_parse_wrapped does: pw_json_utf8_invalid_at finds
  * nothing, then pw_jscan_value and pw_jscan_end succeed (max depth PW_JSON_MAX_DEPTH).
@@ -357,6 +357,47 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         walk(&w, o, 1);
         CHECK(pw_jscan_end(&w) == 0);
         CHECK(w.depth == 0);
+    }
+
+    /* The webhook's mode (lone_surrogates_ok): half a surrogate pair reads as U+FFFD, as in
+       json-c; every string holding one or a \u0000 is counted lossy, a correct pair is not; the
+       sanitized copy (pw_jscan_sanitize) has the same length, is strict JSON and has nothing lossy. */
+    if (utf8_ok) {
+        pw_jscan_t l;
+        pw_jval_t lv;
+        pw_jscan_init(&l, s, size, PW_JSON_MAX_DEPTH);
+        l.lone_surrogates_ok = 1;
+        int lenient_ok = pw_jscan_value(&l, &lv) == 0 && pw_jscan_end(&l) == 0;
+        if (scan_ok)
+            CHECK(lenient_ok);
+        if (lenient_ok && !json_ok && !(strstr(err, "nesting too deep") != NULL && value_depth(s, size) > PW_JSON_MAX_DEPTH))
+            mismatch("the lenient scanner accepts what json-c refuses", 0, err);
+        if (lenient_ok) {
+            CHECK(lv.lossy == (l.n_lossy > 0));
+            if (json_ok) {
+                pw_jscan_t w;
+                pw_jscan_init(&w, s, size, PW_JSON_MAX_DEPTH);
+                w.lone_surrogates_ok = 1;
+                walk(&w, o, 1);
+                CHECK(pw_jscan_end(&w) == 0);
+            }
+            if (lv.type == PW_J_STRING) { /* the text with its quotes */
+                lv.start--;
+                lv.end++;
+            }
+            size_t n = lv.end - lv.start, lossy = 1;
+            char *clean = malloc(n + 1);
+            CHECK(clean != NULL);
+            CHECK(pw_jscan_sanitize(&l, &lv, clean) == n);
+            CHECK(pw_json_validate(clean, n, &lossy, NULL, 0) == 0 && lossy == 0);
+            pw_jscan_t st;
+            pw_jval_t sv;
+            pw_jscan_init(&st, clean, n, PW_JSON_MAX_DEPTH);
+            CHECK(pw_jscan_value(&st, &sv) == 0 && pw_jscan_end(&st) == 0);
+            if (l.n_lossy == 0)
+                CHECK(memcmp(clean, s + lv.start, n) == 0);
+            free(clean);
+        }
     }
     json_object_put(o);
 

@@ -4,13 +4,16 @@
  *
  * Invariants (abort() on a violation):
  *   - rc is 0, PW_EINVAL, PW_ETOOBIG or PW_EUNSUPP; on failure err is a NUL-terminated reason and
- *     wh is all zero; on success format is META or AISENSY and root is set;
+ *     wh is all zero; on success format is META or AISENSY and text is the input;
  *   - every item as docs/rows.md needs it: status and inbound ids non-empty, every present slice
  *     non-empty and readable (ASan: each byte is read), known statuses are the static lower-case
  *     literals, times in range (0 < t <= 9999-12-31T23:59:59.999999Z), contacts with a wa_id and
- *     first_seen_at <= seen_at, borrowed objects of the documented JSON type;
+ *     first_seen_at <= seen_at; every JSON text slice (conversation, pricing, errors, payload) is
+ *     one strict JSON value of the documented type that PostgreSQL's jsonb accepts: no \u0000 and
+ *     no half surrogate pair left (pw_json_validate counts none);
  *   - n_statuses + n_inbound + n_contacts <= PW_WEBHOOK_MAX_ITEMS; reject_reason is "" exactly
  *     when n_rejected == 0;
+ *   - reasons (err, reject_reason) are valid UTF-8;
  *   - the result does not depend on the err buffer's size (4 bytes here); dispose is idempotent.
  */
 #include <stdint.h>
@@ -76,12 +79,24 @@ static void check_status_literal(pw_str_t s)
             CHECK(s.base == KNOWN[i] || strcmp(s.base, KNOWN[i]) == 0); /* a literal: NUL right after */
 }
 
+/* A JSON text slice: absent, or one valid JSON value starting with open, storable by jsonb. */
+static void check_json(pw_str_t s, char open)
+{
+    size_t lossy = 1;
+    if (s.base == NULL)
+        return;
+    CHECK(s.len >= 2 && s.base[0] == open);
+    CHECK(pw_json_validate(s.base, s.len, &lossy, NULL, 0) == 0);
+    CHECK(lossy == 0);
+}
+
 static void check_result(const pw_webhook_t *wh)
 {
     CHECK(wh->format == PW_FORMAT_META || wh->format == PW_FORMAT_AISENSY);
-    CHECK(wh->root != NULL);
+    CHECK(wh->text.base != NULL);
     CHECK(wh->n_statuses + wh->n_inbound + wh->n_contacts <= PW_WEBHOOK_MAX_ITEMS);
     CHECK(memchr(wh->reject_reason, '\0', sizeof wh->reject_reason) != NULL);
+    CHECK(pw_json_utf8_invalid_at(wh->reject_reason, strlen(wh->reject_reason)) == strlen(wh->reject_reason));
     CHECK((wh->n_rejected == 0) == (wh->reject_reason[0] == '\0'));
     CHECK((wh->statuses == NULL) == (wh->n_statuses == 0));
     CHECK((wh->inbound == NULL) == (wh->n_inbound == 0));
@@ -99,11 +114,10 @@ static void check_result(const pw_webhook_t *wh)
         touch(s->recipient_id);
         touch(s->phone_number_id);
         touch(s->biz_opaque_callback_data);
-        CHECK(s->conversation == NULL || json_object_is_type(s->conversation, json_type_object));
-        CHECK(s->pricing == NULL || json_object_is_type(s->pricing, json_type_object));
-        CHECK(s->errors == NULL || (json_object_is_type(s->errors, json_type_array) && json_object_array_length(s->errors) > 0));
-        if (s->errors != NULL)
-            sink += (unsigned)strlen(json_object_to_json_string(s->errors));
+        check_json(s->conversation, '{');
+        check_json(s->pricing, '{');
+        check_json(s->errors, '[');
+        CHECK(s->errors.base == NULL || s->errors.len > 2); /* an empty array reads as none */
     }
     for (size_t i = 0; i < wh->n_inbound; i++) {
         const pw_inbound_t *m = &wh->inbound[i];
@@ -116,7 +130,8 @@ static void check_result(const pw_webhook_t *wh)
         touch(m->contact_name);
         touch(m->body);
         touch(m->context_id);
-        CHECK(json_object_is_type(m->payload, json_type_object));
+        CHECK(m->payload.base != NULL);
+        check_json(m->payload, '{');
     }
     for (size_t i = 0; i < wh->n_contacts; i++) {
         const pw_contact_t *c = &wh->contacts[i];
@@ -135,10 +150,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256], tiny[4];
 
     memset(err, 0, sizeof err);
+    /* A copy of exactly size bytes: ASan then sees any read past the payload. */
+    char *copy = malloc(size > 0 ? size : 1);
+    CHECK(copy != NULL);
+    memcpy(copy, data, size);
+    body = copy;
     int rc = pw_webhook_parse(body, size, &wh, err, sizeof err);
     CHECK(rc == 0 || rc == PW_EINVAL || rc == PW_ETOOBIG || rc == PW_EUNSUPP);
     if (rc != 0) {
         CHECK(err[0] != '\0' && memchr(err, '\0', sizeof err) != NULL);
+        CHECK(pw_json_utf8_invalid_at(err, strlen(err)) == strlen(err));
         CHECK(all_zero(&wh, sizeof wh));
     } else {
         check_result(&wh);
@@ -157,5 +178,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     pw_webhook_dispose(&wh);
     CHECK(all_zero(&wh, sizeof wh));
     pw_webhook_dispose(&wh);
+    free(copy);
     return 0;
 }

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "proto/webhook.h"
 
 #define S 1000000LL
@@ -44,6 +46,24 @@ static int parse(const char *body, pw_webhook_t *wh)
     if (rc != 0)
         print_message("parse failed: %s\n", err);
     return rc;
+}
+
+/* Member key of the JSON text js (a slice of the payload), as compact JSON text, for assertions;
+   "absent" when it has none. json-c reads it here only to inspect what the parser kept. */
+static const char *json_member(pw_str_t js, const char *key)
+{
+    static char out[1024];
+    char *z = malloc(js.len + 1);
+    memcpy(z, js.base, js.len);
+    z[js.len] = '\0';
+    json_object *o = json_tokener_parse(z), *v;
+    free(z);
+    if (o == NULL || !json_object_object_get_ex(o, key, &v))
+        snprintf(out, sizeof out, "absent");
+    else
+        snprintf(out, sizeof out, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return out;
 }
 
 static void assert_str(pw_str_t s, const char *want)
@@ -84,7 +104,7 @@ static void test_inbound_text(void **state)
     assert_str(m->phone_number_id, NULL);
     assert_str(m->context_id, NULL);
     assert_int_equal(m->sent_at, T0 * S); /* sent_at in ms wins over created_at */
-    assert_string_equal(json_object_get_string(json_object_object_get(m->payload, "id")), "ais-1");
+    assert_string_equal(json_member(m->payload, "id"), "\"ais-1\"");
     assert_int_equal(wh.n_contacts, 1);
     assert_str(wh.contacts[0].wa_id, "919876543210");
     assert_str(wh.contacts[0].profile_name, "Asha");
@@ -224,9 +244,9 @@ static void test_status_uppercase_and_ms(void **state)
     assert_str(s->status, "delivered");
     assert_int_equal(s->occurred_at, (T0 + 30) * S); /* delivered_at, not sent_at or created_at */
     assert_str(s->recipient_id, "919876543210");
-    assert_null(s->errors);
-    assert_null(s->conversation);
-    assert_null(s->pricing);
+    assert_str(s->errors, NULL);
+    assert_str(s->conversation, NULL);
+    assert_str(s->pricing, NULL);
     assert_str(s->phone_number_id, NULL);
     pw_webhook_dispose(&wh);
 }
@@ -268,20 +288,17 @@ static void test_status_failed(void **state)
     pw_status_t *s = &wh.statuses[0];
     assert_str(s->status, "failed");
     assert_int_equal(s->occurred_at, (T0 + 10) * S);
-    assert_non_null(s->errors);
-    assert_int_equal(json_object_array_length(s->errors), 1);
-    assert_string_equal(json_object_to_json_string_ext(s->errors, JSON_C_TO_STRING_PLAIN),
-                        "[{\"code\":131047,\"reason\":\"Re-engagement message\"}]");
+    assert_str(s->errors, "[{\"code\":131047,\"reason\":\"Re-engagement message\"}]"); /* the object's own text */
     pw_webhook_dispose(&wh);
 
     /* {} is a placeholder, not a failure detail; and a failureResponse on a non-failed status is ignored */
     assert_int_equal(parse(envelope("message.status.updated", "1727951460000", "'status':'FAILED','failureResponse':{}"), &wh), 0);
-    assert_null(wh.statuses[0].errors);
+    assert_str(wh.statuses[0].errors, NULL);
     assert_int_equal(wh.statuses[0].occurred_at, (T0 + 60) * S);
     pw_webhook_dispose(&wh);
     assert_int_equal(
         parse(envelope("message.status.updated", "1727951460000", "'status':'SENT','failureResponse':{'code':1}"), &wh), 0);
-    assert_null(wh.statuses[0].errors);
+    assert_str(wh.statuses[0].errors, NULL);
     pw_webhook_dispose(&wh);
 }
 

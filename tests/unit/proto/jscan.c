@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "proto/jscan.h"
@@ -127,6 +128,104 @@ static void test_value_extents_and_peek(void **state)
     assert_int_equal(pw_jscan_peek(&sc), PW_J_NONE);
 }
 
+/* One escape form, alone in a string, then at its start and at its end: the lossy verdict, the
+   unescaped bytes, the sanitized text (same length), and whether strict mode accepts it. */
+typedef struct {
+    const char *escape;    /* as written in JSON */
+    int lossy;
+    const char *unescaped; /* its bytes */
+    size_t unescaped_len;
+    const char *sanitized; /* its JSON text after pw_jscan_sanitize */
+    int strict_ok;         /* accepted without lone_surrogates_ok */
+} escape_case_t;
+
+static void check_escape_in(const escape_case_t *c, const char *head, const char *tail)
+{
+    char doc[128], want[128], text[128];
+    snprintf(doc, sizeof doc, "[\"%s%s%s\"]", head, c->escape, tail);
+    size_t want_len = (size_t)snprintf(want, sizeof want, "%s", head);
+    memcpy(want + want_len, c->unescaped, c->unescaped_len);
+    want_len += c->unescaped_len;
+    want_len += (size_t)snprintf(want + want_len, sizeof want - want_len, "%s", tail);
+
+    pw_jscan_t sc;
+    pw_jval_t arr, v;
+    int first = 1;
+    pw_jscan_init(&sc, doc, strlen(doc), 4);
+    sc.lone_surrogates_ok = 1;
+    assert_int_equal(pw_jscan_array_next(&sc, &first, &v), 1);
+    if (v.lossy != c->lossy)
+        print_error("%s: lossy %d\n", doc, v.lossy);
+    assert_int_equal(v.lossy, c->lossy);
+    assert_int_equal(sc.n_lossy, (size_t)c->lossy);
+    char out[128];
+    size_t n = pw_jscan_unescape(&sc, &v, out);
+    assert_int_equal(n, want_len);
+    assert_memory_equal(out, want, n);
+    assert_int_equal(pw_jscan_array_next(&sc, &first, &v), 0);
+
+    /* the whole array: lossy inside, and sanitized into the same length */
+    pw_jscan_init(&sc, doc, strlen(doc), 4);
+    sc.lone_surrogates_ok = 1;
+    assert_int_equal(pw_jscan_value(&sc, &arr), 0);
+    assert_int_equal(arr.lossy, c->lossy);
+    assert_int_equal(pw_jscan_sanitize(&sc, &arr, text), strlen(doc));
+    snprintf(want, sizeof want, "[\"%s%s%s\"]", head, c->sanitized, tail);
+    assert_memory_equal(text, want, strlen(doc));
+
+    pw_jscan_init(&sc, doc, strlen(doc), 4);
+    assert_int_equal(pw_jscan_value(&sc, &arr) == 0, c->strict_ok);
+}
+
+static void test_escapes_postgresql_cannot_store(void **state)
+{
+    static const escape_case_t CASES[] = {
+        {"\\ud83d\\udc4d", 0, "\xf0\x9f\x91\x8d", 4, "\\ud83d\\udc4d", 1}, /* a correct pair (json.dumps of an emoji) */
+        {"\\uD83D\\uDC4D", 0, "\xf0\x9f\x91\x8d", 4, "\\uD83D\\uDC4D", 1},
+        {"\\ud83d", 1, "\xef\xbf\xbd", 3, "\\ufffd", 0},                 /* lone high */
+        {"\\udc4d", 1, "\xef\xbf\xbd", 3, "\\ufffd", 0},                 /* lone low */
+        {"\\udc4d\\ud83d", 1, "\xef\xbf\xbd\xef\xbf\xbd", 6, "\\ufffd\\ufffd", 0}, /* reversed pair */
+        {"\\ud83d\\u0041", 1, "\xef\xbf\xbd" "A", 4, "\\ufffd\\u0041", 0}, /* high, then not a low half */
+        {"\\ud83d\\ud83d\\udc4d", 1, "\xef\xbf\xbd\xf0\x9f\x91\x8d", 7, "\\ufffd\\ud83d\\udc4d", 0},
+        {"\\u0000", 1, "\0", 1, "\\ufffd", 1},                            /* NUL: valid JSON, not storable */
+        {"\\\\u0000", 0, "\\u0000", 6, "\\\\u0000", 1},                   /* an escaped backslash, then text */
+        {"\\\\\\u0000", 1, "\\\0", 2, "\\\\\\ufffd", 1},                  /* escaped backslash, then NUL */
+        {"\\\\ud83d", 0, "\\ud83d", 6, "\\\\ud83d", 1},
+        {"\\u00e9", 0, "\xc3\xa9", 2, "\\u00e9", 1},
+    };
+    (void)state;
+    for (size_t k = 0; k < sizeof CASES / sizeof CASES[0]; k++) {
+        check_escape_in(&CASES[k], "", "");
+        check_escape_in(&CASES[k], "", "tail");
+        check_escape_in(&CASES[k], "head ", "");
+    }
+}
+
+static void test_lossy_counts_keys_and_containers(void **state)
+{
+    (void)state;
+    const char *doc = "{\"k\\u0000\":1,\"a\":[\"ok\",{\"b\":\"\\udc00\"}],\"c\":\"\\ud83d\\ude00\"}";
+    pw_jscan_t sc;
+    pw_jval_t key, v;
+    int first = 1;
+    pw_jscan_init(&sc, doc, strlen(doc), 8);
+    sc.lone_surrogates_ok = 1;
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_true(key.lossy);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_false(v.lossy);
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_true(v.lossy); /* an array holding a lossy string */
+    assert_int_equal(pw_jscan_object_next(&sc, &first, &key), 1);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    assert_false(v.lossy);
+    assert_int_equal(sc.n_lossy, 2);
+    size_t lossy = 0;
+    assert_int_equal(pw_json_validate(doc, strlen(doc), &lossy, NULL, 0), 0);
+    assert_int_equal(lossy, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +233,8 @@ int main(void)
         cmocka_unit_test(test_invalid_documents),
         cmocka_unit_test(test_unescape_and_compare),
         cmocka_unit_test(test_value_extents_and_peek),
+        cmocka_unit_test(test_escapes_postgresql_cannot_store),
+        cmocka_unit_test(test_lossy_counts_keys_and_containers),
     };
     return cmocka_run_group_tests_name("proto/jscan", tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -162,7 +163,7 @@ static void test_builders_grow_and_zero(void **state)
         assert_int_equal(s->occurred_at, 0);
         s->occurred_at = i;
         pw_inbound_t *m = pw__webhook_add_inbound(&wh);
-        assert_null(m->payload);
+        assert_null(m->payload.base);
         m->sent_at = i;
         pw_contact_t *c = pw__webhook_add_contact(&wh);
         assert_int_equal(c->seen_at, 0);
@@ -210,11 +211,9 @@ static void test_kept_strings(void **state)
     assert_memory_equal(b.base, "quick_reply-\xc3\x89", 14); /* ASCII only: bytes of UTF-8 untouched */
     assert_non_null(c.base);
     assert_int_equal(c.len, 0);
-    assert_non_null(wh.scratch);
-    json_object *arr = pw__webhook_keep(&wh, json_object_new_array());
-    assert_int_equal(json_object_array_length(arr), 0);
+    assert_non_null(wh.arena);
     pw_webhook_dispose(&wh);
-    assert_null(wh.scratch);
+    assert_null(wh.arena);
 }
 
 static void test_known_status(void **state)
@@ -232,54 +231,198 @@ static void test_known_status(void **state)
     assert_null(pw__webhook_known_status(PW_STR_NULL, 1).base);
 }
 
+/* wh reading text (the test's own), and its root value. */
+static pw_jval_t value_of(pw_webhook_t *wh, const char *text)
+{
+    pw_jscan_t sc;
+    pw_jval_t v;
+    memset(wh, 0, sizeof(*wh));
+    wh->text = pw_str(text, strlen(text));
+    pw_jscan_init(&sc, text, strlen(text), PW_JSON_MAX_DEPTH);
+    assert_int_equal(pw_jscan_value(&sc, &v), 0);
+    return v;
+}
+
+static int unix_time_of(const char *text, pw_time_us_t *t)
+{
+    pw_webhook_t wh;
+    pw_jval_t v = value_of(&wh, text);
+    int rc = pw__webhook_unix_time(&wh, &v, t, err, sizeof(err));
+    pw_webhook_dispose(&wh);
+    return rc;
+}
+
 static void test_unix_time_by_json_type(void **state)
 {
     pw_time_us_t t;
-    json_object *v;
     (void)state;
-    v = json_object_new_string("1696329600");
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), 0);
+    assert_int_equal(unix_time_of("\"1696329600\"", &t), 0);
     assert_int_equal(t, 1696329600 * S);
-    json_object_put(v);
-    v = json_object_new_int64(1696329600123LL);
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), 0);
+    assert_int_equal(unix_time_of("\"\\u0031696329600\"", &t), 0); /* escaped: unescaped first */
+    assert_int_equal(t, 1696329600 * S);
+    assert_int_equal(unix_time_of("1696329600123", &t), 0);
     assert_int_equal(t, 1696329600 * S + 123000);
-    json_object_put(v);
-    v = json_object_new_double(1696329600.25);
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), 0);
+    assert_int_equal(unix_time_of("1696329600.25", &t), 0);
     assert_int_equal(t, 1696329600 * S + 250000);
-    json_object_put(v);
-    v = json_object_new_int64(0);
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), PW_ERANGE);
-    json_object_put(v);
-    v = json_object_new_int64(INT64_MAX);
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), PW_ERANGE);
-    json_object_put(v);
-    v = json_object_new_boolean(1);
-    assert_int_equal(pw__webhook_unix_time(v, &t, err, sizeof(err)), PW_EINVAL);
+    assert_int_equal(unix_time_of("1.69632960025e9", &t), 0);
+    assert_int_equal(t, 1696329600 * S + 250000);
+    assert_int_equal(unix_time_of("0", &t), PW_ERANGE);
+    assert_int_equal(unix_time_of("-0", &t), PW_ERANGE);
+    assert_int_equal(unix_time_of("-5", &t), PW_ERANGE);
+    assert_string_equal(err, "time not after 1970-01-01T00:00:00Z");
+    assert_int_equal(unix_time_of("9223372036854775807", &t), PW_ERANGE);
+    assert_int_equal(unix_time_of("123456789012345678901234567890", &t), PW_ERANGE); /* saturates, as json-c did */
+    assert_string_equal(err, "time after 9999-12-31T23:59:59Z");
+    assert_int_equal(unix_time_of("true", &t), PW_EINVAL);
     assert_string_equal(err, "not a string or number");
-    json_object_put(v);
-    assert_int_equal(pw__webhook_unix_time(NULL, &t, err, sizeof(err)), PW_EINVAL);
+    assert_int_equal(unix_time_of("{}", &t), PW_EINVAL);
+    pw_webhook_t wh;
+    pw_jval_t none = {0};
+    memset(&wh, 0, sizeof(wh));
+    assert_int_equal(pw__webhook_unix_time(&wh, &none, &t, err, sizeof(err)), PW_EINVAL);
+}
+
+static void test_numbers_as_json_c_typed_them(void **state)
+{
+    pw_webhook_t wh;
+    int64_t i;
+    double d;
+    (void)state;
+    static const struct {
+        const char *text;
+        int kind;
+        int64_t i;
+        double d;
+    } CASES[] = {
+        {"0", 1, 0, 0},
+        {"-0", 1, 0, 0},
+        {"91", 1, 91, 0},
+        {"-91", 1, -91, 0},
+        {"9223372036854775807", 1, INT64_MAX, 0},
+        {"9223372036854775808", 1, INT64_MAX, 0},
+        {"123456789012345678901234567890", 1, INT64_MAX, 0},
+        {"-9223372036854775808", 1, INT64_MIN, 0},
+        {"-9223372036854775809", 1, INT64_MIN, 0},
+        {"-123456789012345678901234567890", 1, INT64_MIN, 0},
+        {"0.0", 0, 0, 0.0},
+        {"1e-400", 0, 0, 0.0},
+        {"2.5E3", 0, 0, 2500.0},
+        {"-1.5", 0, 0, -1.5},
+    };
+    for (size_t k = 0; k < sizeof CASES / sizeof CASES[0]; k++) {
+        pw_jval_t v = value_of(&wh, CASES[k].text);
+        int kind = pw__webhook_number(&wh, &v, &i, &d);
+        if (kind != CASES[k].kind)
+            print_error("%s\n", CASES[k].text);
+        assert_int_equal(kind, CASES[k].kind);
+        if (kind == 1)
+            assert_true(i == CASES[k].i);
+        else
+            assert_true(d == CASES[k].d);
+        pw_webhook_dispose(&wh);
+    }
+    pw_jval_t v = value_of(&wh, "\"1\"");
+    assert_int_equal(pw__webhook_number(&wh, &v, &i, &d), -1);
+    pw_webhook_dispose(&wh);
 }
 
 static void test_field_readers(void **state)
 {
-    json_object *o = json_tokener_parse("{\"s\":\"x\",\"e\":\"\",\"n\":1,\"z\":null}");
+    pw_webhook_t wh;
+    pw_jval_t o = value_of(&wh, "{\"s\":\"x\",\"e\":\"\",\"n\":1,\"z\":null,\"d\":\"a\",\"d\":\"bb\",\"u\":null,"
+                                "\"\\u0075\":\"esc\\u00e9\",\"k\\u0000x\":\"cut\"}");
     pw_str_t out;
+    pw_jval_t v;
     (void)state;
-    assert_null(pw__webhook_opt_string(o, "s", &out));
+#define M(key) (v = pw__webhook_member(&wh, &o, key), &v)
+    assert_null(pw__webhook_opt_string(&wh, M("s"), &out));
     assert_int_equal(out.len, 1);
-    assert_null(pw__webhook_opt_string(o, "e", &out));
+    assert_null(pw__webhook_opt_string(&wh, M("e"), &out));
     assert_null(out.base);
-    assert_null(pw__webhook_opt_string(o, "absent", &out));
-    assert_null(pw__webhook_opt_string(o, "z", &out));
-    assert_string_equal(pw__webhook_opt_string(o, "n", &out), "not a string");
-    assert_string_equal(pw__webhook_req_string(o, "e", &out), "empty");
-    assert_string_equal(pw__webhook_req_string(o, "absent", &out), "missing");
-    assert_string_equal(pw__webhook_req_string(o, "z", &out), "missing");
-    assert_string_equal(pw__webhook_req_string(o, "n", &out), "not a string");
-    assert_null(pw__webhook_req_string(o, "s", &out));
-    json_object_put(o);
+    assert_null(pw__webhook_opt_string(&wh, M("absent"), &out));
+    assert_null(pw__webhook_opt_string(&wh, M("z"), &out));
+    assert_string_equal(pw__webhook_opt_string(&wh, M("n"), &out), "not a string");
+    assert_string_equal(pw__webhook_req_string(&wh, M("e"), &out), "empty");
+    assert_string_equal(pw__webhook_req_string(&wh, M("absent"), &out), "missing");
+    assert_string_equal(pw__webhook_req_string(&wh, M("z"), &out), "missing");
+    assert_string_equal(pw__webhook_req_string(&wh, M("n"), &out), "not a string");
+    assert_null(pw__webhook_req_string(&wh, M("s"), &out));
+    /* the last duplicate counts; a key with escapes matches unescaped, and up to its first NUL */
+    assert_null(pw__webhook_req_string(&wh, M("d"), &out));
+    assert_int_equal(out.len, 2);
+    assert_memory_equal(out.base, "bb", 2);
+    assert_null(pw__webhook_req_string(&wh, M("u"), &out));
+    assert_int_equal(out.len, 5);
+    assert_memory_equal(out.base, "esc\xc3\xa9", 5);
+    assert_null(pw__webhook_req_string(&wh, M("k"), &out));
+    assert_memory_equal(out.base, "cut", 3);
+    assert_int_equal(pw__webhook_count(&wh, &o), 9);
+    assert_int_equal(M("s")->type, PW_J_STRING);
+#undef M
+    pw_webhook_dispose(&wh);
+}
+
+static void test_json_text_is_kept_exactly(void **state)
+{
+    pw_webhook_t wh;
+    const char *body = "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[{\"id\":\"a\","
+                       "\"status\":\"sent\",\"timestamp\":\"1696329600\",\"pricing\":{ \"n\" : 123456789012345678901234567890,"
+                       "\"f\":1.50},\"conversation\":{\"t\":\"\\ud83d\\udc4d \\u0000 \\\\u0000 \\udc4d\"},"
+                       "\"errors\":[{\"k\\ud83d\":1}]}]}}]}]}";
+    (void)state;
+    assert_int_equal(parse_n(body, strlen(body), &wh), 0);
+    assert_int_equal(wh.n_statuses, 1);
+    const pw_status_t *s = &wh.statuses[0];
+    /* as received: pw_webhook_parse borrows the body */
+    assert_int_equal(s->pricing.len, strlen("{ \"n\" : 123456789012345678901234567890,\"f\":1.50}"));
+    assert_memory_equal(s->pricing.base, "{ \"n\" : 123456789012345678901234567890,\"f\":1.50}", s->pricing.len);
+    assert_true(s->pricing.base > body && s->pricing.base < body + strlen(body));
+    /* what jsonb refuses is replaced in a copy of the same length; the pair and \\u0000 stay */
+    const char *want = "{\"t\":\"\\ud83d\\udc4d \\ufffd \\\\u0000 \\ufffd\"}";
+    assert_int_equal(s->conversation.len, strlen(want));
+    assert_memory_equal(s->conversation.base, want, s->conversation.len);
+    assert_true(s->conversation.base < body || s->conversation.base > body + strlen(body));
+    want = "[{\"k\\ufffd\":1}]"; /* keys too */
+    assert_int_equal(s->errors.len, strlen(want));
+    assert_memory_equal(s->errors.base, want, s->errors.len);
+    assert_int_equal(wh.n_lossy, 2); /* the string with \\u0000 and the lone \\udc4d, and the key */
+    pw_webhook_dispose(&wh);
+}
+
+static void test_item_cap_before_any_item_is_read(void **state)
+{
+    /* One item over the cap in one change, in an array of empty objects: refused, nothing kept. */
+    enum { N = PW_WEBHOOK_MAX_ITEMS + 1 };
+    char *body = malloc(3 * (size_t)N + 128);
+    size_t n = (size_t)sprintf(body, "{\"entry\":[{\"changes\":[{\"field\":\"messages\",\"value\":{\"statuses\":[");
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        memcpy(body + n, i > 0 ? ",{}" : "{}", i > 0 ? 3 : 2);
+        n += i > 0 ? 3 : 2;
+    }
+    n += (size_t)sprintf(body + n, "]}}]}]}");
+    expect_fail(body, n, PW_ETOOBIG, "more than 100000 items in one webhook");
+    free(body);
+}
+
+static void test_unrelated_members_cost_nothing(void **state)
+{
+    /* 100,000 values in a member no one reads: accepted, nothing allocated for them. */
+    enum { N = 100000 };
+    char *body = malloc(3 * (size_t)N + 128);
+    size_t n = (size_t)sprintf(body, "{\"object\":\"whatsapp_business_account\",\"entry\":[],\"x\":[");
+    pw_webhook_t wh;
+    (void)state;
+    for (int i = 0; i < N; i++) {
+        memcpy(body + n, i > 0 ? ",{}" : "{}", i > 0 ? 3 : 2);
+        n += i > 0 ? 3 : 2;
+    }
+    n += (size_t)sprintf(body + n, "]}");
+    assert_int_equal(parse_n(body, n, &wh), 0);
+    assert_int_equal(wh.n_statuses + wh.n_inbound + wh.n_contacts + wh.n_ignored, 0);
+    assert_null(wh.arena);
+    pw_webhook_dispose(&wh);
+    free(body);
 }
 
 int main(void)
@@ -298,7 +441,11 @@ int main(void)
         cmocka_unit_test(test_kept_strings),
         cmocka_unit_test(test_known_status),
         cmocka_unit_test(test_unix_time_by_json_type),
+        cmocka_unit_test(test_numbers_as_json_c_typed_them),
         cmocka_unit_test(test_field_readers),
+        cmocka_unit_test(test_json_text_is_kept_exactly),
+        cmocka_unit_test(test_item_cap_before_any_item_is_read),
+        cmocka_unit_test(test_unrelated_members_cost_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
