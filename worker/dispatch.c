@@ -244,27 +244,24 @@ static const char *item_name(const pw_push_t *p, size_t at, size_t *index)
     return "contacts";
 }
 
-/* The reason of rung 2: which items were refused, and why (the server's message, valid UTF-8). */
-static void set_refused_reason(pw_push_t *p)
+/* The reason of rung 2: the error (SQLSTATE, the server's message, valid UTF-8) and which items it refused. */
+static void set_refused_reason(pw_push_t *p, size_t n_refused)
 {
     const pw_ladder_t *l = p->ladder;
     pw_buf_t b = {0};
-    size_t named = 0, count = 0;
-    pw_buf_appendf(&b, "database: refused ");
-    for (size_t i = 0; i < l->n; i++) {
+    size_t named = 0;
+    pw_buf_appendf(&b, "database: %s: %s (refused ", l->sqlstate, l->message);
+    for (size_t i = 0; i < l->n && named < PW_LADDER_NAMED_ITEMS; i++) {
         if (!l->refused[i])
             continue;
-        if (named < PW_LADDER_NAMED_ITEMS) {
-            size_t index;
-            const char *what = item_name(p, i, &index);
-            pw_buf_appendf(&b, "%s%s[%zu]", named > 0 ? ", " : "", what, index);
-            named++;
-        }
-        count++;
+        size_t index;
+        const char *what = item_name(p, i, &index);
+        pw_buf_appendf(&b, "%s%s[%zu]", named > 0 ? ", " : "", what, index);
+        named++;
     }
-    if (count > named)
-        pw_buf_appendf(&b, " and %zu more", count - named);
-    pw_buf_appendf(&b, " of %zu item(s) (%s: %s); the other items are stored", l->n, l->sqlstate, l->message);
+    if (n_refused > named)
+        pw_buf_appendf(&b, " and %zu more", n_refused - named);
+    pw_buf_appendf(&b, " of %zu item(s)%s)", l->n, n_refused < l->n ? "; the others are stored" : "");
     if (p->dead_reason != NULL)
         pw_buf_appendf(&b, "; %s", p->dead_reason);
     free(p->dead_reason);
@@ -281,7 +278,7 @@ static void set_fixed_reason(pw_push_t *p)
     p->dead_reason = pw_xstrndup(why, strlen(why));
 }
 
-/* Sets skip to leave out every item for which keep(i) is 0. */
+/* Sets skip to leave out every item outside [lo, hi), and those refused (when refused is not NULL). */
 static void skip_all_but(pw_push_t *p, size_t lo, size_t hi, const unsigned char *refused)
 {
     for (size_t i = 0; i < p->ladder->n; i++)
@@ -321,7 +318,7 @@ static int next_trial(pw_push_t *p)
     }
     l->rung = RUNG_WITHOUT_REFUSED;
     skip_all_but(p, 0, l->n, l->refused);
-    set_refused_reason(p);
+    set_refused_reason(p, n_refused);
     p->outcome = n_refused < l->n ? PW_OUTCOME_STORED : PW_OUTCOME_DEAD_LETTER;
     return 1;
 }
