@@ -112,7 +112,9 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
 
     /* Set per transaction (worker/db.c), so they hold behind any pooler. A statement must end
        before the push's deadline, or the push is answered 503 while its group still runs. */
-    if (env_long("DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600000, &v, err, errlen) != 0)
+    /* Default: 5000, or less with a short deadline (1 s under it, 100 at least). */
+    long stmt_dflt = cfg->deadline_ms - 1000 < 5000 ? cfg->deadline_ms - 1000 : 5000;
+    if (env_long("DB_STATEMENT_TIMEOUT_MS", stmt_dflt < 100 ? 100 : stmt_dflt, 100, 600000, &v, err, errlen) != 0)
         return -1;
     cfg->statement_timeout_ms = (int)v;
     if (cfg->statement_timeout_ms >= cfg->deadline_ms) {
@@ -120,7 +122,8 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
                  cfg->statement_timeout_ms, cfg->deadline_ms);
         return -1;
     }
-    if (env_long("DB_LOCK_TIMEOUT_MS", 1000, 1, 600000, &v, err, errlen) != 0)
+    if (env_long("DB_LOCK_TIMEOUT_MS", cfg->statement_timeout_ms < 1000 ? cfg->statement_timeout_ms : 1000, 1, 600000, &v,
+                 err, errlen) != 0)
         return -1;
     cfg->lock_timeout_ms = (int)v;
     if (cfg->lock_timeout_ms > cfg->statement_timeout_ms) {

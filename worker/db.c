@@ -376,6 +376,17 @@ static int sqlstate_class_is(const pw_conn_t *c, const char *cls)
 
 static void on_prepared(pw_conn_t *c)
 {
+    /* The encoding first: it was read by the first query, whatever failed after it. */
+    if (c->server_encoding[0] != '\0' && strcmp(c->server_encoding, "UTF8") != 0) {
+        /* Text would be converted to the server's encoding (or refused): not what was sent. */
+        char why[200];
+        snprintf(why, sizeof why,
+                 "the database's server encoding is %s, not UTF8: refusing to write to it (create the database with"
+                 " ENCODING 'UTF8')",
+                 c->server_encoding);
+        conn_lost(c, why);
+        return;
+    }
     if (c->failed) {
         char why[400];
         snprintf(why, sizeof why, "preparing statements failed (%s: %s); has `worker migrate` been run?", c->sqlstate,
@@ -383,14 +394,8 @@ static void on_prepared(pw_conn_t *c)
         conn_lost(c, why);
         return;
     }
-    if (strcmp(c->server_encoding, "UTF8") != 0) {
-        /* Text would be converted to the server's encoding (or refused): not what was sent. */
-        char why[200];
-        snprintf(why, sizeof why,
-                 "the database's server encoding is %s, not UTF8: refusing to write to it (create the database with"
-                 " ENCODING 'UTF8')",
-                 c->server_encoding[0] != '\0' ? c->server_encoding : "unknown");
-        conn_lost(c, why);
+    if (c->server_encoding[0] == '\0') {
+        conn_lost(c, "the server did not say its encoding");
         return;
     }
     c->state = DB_IDLE;

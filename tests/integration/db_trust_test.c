@@ -322,6 +322,22 @@ static void migrate_refuses_a_database_that_is_not_utf8(void **state)
     assert_int_not_equal(code, 0);
     if (strstr(out, "server encoding is LATIN1, not UTF8") == NULL)
         fail_msg("expected the refusal to name the encoding; output:\n%s", out);
+    free(out);
+    /* The worker refuses it too: it never says ready, and says why. */
+    char *cmd = xasprintf("DATABASE_URL='%s' PORT=%d PUBSUB_AUTH=off timeout -s TERM 3 '%s' serve 2>&1", url,
+                          20000 + (int)(getpid() % 20000), getenv("PW_WORKER"));
+    FILE *f = popen(cmd, "r");
+    free(cmd);
+    assert_non_null(f);
+    size_t cap = 1 << 16, len = 0, got;
+    out = malloc(cap);
+    while ((got = fread(out + len, 1, cap - 1 - len, f)) > 0)
+        len += got;
+    out[len] = '\0';
+    pclose(f);
+    if (strstr(out, "server encoding is LATIN1, not UTF8: refusing to write to it") == NULL ||
+        strstr(out, "connected and ready") != NULL)
+        fail_msg("expected the worker to refuse the LATIN1 database; its output:\n%s", out);
     admin_exec(drop);
     free(out);
     free(url);
