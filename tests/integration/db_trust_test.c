@@ -370,8 +370,12 @@ static void settings_do_not_leak_into_other_clients_of_a_transaction_pooler(void
     PGconn *c[N];
     char seen[N][64];
     int leaked = 0;
+    /* Through the pooler, as the worker was (pwt_db_url() is the direct one). */
+    char *dbname = pwt_rows("SELECT current_database()");
+    const char *keys[] = {"dbname", "dbname", NULL};
+    const char *vals[] = {getenv("PW_TEST_POOLER_URL"), dbname, NULL};
     for (int i = 0; i < N; i++) {
-        c[i] = PQconnectdb(pwt_db_url());
+        c[i] = PQconnectdbParams(keys, vals, 1);
         assert_int_equal(PQstatus(c[i]), CONNECTION_OK);
         PGresult *r = PQexec(c[i], "BEGIN");
         PQclear(r);
@@ -387,6 +391,7 @@ static void settings_do_not_leak_into_other_clients_of_a_transaction_pooler(void
             printf("# a pooled server connection carried plan_cache_mode,lock_timeout,statement_timeout = %s\n", seen[i]);
         PQfinish(c[i]);
     }
+    free(dbname);
     assert_int_equal(leaked, 0);
 }
 
