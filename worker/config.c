@@ -110,6 +110,28 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
         return -1;
     }
 
+    /* Set per transaction (worker/db.c), so they hold behind any pooler. A statement must end
+       before the push's deadline, or the push is answered 503 while its group still runs. */
+    /* Default: 5000, or less with a short deadline (1 s under it, 100 at least). */
+    long stmt_dflt = cfg->deadline_ms - 1000 < 5000 ? cfg->deadline_ms - 1000 : 5000;
+    if (env_long("DB_STATEMENT_TIMEOUT_MS", stmt_dflt < 100 ? 100 : stmt_dflt, 100, 600000, &v, err, errlen) != 0)
+        return -1;
+    cfg->statement_timeout_ms = (int)v;
+    if (cfg->statement_timeout_ms >= cfg->deadline_ms) {
+        snprintf(err, errlen, "DB_STATEMENT_TIMEOUT_MS=%d is not valid: it must be below PUSH_DEADLINE_MS (%d)",
+                 cfg->statement_timeout_ms, cfg->deadline_ms);
+        return -1;
+    }
+    if (env_long("DB_LOCK_TIMEOUT_MS", cfg->statement_timeout_ms < 1000 ? cfg->statement_timeout_ms : 1000, 1, 600000, &v,
+                 err, errlen) != 0)
+        return -1;
+    cfg->lock_timeout_ms = (int)v;
+    if (cfg->lock_timeout_ms > cfg->statement_timeout_ms) {
+        snprintf(err, errlen, "DB_LOCK_TIMEOUT_MS=%d is not valid: it must not exceed DB_STATEMENT_TIMEOUT_MS (%d)",
+                 cfg->lock_timeout_ms, cfg->statement_timeout_ms);
+        return -1;
+    }
+
     const char *level = env_or("LOG_LEVEL", "info");
     cfg->log_level = pw_log_parse_level(level);
     if (cfg->log_level < 0) {

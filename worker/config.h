@@ -24,6 +24,8 @@ typedef struct {
     int pooler_transaction;    /* DB_POOLER=transaction: behind a transaction-mode pooler (PgBouncer
                                   < 1.21, Supavisor :6543) named prepared statements do not survive
                                   a transaction, so each group is sent as an unnamed statement */
+    int lock_timeout_ms;       /* DB_LOCK_TIMEOUT_MS, default 1000: a group waits this long for a row lock */
+    int statement_timeout_ms;  /* DB_STATEMENT_TIMEOUT_MS, default 5000, below PUSH_DEADLINE_MS */
     int log_level;             /* LOG_LEVEL */
 } pw_config_t;
 

@@ -31,8 +31,9 @@ struct pw_db_job {
     _Atomic int abandoned; /* set by the caller when it already answered (deadline): skip if not yet sent */
     /* private to db.c */
     pw_db_job_t *next;
-    int attempts;
-    int solo;
+    int attempts;                  /* serialization failures or deadlocks of it alone */
+    int solo;                      /* written alone (a group of it failed) */
+    double due_ms;                 /* waiting for a retry after a conflict: when */
     int status;                    /* the answer, on its way back */
     struct pw_db_port *port;       /* where it came from; NULL: the home loop */
     h2o_multithread_message_t msg; /* carries it between loops */

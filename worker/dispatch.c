@@ -12,6 +12,8 @@
 #include "worker/handlers.h"
 #include "worker/util.h"
 
+static void pw_ladder_free(pw_push_t *p);
+
 static void set_dead(pw_push_t *p, const char *step, const char *why)
 {
     free(p->dead_reason);
@@ -125,14 +127,205 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
 
 void pw_push_make_dead_letter(pw_push_t *p, const char *reason)
 {
+    pw_ladder_free(p);
     pw_webhook_dispose(&p->wh);
     memset(&p->wh, 0, sizeof p->wh);
     set_dead(p, "database", reason);
     p->outcome = PW_OUTCOME_DEAD_LETTER;
 }
 
+/* ---- the ladder for a push PostgreSQL refuses ---- */
+
+/* Trials at most per push: a push whose every item is refused costs 2n - 1 of them, so beyond
+   this the items not yet isolated are counted as refused (bounded time, bounded transactions). */
+#define PW_LADDER_MAX_TRIALS 64
+/* The most refused items a reason names one by one. */
+#define PW_LADDER_NAMED_ITEMS 8
+
+typedef enum { RUNG_SEARCH = 0, RUNG_WITHOUT_REFUSED, RUNG_FIXED_REASON, RUNG_RAW_ONLY } rung_t;
+
+struct pw_ladder {
+    rung_t rung;
+    size_t n;               /* items */
+    unsigned char *refused; /* per item: 1 once a trial of it alone was refused (or the trials ran out) */
+    size_t *todo;           /* ranges [lo, hi) still to try, as pairs */
+    size_t n_todo, cap_todo;
+    size_t lo, hi;          /* the range being tried */
+    int trials;
+    char sqlstate[6];       /* the first refusal's (only [0-9A-Z]) */
+    char message[200];      /* and its message (valid UTF-8) */
+};
+
+static void pw_ladder_free(pw_push_t *p)
+{
+    if (p->ladder != NULL) {
+        free(p->ladder->refused);
+        free(p->ladder->todo);
+        free(p->ladder);
+        p->ladder = NULL;
+    }
+    free(p->skip);
+    p->skip = NULL;
+    p->skip_dead_letter = 0;
+    p->dry_run = 0;
+}
+
+static void todo_push(pw_ladder_t *l, size_t lo, size_t hi)
+{
+    if (l->n_todo + 2 > l->cap_todo) {
+        l->cap_todo = l->cap_todo == 0 ? 16 : l->cap_todo * 2;
+        l->todo = pw_xrealloc(l->todo, l->cap_todo * sizeof *l->todo);
+    }
+    l->todo[l->n_todo++] = lo;
+    l->todo[l->n_todo++] = hi;
+}
+
+static const char *item_name(const pw_push_t *p, size_t at, size_t *index)
+{
+    if (at < p->wh.n_statuses) {
+        *index = at;
+        return "statuses";
+    }
+    at -= p->wh.n_statuses;
+    if (at < p->wh.n_inbound) {
+        *index = at;
+        return "messages";
+    }
+    *index = at - p->wh.n_inbound;
+    return "contacts";
+}
+
+/* The reason of rung 2: the error (SQLSTATE, the server's message, valid UTF-8) and which items it refused. */
+static void set_refused_reason(pw_push_t *p, size_t n_refused)
+{
+    const pw_ladder_t *l = p->ladder;
+    pw_buf_t b = {0};
+    size_t named = 0;
+    pw_buf_appendf(&b, "database: %s: %s (refused ", l->sqlstate, l->message);
+    for (size_t i = 0; i < l->n && named < PW_LADDER_NAMED_ITEMS; i++) {
+        if (!l->refused[i])
+            continue;
+        size_t index;
+        const char *what = item_name(p, i, &index);
+        pw_buf_appendf(&b, "%s%s[%zu]", named > 0 ? ", " : "", what, index);
+        named++;
+    }
+    if (n_refused > named)
+        pw_buf_appendf(&b, " and %zu more", n_refused - named);
+    pw_buf_appendf(&b, " of %zu item(s)%s)", l->n, n_refused < l->n ? "; the others are stored" : "");
+    if (p->dead_reason != NULL)
+        pw_buf_appendf(&b, "; %s", p->dead_reason);
+    free(p->dead_reason);
+    p->dead_reason = pw_xstrndup(b.base, b.len);
+    pw_buf_dispose(&b);
+}
+
+/* The reason of rungs 3 and 4: ASCII, fixed but for the SQLSTATE (which is [0-9A-Z]). */
+static void set_fixed_reason(pw_push_t *p)
+{
+    char why[128];
+    snprintf(why, sizeof why, "database refused this push (SQLSTATE %s); its raw body is kept", p->ladder->sqlstate);
+    free(p->dead_reason);
+    p->dead_reason = pw_xstrndup(why, strlen(why));
+}
+
+/* Sets skip to leave out every item outside [lo, hi), and those refused (when refused is not NULL). */
+static void skip_all_but(pw_push_t *p, size_t lo, size_t hi, const unsigned char *refused)
+{
+    for (size_t i = 0; i < p->ladder->n; i++)
+        p->skip[i] = i < lo || i >= hi || (refused != NULL && refused[i]);
+}
+
+/* Rung 1: the next trial, or rung 2 once every range is tried. */
+static int next_trial(pw_push_t *p)
+{
+    pw_ladder_t *l = p->ladder;
+    if (l->n_todo > 0 && l->trials >= PW_LADDER_MAX_TRIALS) {
+        for (size_t k = 0; k < l->n_todo; k += 2)
+            for (size_t i = l->todo[k]; i < l->todo[k + 1]; i++)
+                l->refused[i] = 1;
+        l->n_todo = 0;
+    }
+    if (l->n_todo > 0) {
+        l->hi = l->todo[--l->n_todo];
+        l->lo = l->todo[--l->n_todo];
+        l->trials++;
+        skip_all_but(p, l->lo, l->hi, NULL);
+        p->skip_dead_letter = 1;
+        p->dry_run = 1;
+        return 1;
+    }
+    p->skip_dead_letter = 0;
+    p->dry_run = 0;
+    size_t n_refused = 0;
+    for (size_t i = 0; i < l->n; i++)
+        n_refused += l->refused[i];
+    if (n_refused == 0) {
+        /* Each item is accepted on its own: the dead letter, or items only together, were refused. */
+        l->rung = RUNG_FIXED_REASON;
+        skip_all_but(p, 0, l->n, NULL);
+        set_fixed_reason(p);
+        return 1;
+    }
+    l->rung = RUNG_WITHOUT_REFUSED;
+    skip_all_but(p, 0, l->n, l->refused);
+    set_refused_reason(p, n_refused);
+    p->outcome = n_refused < l->n ? PW_OUTCOME_STORED : PW_OUTCOME_DEAD_LETTER;
+    return 1;
+}
+
+int pw_push_next_rung(pw_push_t *p, int accepted, const char *sqlstate, const char *message)
+{
+    pw_ladder_t *l = p->ladder;
+    if (l == NULL) {
+        /* The push as it is was refused. */
+        l = p->ladder = pw_xcalloc(1, sizeof *l);
+        l->n = p->wh.n_statuses + p->wh.n_inbound + p->wh.n_contacts;
+        l->refused = pw_xcalloc(l->n + 1, 1);
+        p->skip = pw_xcalloc(l->n + 1, 1);
+        size_t k = 0;
+        for (const char *q = sqlstate != NULL ? sqlstate : ""; *q != '\0' && k < 5; q++)
+            l->sqlstate[k++] = (*q >= '0' && *q <= '9') || (*q >= 'A' && *q <= 'Z') ? *q : '?';
+        l->sqlstate[k] = '\0';
+        pw_utf8_copy(l->message, sizeof l->message, message != NULL ? message : "");
+        l->rung = RUNG_SEARCH;
+        if (l->n > 0)
+            todo_push(l, 0, l->n);
+        return next_trial(p);
+    }
+    switch (l->rung) {
+    case RUNG_SEARCH:
+        if (!accepted) {
+            if (l->hi - l->lo == 1) {
+                l->refused[l->lo] = 1;
+            } else {
+                size_t mid = l->lo + (l->hi - l->lo) / 2;
+                todo_push(l, mid, l->hi);
+                todo_push(l, l->lo, mid);
+            }
+        }
+        return next_trial(p);
+    case RUNG_WITHOUT_REFUSED:
+        if (accepted)
+            return 0; /* not a trial: the executor answers it; never here */
+        l->rung = RUNG_FIXED_REASON;
+        set_fixed_reason(p);
+        return 1;
+    case RUNG_FIXED_REASON:
+        if (accepted)
+            return 0;
+        l->rung = RUNG_RAW_ONLY;
+        skip_all_but(p, 0, 0, NULL);
+        p->outcome = PW_OUTCOME_DEAD_LETTER;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void pw_push_dispose(pw_push_t *p)
 {
+    pw_ladder_free(p);
     pw_webhook_dispose(&p->wh);
     pw_envelope_dispose(&p->env);
     free(p->salvage);
@@ -181,12 +374,14 @@ static void receipts_append(pw_cols_t *c, int base, const pw_push_t *p)
 static const char dead_ctes[] = "dl AS ("
                                 " INSERT INTO dead_letters (subscription, message_id, reason, body)"
                                 " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
-                                " ON CONFLICT (subscription, message_id) DO NOTHING"
+                                /* the key of migrations/0004: a push without a message id is known by its body */
+                                " ON CONFLICT ((coalesce(subscription, '')), (coalesce(message_id, '')),"
+                                "  (CASE WHEN message_id IS NULL THEN sha256(body) ELSE '\\x'::bytea END)) DO NOTHING"
                                 " RETURNING 1)";
 
 static void dead_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
-    if (p->dead_reason == NULL)
+    if (p->dead_reason == NULL || p->skip_dead_letter)
         return;
     pw_cols_str(c, base + 0, p->subscription);
     pw_cols_str(c, base + 1, p->message_id);

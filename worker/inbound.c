@@ -27,6 +27,8 @@ static const char inbound_ctes[] =
 static void inbound_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_inbound; i++) {
+        if (pw_push_skips(p, PW_ITEM_INBOUND, i))
+            continue;
         const pw_inbound_t *m = &p->wh.inbound[i];
         pw_cols_str(c, base + M_ID, m->id);
         pw_cols_str(c, base + M_PNID, m->phone_number_id);
@@ -72,6 +74,8 @@ static const char contacts_ctes[] =
 static void contacts_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_contacts; i++) {
+        if (pw_push_skips(p, PW_ITEM_CONTACT, i))
+            continue;
         const pw_contact_t *k = &p->wh.contacts[i];
         pw_cols_str(c, base + K_WA_ID, k->wa_id);
         pw_cols_str(c, base + K_NAME, k->profile_name);

@@ -56,6 +56,10 @@ static const char usage[] =
     "  DB_QUEUE_MAX [4096]      pushes waiting for the database (all loops) before new ones get 503\n"
     "  DB_POOLER [none]         transaction: DATABASE_URL is a transaction-mode pooler (PgBouncer,\n"
     "                           Supabase :6543): statements are sent unprepared (migrate directly)\n"
+    "  DB_LOCK_TIMEOUT_MS [1000]  a group waits at most this for a row lock; then its pushes are\n"
+    "                           written one by one, and the one whose row is locked is answered 503\n"
+    "  DB_STATEMENT_TIMEOUT_MS [5000, or PUSH_DEADLINE_MS - 1000 if less]  the server cancels a group\n"
+    "                           after this; must be below PUSH_DEADLINE_MS\n"
     "  LOG_LEVEL [info]         debug | info | warning | error (JSON lines on stderr)\n"
     "  GOOGLE_CLOUD_PROJECT     names the project in the logs' trace field\n";
 

@@ -23,6 +23,27 @@ static int exec_ok(PGconn *pg, const char *sql, const char *what)
     return ok ? 0 : -1;
 }
 
+/* The worker stores UTF-8 text as it came: a database in another encoding would change or refuse it. */
+static int check_encoding(PGconn *pg)
+{
+    PGresult *r = PQexec(pg, "SELECT current_setting('server_encoding')");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        pw_log_error("migrate: reading the server encoding failed: %s", PQresultErrorMessage(r));
+        PQclear(r);
+        return -1;
+    }
+    int ok = strcmp(PQgetvalue(r, 0, 0), "UTF8") == 0;
+    if (!ok) {
+        char esc[64];
+        pw_log_error("migrate: the database's server encoding is %s, not UTF8: pushworker stores WhatsApp text as"
+                     " UTF-8 and refuses this database; create it with ENCODING 'UTF8' (e.g. CREATE DATABASE ..."
+                     " ENCODING 'UTF8' TEMPLATE template0)",
+                     pw_log_escape(PQgetvalue(r, 0, 0), esc, sizeof esc));
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int is_applied(PGconn *pg, const char *name, int *applied)
 {
     const char *params[1] = {name};
@@ -62,12 +83,17 @@ int pw_migrate_run(const char *conninfo)
 {
     int rc = -1;
     unsigned applied_now = 0;
-    PGconn *pg = PQconnectdb(conninfo);
+    /* client_encoding after dbname, so it holds whatever the URL says (as the worker's connections). */
+    const char *keys[] = {"application_name", "dbname", "client_encoding", NULL};
+    const char *vals[] = {"pushworker-migrate", conninfo, "UTF8", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(pg) != CONNECTION_OK) {
         char esc[512];
         pw_log_error("migrate: cannot connect to the database: %s", pw_log_escape(PQerrorMessage(pg), esc, sizeof esc));
         goto out;
     }
+    if (check_encoding(pg) != 0)
+        goto out;
     /* Quiet the NOTICEs of IF NOT EXISTS on a second run. */
     if (exec_ok(pg, "SET client_min_messages = warning", "SET") != 0)
         goto out;

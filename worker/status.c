@@ -108,6 +108,8 @@ static const char status_ctes[] =
 static void status_append(pw_cols_t *c, int base, const pw_push_t *p)
 {
     for (size_t i = 0; i < p->wh.n_statuses; i++) {
+        if (pw_push_skips(p, PW_ITEM_STATUS, i))
+            continue;
         const pw_status_t *st = &p->wh.statuses[i];
         pw_cols_str(c, base + C_ID, st->id);
         pw_cols_str(c, base + C_STATUS, st->status);

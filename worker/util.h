@@ -35,6 +35,12 @@ static inline void pw_buf_reset(pw_buf_t *b)
 /* Frees the storage; the buffer is then empty and reusable. Idempotent. */
 void pw_buf_dispose(pw_buf_t *b);
 
+/**
+ * Copies the NUL-terminated src into dst (cap bytes, cap > 0), cut at a whole UTF-8 character when
+ * it does not fit, so a valid UTF-8 src gives a valid UTF-8 dst. Returns the bytes copied.
+ */
+size_t pw_utf8_copy(char *dst, size_t cap, const char *src);
+
 /* Milliseconds from a monotonic clock, for durations only. */
 double pw_now_ms(void);
 

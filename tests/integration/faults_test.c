@@ -9,6 +9,8 @@
  *   - PostgreSQL stopped with `pg_ctl -m immediate` a third of the way in, started again 3 s later
  *   - SIGTERM to the worker mid-load (drain, exit 0 within 10 s), a new worker on the same port
  *   - a stalled database (a lock the worker's statement needs, held 6 s) with PUSH_DEADLINE_MS=2000
+ *   - the worker's backend terminated (pg_terminate_backend) while it runs a group, again and again
+ *   - a stuck database (every PostgreSQL process stopped with SIGSTOP): /readyz 503 within seconds
  *   - the JWKS endpoint failing (500, garbage, down, hanging) with keys cached, and with none yet
  *   - a second SIGTERM during the drain of a verify-mode worker (the default mode)
  *   - 2,000 idle connections and slowloris clients while normal pushes flow
@@ -46,6 +48,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
@@ -322,8 +325,11 @@ static void run_in_handler(char *const *argv)
         waitpid(pid, NULL, 0);
 }
 
+static void resume_postgres(void);
+
 static void kill_children_now(void)
 {
+    resume_postgres();
     for (int i = 0; i < MAX_WORKERS; i++)
         if (workers[i].pid > 0)
             kill(workers[i].pid, SIGKILL);
@@ -651,6 +657,7 @@ static int test_teardown(void **state)
     (void)state;
     if (skip_reason != NULL)
         return 0;
+    resume_postgres();
     int bad = stop_workers();
     for (int i = 0; i < MAX_SERVERS; i++)
         server_stop(&servers[i]);
@@ -1014,6 +1021,169 @@ static void test_stalled_database_answers_503_by_the_push_deadline_and_recovers_
     if (code != 204)
         FAULT_FAIL("a push after the stall was answered %ld (expected 204)", code);
     ASSERT_EXACT(set, "stalled database");
+    pwt_rd_set_free(set);
+}
+
+/* ---- 3b. the worker's backend terminated while a group is in flight ------------------------------------------- */
+
+typedef struct {
+    PGconn *conn;
+    double next_at;
+    int tries, kills;
+    char err[300];
+} backend_kill_t;
+
+/* Every 400 ms (8 times), terminates the worker's backend if it is running a group (not idle). */
+static void backend_kill_tick(void *ctx, const pwt_rd_stats_t *st)
+{
+    backend_kill_t *f = ctx;
+    if (f->tries >= 8 || st->elapsed_ms < f->next_at || f->err[0] != '\0')
+        return;
+    PGresult *r = PQexec(f->conn, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE application_name = 'pushworker' AND datname = current_database() AND state <> 'idle'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        snprintf(f->err, sizeof f->err, "pg_terminate_backend: %s", PQerrorMessage(f->conn));
+    } else if (atoi(PQgetvalue(r, 0, 0)) > 0) {
+        f->kills++;
+        f->tries++;
+        f->next_at = st->elapsed_ms + 400;
+    }
+    PQclear(r);
+}
+
+static void test_backend_terminated_mid_group_every_push_is_stored_or_answered_503_and_stored_on_redelivery(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
+    pwt_rd_set_t *set = pwt_rd_set_new();
+    pwt_rd_generate(set, SUB, "termbackend", 2000, 5, 10);
+    backend_kill_t f = {.conn = PQconnectdb(pwt_db_url()), .next_at = 1000};
+    if (PQstatus(f.conn) != CONNECTION_OK)
+        FAULT_FAIL("cannot connect: %s", PQerrorMessage(f.conn));
+    targets_t tg = {.w = {w}, .n = 1};
+    pwt_rd_opts_t o = {.target = target_of,
+                       .target_ctx = &tg,
+                       .concurrency = 32,
+                       .rate_per_s = 500,
+                       .deadline_ms = 90000,
+                       .tick = backend_kill_tick,
+                       .tick_ctx = &f,
+                       .seed = 5,
+                       .label = "backend terminated"};
+    pwt_rd_stats_t st;
+    size_t left = pwt_rd_run(set, &o, &st);
+    PQfinish(f.conn);
+    pwt_rd_print_stats("backend terminated", &st);
+    printf("# backend terminated: %d backends terminated while running a group\n", f.kills);
+    if (f.err[0] != '\0')
+        FAULT_FAIL("%s", f.err);
+    if (f.kills < 3)
+        FAULT_FAIL("only %d backends were terminated mid-group (expected at least 3)", f.kills);
+    if (!pwt_worker_alive(w))
+        FAULT_FAIL("the worker died");
+    assert_all_acked(left, &st, "backend terminated");
+    ASSERT_EXACT(set, "backend terminated");
+    pwt_rd_set_free(set);
+}
+
+/* ---- 3c. a stuck database (every PostgreSQL process stopped with SIGSTOP) ---------------------------------------- */
+
+#define MAX_STOPPED 64
+static pid_t stopped[MAX_STOPPED];
+static volatile sig_atomic_t n_stopped;
+
+/* SIGCONT to every process stopped by stop_postgres (async-signal-safe). */
+static void resume_postgres(void)
+{
+    for (int i = 0; i < n_stopped; i++)
+        kill(stopped[i], SIGCONT);
+    n_stopped = 0;
+}
+
+/* SIGSTOP to the postmaster (first: it forks no more), then to each of its children. Returns how many. */
+static int stop_postgres(void)
+{
+    char path[200];
+    snprintf(path, sizeof path, "%s/postmaster.pid", pg_data);
+    char *text = slurp(path);
+    pid_t pm = (pid_t)atol(text);
+    free(text);
+    if (pm <= 1 || kill(pm, SIGSTOP) != 0)
+        return 0;
+    stopped[n_stopped++] = pm;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL && n_stopped < MAX_STOPPED) {
+        pid_t pid = (pid_t)atol(e->d_name);
+        if (pid <= 1)
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        char *stat = slurp(path);
+        const char *close_paren = strrchr(stat, ')');
+        int ppid = 0;
+        if (close_paren != NULL && sscanf(close_paren + 1, " %*c %d", &ppid) == 1 && ppid == pm && kill(pid, SIGSTOP) == 0)
+            stopped[n_stopped++] = pid;
+        free(stat);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n_stopped;
+}
+
+static void test_stuck_database_makes_readyz_503_within_seconds_and_recovers(void **state)
+{
+    (void)state;
+    SKIP_IF_NEEDED();
+    pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
+    sleep_ms(1500);
+    if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) != 200)
+        FAULT_FAIL("/readyz was not 200 before the fault");
+    int n = stop_postgres();
+    long long t0 = now_ms();
+    if (n < 2)
+        FAULT_FAIL("could not stop the cluster's processes (%d stopped)", n);
+    long long t_unready = -1;
+    while (now_ms() - t0 < 20000) {
+        if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) == 503) {
+            t_unready = now_ms() - t0;
+            break;
+        }
+        sleep_ms(200);
+    }
+    pwt_rd_set_t *set = pwt_rd_set_new();
+    pwt_rd_generate(set, SUB, "stuck", 2, 6, 1);
+    long stuck_code = quiet_request(w->base_url, "/", set->pushes[0].body, NULL, 12000);
+    resume_postgres();
+    long long t1 = now_ms(), t_ready = -1;
+    while (now_ms() - t1 < 20000) {
+        if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) == 200) {
+            t_ready = now_ms() - t1;
+            break;
+        }
+        sleep_ms(200);
+    }
+    printf("# stuck database: %d processes stopped; /readyz 503 after %lld ms; a push while stopped: %ld;"
+           " /readyz 200 again %lld ms after SIGCONT\n",
+           n, t_unready, stuck_code, t_ready);
+    if (t_unready < 0 || t_unready > 8000)
+        FAULT_FAIL("/readyz did not say 503 within 8 s of the database being stopped (%lld ms)", t_unready);
+    if (stuck_code != 503)
+        FAULT_FAIL("a push while the database was stopped was answered %ld (expected 503)", stuck_code);
+    if (t_ready < 0)
+        FAULT_FAIL("/readyz did not say 200 within 20 s of the database resuming");
+    long code = quiet_request(w->base_url, "/", set->pushes[1].body, NULL, 10000);
+    if (code != 204)
+        FAULT_FAIL("a push after the database resumed was answered %ld (expected 204)", code);
+    set->pushes[1].acked = 1;
+    set->pushes[1].attempts = 1;
+    set->pushes[1].final_status = 204;
+    /* The first push may or may not have been committed when it was answered 503: only check the second. */
+    pwt_rd_check_t k;
+    pwt_rd_check(set, "stuck", 0, &k);
+    if (k.missing_receipts != 0 || k.missing_statuses != 0 || k.doubled != 0)
+        FAULT_FAIL("after the stuck database: %lld receipts missing, %lld statuses missing, %lld doubled", k.missing_receipts,
+                   k.missing_statuses, k.doubled);
     pwt_rd_set_free(set);
 }
 
@@ -1838,6 +2008,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_mid_load_drains_exits_0_within_10_s_and_a_new_worker_finishes_exactly,
                                         test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_database_answers_503_by_the_push_deadline_and_recovers_exactly, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_backend_terminated_mid_group_every_push_is_stored_or_answered_503_and_stored_on_redelivery, test_setup,
+            test_teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_database_makes_readyz_503_within_seconds_and_recovers, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(
             test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_answers_503_until_they_load, test_setup,
