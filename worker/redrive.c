@@ -75,7 +75,11 @@ int pw_redrive_run(const char *conninfo, const pw_redrive_opts_t *opts)
 {
     int rc = 1;
     size_t examined = 0, written = 0, rejected = 0, failed = 0;
-    PGconn *pg = PQconnectdb(conninfo);
+    /* client_encoding after dbname, so it holds whatever the URL or PGCLIENTENCODING says (as the
+       worker's and migrate's connections): the rows are UTF-8, and must arrive as such. */
+    const char *keys[] = {"application_name", "dbname", "client_encoding", NULL};
+    const char *vals[] = {"pushworker-redrive", conninfo, "UTF8", NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
     PGresult *list = NULL;
     if (PQstatus(pg) != CONNECTION_OK) {
         fprintf(stderr, "redrive: cannot connect to the database: %s", PQerrorMessage(pg));
