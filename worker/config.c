@@ -55,7 +55,38 @@ static int check_database_url(const char *url, char *err, size_t errlen)
         PQfreemem(perr);
         return -1;
     }
+    /* libpq checks these values only when it connects, which would again mean 503 forever. */
+    const char *bad = NULL;
+    for (PQconninfoOption *o = opts; o->keyword != NULL && bad == NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "port") == 0) {
+            /* one port, or one per host: "5432" or "5432,5433" (an empty item means the default) */
+            for (const char *p = o->val; bad == NULL; p++) {
+                char *end;
+                errno = 0;
+                long n = *p == ',' || *p == '\0' ? 5432 : strtol(p, &end, 10);
+                if (*p != ',' && *p != '\0')
+                    p = end;
+                if (errno != 0 || n < 1 || n > 65535 || (*p != ',' && *p != '\0'))
+                    bad = "port must be a number from 1 to 65535 (or one per host, comma-separated)";
+                if (*p == '\0')
+                    break;
+            }
+        } else if (strcmp(o->keyword, "sslmode") == 0) {
+            static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+            int known = 0;
+            for (size_t i = 0; i < sizeof modes / sizeof *modes; i++)
+                known |= strcmp(o->val, modes[i]) == 0;
+            if (!known)
+                bad = "sslmode must be disable, allow, prefer, require, verify-ca or verify-full";
+        }
+    }
     PQconninfoFree(opts);
+    if (bad != NULL) {
+        snprintf(err, errlen, "DATABASE_URL is not valid: %s; the value is not shown: it may hold a password", bad);
+        return -1;
+    }
     return 0;
 }
 

@@ -156,6 +156,10 @@ static void expect_refusal_(int line, const char *cmd, const char *const *env, c
     "DATABASE_URL is not valid: expected a libpq connection string, key=value pairs (host=... dbname=...) or a URI "              \
     "(postgresql://user:password@host:5432/db); the value is not shown: it may hold a password"
 
+#define BAD_DB_PORT                                                                                                                \
+    "DATABASE_URL is not valid: port must be a number from 1 to 65535 (or one per host, comma-separated); the value is not "      \
+    "shown: it may hold a password"
+
 static void verify_mode_without_service_account_refuses_to_start(void **state)
 {
     (void)state;
@@ -178,8 +182,12 @@ static void malformed_database_url_refuses_to_start_without_printing_it(void **s
     (void)state;
     /* key=value with a word missing its '=': libpq's own message would quote the password */
     expect_refusal("serve", PWT_LIST("DATABASE_URL=host=127.0.0.1 dbname=app password " PASSWORD), BAD_DB_URL);
-    /* a URI with a port that is not a number */
-    expect_refusal("serve", PWT_LIST("DATABASE_URL=postgresql://app:" PASSWORD "@127.0.0.1:54x2/app"), BAD_DB_URL);
+    /* a URI with a port that is not a number (libpq itself would notice only when connecting) */
+    expect_refusal("serve", PWT_LIST("DATABASE_URL=postgresql://app:" PASSWORD "@127.0.0.1:54x2/app"), BAD_DB_PORT);
+    expect_refusal("serve", PWT_LIST("DATABASE_URL=host=a,b port=5432,70000 password=" PASSWORD), BAD_DB_PORT);
+    expect_refusal("serve", PWT_LIST("DATABASE_URL=postgresql://app:" PASSWORD "@db.example/app?sslmode=requir"),
+                   "DATABASE_URL is not valid: sslmode must be disable, allow, prefer, require, verify-ca or verify-full; the value "
+                   "is not shown: it may hold a password");
     /* an unknown option */
     expect_refusal("serve", PWT_LIST("DATABASE_URL=host=127.0.0.1 passwd=" PASSWORD), BAD_DB_URL);
     /* migrate checks it the same way */
