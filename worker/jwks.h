@@ -13,9 +13,10 @@
 #define PW_JWKS_DEFAULT_TTL_S 3600      /* without Cache-Control max-age */
 /* Keys are fresh for max-age minus Age (the server's word, at most PW_JWKS_MAX_TTL_S); while refreshes
    fail they are kept JWKS_STALE_MAX_SECONDS longer, then dropped: pushes 503 until a fetch succeeds. */
-#define PW_JWKS_MIN_TTL_S 60            /* scheduled refreshes never come sooner */
+#define PW_JWKS_MIN_TTL_S 60            /* scheduled refreshes never come sooner (but keys about to be
+                                           dropped, JWKS_STALE_MAX_SECONDS past max-age, get a last try) */
 #define PW_JWKS_MAX_TTL_S 86400         /* nor later */
-#define PW_JWKS_MIN_REFRESH_MS 30000    /* at most one on-demand fetch per this (env JWKS_MIN_REFRESH_MS) */
+#define PW_JWKS_MIN_REFRESH_MS 30000    /* at most one on-demand fetch per this (default of JWKS_MIN_REFRESH_MS) */
 #define PW_JWKS_BACKOFF_MIN_MS 1000     /* retry after a failed fetch, doubling... */
 #define PW_JWKS_BACKOFF_MAX_MS 60000    /* ...up to this */
 
@@ -69,7 +70,7 @@ void pw_keys_release(pw_jwks_snapshot_t *snap);
  */
 void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen);
 
-/* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, read by pw_keys_start). */
+/* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, as given to pw_keys_start). */
 long pw_keys_min_refresh_ms(void);
 
 /* 1 while a key set is published: from the first successful fetch, through failed refreshes, until

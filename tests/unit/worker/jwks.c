@@ -287,10 +287,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fetch_refresh_failure_stop),
     };
-    char ms[16];
     int rc;
-    snprintf(ms, sizeof(ms), "%d", MIN_REFRESH_MS);
-    setenv("JWKS_MIN_REFRESH_MS", ms, 1);
     pw_log_set_level(PW_LOG_WARNING);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = cmocka_run_group_tests(tests, setup, teardown);
