@@ -283,6 +283,15 @@ static void keep_kid(pw_str_t kid, char *dst, size_t cap)
     dst[kid.len] = '\0';
 }
 
+int pw_jwt_expired(int64_t exp, int64_t now, int64_t skew_s)
+{
+    int64_t last;
+    /* exp comes from the token and may be anything (INT64_MAX): the sum saturates instead of overflowing. */
+    if (__builtin_add_overflow(exp, skew_s, &last))
+        return skew_s < 0; /* past INT64_MAX: never expired; below INT64_MIN: always */
+    return now > last;
+}
+
 /* Checks the claims object; fills res. */
 static int check_claims(json_object *claims, const pw_jwt_policy_t *pol, pw_jwt_result_t *res, char *err, size_t errlen)
 {
@@ -308,7 +317,7 @@ static int check_claims(json_object *claims, const pw_jwt_policy_t *pol, pw_jwt_
                           json_object_get_boolean(pw_json_member(claims, "email_verified"));
 
     /* Written so that no sum can overflow: exp and iat come from the token, now and skew do not. */
-    if (pol->now - pol->skew_s > exp) {
+    if (pw_jwt_expired(exp, pol->now, pol->skew_s)) {
         int64_t ago;
         if (__builtin_sub_overflow(pol->now, exp, &ago))
             ago = INT64_MAX; /* an exp far in the past (down to INT64_MIN): say so, without overflowing */

@@ -121,6 +121,13 @@ int pw_jwt_rs256_verify(const EVP_PKEY *key, const char *signing_input, size_t l
  */
 int pw_jwt_status(int rc);
 
+/**
+ * 1 when a token with this exp has expired at now, allowing skew_s: now > exp + skew_s, computed
+ * without overflow for any values (exp comes from the token). The claim check and any cache of
+ * verified tokens use this one predicate, so they cannot disagree.
+ */
+int pw_jwt_expired(int64_t exp, int64_t now, int64_t skew_s);
+
 /* 1 when rc means "this kid is not in our key set": the caller should ask for a (rate-limited) refetch. */
 int pw_jwt_is_unknown_kid(int rc);
 

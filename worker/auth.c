@@ -15,7 +15,8 @@
 
 typedef struct {
     unsigned char hash[SHA256_DIGEST_LENGTH];
-    int64_t exp; /* 0: empty slot */
+    int64_t exp;              /* 0: empty slot */
+    uint64_t keys_generation; /* verify mode: pw_keys_generation() of the key set that verified it */
 } cache_slot_t;
 
 struct pw_auth {
@@ -93,10 +94,18 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     unsigned char hash[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)token.base, token.len, hash);
     cache_slot_t *slot = cache_slot(a, hash);
-    /* A cached token passed every check; only its lifetime can have changed since. */
-    if (slot->exp != 0 && memcmp(slot->hash, hash, sizeof hash) == 0 && now <= slot->exp + PW_JWT_DEFAULT_SKEW_S) {
-        pw_metrics_inc(&a->stats.cache_hits, 1);
-        return 0;
+    /*
+     * A cached token passed every check; since then its lifetime may have run out, or (verify mode)
+     * the key set changed: its key may have been revoked, or every key dropped. Either way the
+     * verdict is forgotten and the token verified afresh (once per key set: about every 6 hours).
+     */
+    if (slot->exp != 0 && memcmp(slot->hash, hash, sizeof hash) == 0) {
+        if (!pw_jwt_expired(slot->exp, now, PW_JWT_DEFAULT_SKEW_S) &&
+            (cfg->auth_mode != PW_AUTH_VERIFY || slot->keys_generation == pw_keys_generation())) {
+            pw_metrics_inc(&a->stats.cache_hits, 1);
+            return 0;
+        }
+        slot->exp = 0;
     }
 
     pw_jwt_policy_t pol = {
@@ -109,15 +118,16 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     };
     pw_jwks_snapshot_t *snap = NULL;
     if (pol.mode == PW_JWT_VERIFY_SIGNATURE && (snap = pw_keys_acquire()) == NULL)
-        return fail(a, 503, reason, reasonlen, "signing keys not loaded yet");
+        return fail(a, 503, reason, reasonlen, "no signing keys: not fetched yet, or expired while refreshes failed");
     pw_jwt_result_t res;
     char err[160] = "";
     int rc = pw_jwt_verify(token.base, token.len, snap != NULL ? &snap->keys : NULL, &pol, &res, err, sizeof err);
     if (rc == 0) {
-        pw_keys_release(snap);
         pw_metrics_inc(&a->stats.verified, 1);
         memcpy(slot->hash, hash, sizeof hash);
         slot->exp = res.exp;
+        slot->keys_generation = snap != NULL ? snap->generation : 0;
+        pw_keys_release(snap);
         return 0;
     }
     if (pw_jwt_is_unknown_kid(rc)) {

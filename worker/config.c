@@ -7,6 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+#include <libpq-fe.h>
+
+#include "worker/jwks.h"
 #include "worker/log.h"
 
 static const char *env_or(const char *name, const char *dflt)
@@ -34,6 +38,87 @@ static int env_long(const char *name, long dflt, long lo, long hi, long *out, ch
     return 0;
 }
 
+/*
+ * DATABASE_URL must parse as libpq will read it (key=value pairs or a postgresql:// URI): a bad one
+ * would otherwise leave the worker answering 503 forever. Neither the value nor libpq's message is
+ * repeated: both can quote the password.
+ */
+static int check_database_url(const char *url, char *err, size_t errlen)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (opts == NULL) {
+        snprintf(err, errlen,
+                 "DATABASE_URL is not valid: expected a libpq connection string, key=value pairs "
+                 "(host=... dbname=...) or a URI (postgresql://user:password@host:5432/db); "
+                 "the value is not shown: it may hold a password");
+        PQfreemem(perr);
+        return -1;
+    }
+    /* libpq checks these values only when it connects, which would again mean 503 forever. */
+    const char *bad = NULL;
+    for (PQconninfoOption *o = opts; o->keyword != NULL && bad == NULL; o++) {
+        if (o->val == NULL || o->val[0] == '\0')
+            continue;
+        if (strcmp(o->keyword, "port") == 0) {
+            /* one port, or one per host: "5432" or "5432,5433" (an empty item means the default) */
+            for (const char *p = o->val; bad == NULL; p++) {
+                char *end;
+                errno = 0;
+                long n = *p == ',' || *p == '\0' ? 5432 : strtol(p, &end, 10);
+                if (*p != ',' && *p != '\0')
+                    p = end;
+                if (errno != 0 || n < 1 || n > 65535 || (*p != ',' && *p != '\0'))
+                    bad = "port must be a number from 1 to 65535 (or one per host, comma-separated)";
+                if (*p == '\0')
+                    break;
+            }
+        } else if (strcmp(o->keyword, "sslmode") == 0) {
+            static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+            int known = 0;
+            for (size_t i = 0; i < sizeof modes / sizeof *modes; i++)
+                known |= strcmp(o->val, modes[i]) == 0;
+            if (!known)
+                bad = "sslmode must be disable, allow, prefer, require, verify-ca or verify-full";
+        }
+    }
+    PQconninfoFree(opts);
+    if (bad != NULL) {
+        snprintf(err, errlen, "DATABASE_URL is not valid: %s; the value is not shown: it may hold a password", bad);
+        return -1;
+    }
+    return 0;
+}
+
+/* An http:// or https:// URL with a host, as libcurl parses it (the fetcher uses no other scheme). */
+static int check_jwks_url(const char *url, char *err, size_t errlen)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+             (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0) &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host[0] != '\0';
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    if (!ok)
+        snprintf(err, errlen, "OIDC_JWKS_URL=%s is not valid: expected an http:// or https:// URL with a host", url);
+    return ok ? 0 : -1;
+}
+
+/* An email address as Google prints a service account's: one '@' with text on both sides, no spaces. */
+static int looks_like_email(const char *s)
+{
+    const char *at = strchr(s, '@');
+    if (at == NULL || at == s || at[1] == '\0' || strchr(at + 1, '@') != NULL)
+        return 0;
+    for (const char *p = s; *p != '\0'; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return 0;
+    return 1;
+}
+
 const char *pw_auth_mode_name(pw_auth_mode_t mode)
 {
     switch (mode) {
@@ -55,6 +140,8 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
         return -1;
     cfg->port = (int)v;
     cfg->database_url = env_or("DATABASE_URL", "");
+    if (check_database_url(cfg->database_url, err, errlen) != 0)
+        return -1;
 
     const char *auth = env_or("PUBSUB_AUTH", "verify");
     if (strcmp(auth, "verify") == 0) {
@@ -73,9 +160,42 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
                  auth);
         return -1;
     }
+    /*
+     * Without an account, verify mode would accept a token minted by any Google service account for
+     * this audience, and the audience is the service's public URL: that is nobody checked. So verify
+     * mode needs the account, or an explicit "any" for local use (logged loudly by main).
+     */
     cfg->service_account = env_or("PUBSUB_SERVICE_ACCOUNT", NULL);
+    if (cfg->service_account != NULL && strcmp(cfg->service_account, PW_SERVICE_ACCOUNT_ANY) == 0) {
+        cfg->service_account = NULL;
+        cfg->any_account = 1;
+    } else if (cfg->service_account != NULL && !looks_like_email(cfg->service_account)) {
+        snprintf(err, errlen,
+                 "PUBSUB_SERVICE_ACCOUNT=%s is not valid: expected the push subscription's service account email, "
+                 "or " PW_SERVICE_ACCOUNT_ANY " (local use only)",
+                 cfg->service_account);
+        return -1;
+    } else if (cfg->service_account == NULL && cfg->auth_mode == PW_AUTH_VERIFY) {
+        snprintf(err, errlen,
+                 "PUBSUB_SERVICE_ACCOUNT is required with PUBSUB_AUTH=verify: set it to the push subscription's service "
+                 "account email (or to " PW_SERVICE_ACCOUNT_ANY " to accept every account, for local use only)");
+        return -1;
+    }
     cfg->jwks_url = env_or("OIDC_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs");
+    if (check_jwks_url(cfg->jwks_url, err, errlen) != 0)
+        return -1;
+    if (env_long("JWKS_MIN_REFRESH_MS", PW_JWKS_MIN_REFRESH_MS, 0, 86400000L, &v, err, errlen) != 0)
+        return -1;
+    cfg->jwks_min_refresh_ms = v;
+    if (env_long("JWKS_STALE_MAX_SECONDS", PW_JWKS_STALE_MAX_DEFAULT_S, 0, 7L * 86400, &v, err, errlen) != 0)
+        return -1;
+    cfg->jwks_stale_max_s = v;
     cfg->issuers = env_or("OIDC_ISSUERS", "accounts.google.com,https://accounts.google.com");
+    if (strspn(cfg->issuers, ", \t") == strlen(cfg->issuers)) {
+        snprintf(err, errlen, "OIDC_ISSUERS=%s is not valid: expected comma-separated issuers (e.g. https://accounts.google.com)",
+                 cfg->issuers);
+        return -1;
+    }
 
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cpus < 1)

@@ -4,6 +4,10 @@
 
 #include <stddef.h>
 
+/* The PUBSUB_SERVICE_ACCOUNT value that waives the email check in verify mode (local use only). */
+#define PW_SERVICE_ACCOUNT_ANY "any"
+#define PW_JWKS_STALE_MAX_DEFAULT_S 3600 /* an hour of a JWKS outage past max-age (about 6 h at Google) */
+
 typedef enum { PW_AUTH_VERIFY = 0, PW_AUTH_CLAIMS, PW_AUTH_OFF } pw_auth_mode_t;
 
 typedef struct {
@@ -11,8 +15,14 @@ typedef struct {
     const char *database_url;  /* DATABASE_URL (libpq conninfo or URI); "" means libpq's defaults */
     pw_auth_mode_t auth_mode;  /* PUBSUB_AUTH: verify | claims | off */
     const char *audience;      /* PUBSUB_AUDIENCE (required unless auth is off) */
-    const char *service_account; /* PUBSUB_SERVICE_ACCOUNT, NULL when unset */
-    const char *jwks_url;      /* OIDC_JWKS_URL */
+    const char *service_account; /* PUBSUB_SERVICE_ACCOUNT: the push account's email, or NULL when the
+                                    email is not checked: unset (claims and off modes only) or
+                                    PW_SERVICE_ACCOUNT_ANY (then any_account is 1) */
+    int any_account;           /* PUBSUB_SERVICE_ACCOUNT=any: tokens of every account accepted (local use) */
+    const char *jwks_url;      /* OIDC_JWKS_URL, http:// or https:// */
+    long jwks_min_refresh_ms;  /* JWKS_MIN_REFRESH_MS: at most one on-demand key fetch per this */
+    long jwks_stale_max_s;     /* JWKS_STALE_MAX_SECONDS: keys kept this long past their cache
+                                  lifetime while refreshes fail, then dropped (pushes 503) */
     const char *issuers;       /* OIDC_ISSUERS, comma-separated */
     int threads;               /* WORKER_THREADS, default: online CPUs */
     size_t max_body_bytes;     /* MAX_BODY_BYTES, default 16 MiB */
@@ -30,8 +40,9 @@ typedef struct {
 } pw_config_t;
 
 /**
- * Fills cfg from the environment. Returns 0, or -1 after writing one line naming the variable,
- * its value and what is accepted into err.
+ * Fills cfg from the environment. Every setting's syntax is checked whatever PUBSUB_AUTH is (a bad
+ * value is a mistake even where it is unused). Returns 0, or -1 after writing one line naming the
+ * variable, its value (never DATABASE_URL's: it holds a password) and what is accepted into err.
  */
 int pw_config_load(pw_config_t *cfg, char *err, size_t errlen);
 

@@ -26,13 +26,17 @@ static struct {
     pw_jwks_snapshot_t *current; /* holds one reference of its own */
     int stop;
     int refresh_wanted;
+    double stale_at_ms; /* monotonic: current's cache lifetime ends (max-age minus Age) */
+    double drop_at_ms;  /* monotonic: current is dropped unless a fetch succeeds (stale_at + stale_max) */
     /* Fixed while the thread runs. */
     pthread_t thread;
     int started;
     char *url;
     long min_refresh_ms;
+    long stale_max_s;
     /* Lock-free reads from any thread. */
     atomic_int ready;
+    atomic_uint_fast64_t generation; /* changed (under lock) with every change of current */
     atomic_int stop_now;        /* aborts a transfer in flight */
     atomic_int refresh_pending; /* fast path of pw_keys_request_refresh */
     atomic_uint_fast64_t fetches, failures, refresh_requests;
@@ -77,6 +81,11 @@ long pw_keys_min_refresh_ms(void)
 int pw_keys_ready(void)
 {
     return atomic_load(&K.ready);
+}
+
+uint64_t pw_keys_generation(void)
+{
+    return atomic_load(&K.generation);
 }
 
 void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen)
@@ -146,7 +155,10 @@ static long parse_max_age(const char *v)
     return -1;
 }
 
-/* How long the fetched keys may be used: max-age minus Age, clamped; the default without a header. */
+/*
+ * How long the fetched keys are fresh: max-age minus Age (0 when Age reaches max-age), at most
+ * PW_JWKS_MAX_TTL_S; PW_JWKS_DEFAULT_TTL_S without a max-age. The refresh schedule adds its own floor.
+ */
 static long cache_lifetime_s(CURL *h)
 {
     struct curl_header *hh;
@@ -163,8 +175,6 @@ static long cache_lifetime_s(CURL *h)
             age = a;
     }
     max_age = max_age > age ? max_age - age : 0;
-    if (max_age < PW_JWKS_MIN_TTL_S)
-        return PW_JWKS_MIN_TTL_S;
     return max_age > PW_JWKS_MAX_TTL_S ? PW_JWKS_MAX_TTL_S : max_age;
 }
 
@@ -260,6 +270,9 @@ static void *fetcher_main(void *arg)
 
         if (K.refresh_wanted && last_attempt + (double)K.min_refresh_ms < due)
             due = last_attempt + (double)K.min_refresh_ms;
+        /* Keys about to be dropped get one last fetch first. */
+        if (K.current != NULL && K.drop_at_ms < due)
+            due = K.drop_at_ms;
         if (now < due) {
             wait_until(due);
             continue;
@@ -279,6 +292,13 @@ static void *fetcher_main(void *arg)
             long refresh_in = ttl_s - margin < PW_JWKS_MIN_TTL_S ? PW_JWKS_MIN_TTL_S : ttl_s - margin;
             old = K.current;
             K.current = snap;
+            snap->generation = atomic_fetch_add(&K.generation, 1) + 1;
+            K.stale_at_ms = mono_ms() + (double)ttl_s * 1000.0;
+            K.drop_at_ms = K.stale_at_ms + (double)K.stale_max_s * 1000.0;
+            /* Keys declared stale at once (max-age 0) with JWKS_STALE_MAX_SECONDS=0 would refetch in a
+               loop: the last fetch before a drop comes no sooner than the shortest retry. */
+            if (K.drop_at_ms < mono_ms() + (double)PW_JWKS_BACKOFF_MIN_MS)
+                K.drop_at_ms = mono_ms() + (double)PW_JWKS_BACKOFF_MIN_MS;
             /* Requests made while this fetch ran were about the old set: this one answers them. */
             K.refresh_wanted = 0;
             atomic_store(&K.refresh_pending, 0);
@@ -298,12 +318,49 @@ static void *fetcher_main(void *arg)
         } else if (atomic_load(&K.stop_now)) {
             break; /* aborted by pw_keys_stop: not a failure worth counting */
         } else {
-            next_due = mono_ms() + (double)backoff_ms;
+            double t = mono_ms();
+            long stale_s = -1, drop_in_s = 0;
+            next_due = t + (double)backoff_ms;
             atomic_fetch_add(&K.failures, 1);
-            pthread_mutex_unlock(&K.lock);
-            snprintf(extra, sizeof(extra), "\"url\":\"%s\",\"retry_in_ms\":%ld", url_esc, backoff_ms);
-            pw_log(PW_LOG_WARNING, extra, "JWKS fetch failed: %s; %s", err,
-                   atomic_load(&K.ready) ? "keeping the previous keys" : "no keys yet");
+            if (K.current != NULL && t >= K.drop_at_ms) {
+                /* Past their cache lifetime by JWKS_STALE_MAX_SECONDS with every refresh failed: keys
+                   Google may have revoked are not trusted forever. Pushes get 503 (Pub/Sub retries). */
+                old = K.current;
+                K.current = NULL;
+                atomic_fetch_add(&K.generation, 1);
+                atomic_store(&K.ready, 0);
+                atomic_store(&K.key_count, 0);
+                stale_s = (long)((t - K.stale_at_ms) / 1000.0);
+                pthread_mutex_unlock(&K.lock);
+                pw_keys_release(old);
+                snprintf(extra, sizeof(extra), "\"url\":\"%s\",\"stale_s\":%ld,\"retry_in_ms\":%ld", url_esc, stale_s,
+                         backoff_ms);
+                pw_log(PW_LOG_ERROR, extra,
+                       "JWKS fetch failed: %s; no signing keys: the keys expired (%ld s past their cache lifetime, "
+                       "JWKS_STALE_MAX_SECONDS=%ld) and are dropped; pushes are answered 503 until a fetch succeeds",
+                       err, stale_s, K.stale_max_s);
+            } else {
+                if (K.current != NULL && t >= K.stale_at_ms) {
+                    stale_s = (long)((t - K.stale_at_ms) / 1000.0);
+                    drop_in_s = (long)((K.drop_at_ms - t) / 1000.0 + 0.999);
+                }
+                int have = K.current != NULL;
+                pthread_mutex_unlock(&K.lock);
+                if (stale_s >= 0) {
+                    snprintf(extra, sizeof(extra), "\"url\":\"%s\",\"stale_s\":%ld,\"drop_in_s\":%ld,\"retry_in_ms\":%ld",
+                             url_esc, stale_s, drop_in_s, backoff_ms);
+                    pw_log(PW_LOG_WARNING, extra,
+                           "JWKS fetch failed: %s; keeping the previous keys, stale for %ld s: dropped in %ld s "
+                           "(JWKS_STALE_MAX_SECONDS) unless a fetch succeeds",
+                           err, stale_s, drop_in_s);
+                } else {
+                    snprintf(extra, sizeof(extra), "\"url\":\"%s\",\"retry_in_ms\":%ld", url_esc, backoff_ms);
+                    pw_log(PW_LOG_WARNING, extra, "JWKS fetch failed: %s; %s", err,
+                           have                                  ? "keeping the previous keys"
+                           : atomic_load(&K.last_success_unix) != 0 ? "still no signing keys (they expired)"
+                                                                    : "no keys yet");
+                }
+            }
             backoff_ms = backoff_ms * 2 > PW_JWKS_BACKOFF_MAX_MS ? PW_JWKS_BACKOFF_MAX_MS : backoff_ms * 2;
         }
         pthread_mutex_lock(&K.lock);
@@ -314,29 +371,25 @@ static void *fetcher_main(void *arg)
     return NULL;
 }
 
-int pw_keys_start(const char *url, char *err, size_t errlen)
+int pw_keys_start(const char *url, long min_refresh_ms, long stale_max_s, char *err, size_t errlen)
 {
     pthread_condattr_t ca;
-    const char *env = getenv("JWKS_MIN_REFRESH_MS");
-    long min_refresh = PW_JWKS_MIN_REFRESH_MS;
     int rc;
 
     if (K.started)
         return pw_set_err(err, errlen, PW_EINVAL, "JWKS fetcher already started");
     if (url == NULL || (strncasecmp(url, "https://", 8) != 0 && strncasecmp(url, "http://", 7) != 0))
         return pw_set_err(err, errlen, PW_EINVAL, "OIDC_JWKS_URL must be an http:// or https:// URL");
-    if (env != NULL && *env != '\0') {
-        char *end;
-        errno = 0;
-        min_refresh = strtol(env, &end, 10);
-        if (*end != '\0' || errno != 0 || min_refresh < 0 || min_refresh > 86400000L)
-            return pw_set_err(err, errlen, PW_EINVAL, "JWKS_MIN_REFRESH_MS='%s': expected milliseconds 0..86400000", env);
-    }
+    if (min_refresh_ms < 0 || min_refresh_ms > 86400000L)
+        return pw_set_err(err, errlen, PW_EINVAL, "JWKS_MIN_REFRESH_MS=%ld: expected milliseconds 0..86400000", min_refresh_ms);
+    if (stale_max_s < 0 || stale_max_s > 7L * 86400)
+        return pw_set_err(err, errlen, PW_EINVAL, "JWKS_STALE_MAX_SECONDS=%ld: expected seconds 0..604800", stale_max_s);
     if (strncasecmp(url, "http://", 7) == 0)
         pw_log_warning("OIDC_JWKS_URL is plain http: use it only for local tests");
 
     K.url = pw_xstrndup(url, strlen(url));
-    K.min_refresh_ms = min_refresh;
+    K.min_refresh_ms = min_refresh_ms;
+    K.stale_max_s = stale_max_s;
     K.stop = 0;
     K.refresh_wanted = 0;
     atomic_store(&K.stop_now, 0);
@@ -371,6 +424,7 @@ void pw_keys_stop(void)
     pthread_mutex_lock(&K.lock);
     last = K.current;
     K.current = NULL;
+    atomic_fetch_add(&K.generation, 1);
     atomic_store(&K.ready, 0);
     atomic_store(&K.key_count, 0);
     pthread_mutex_unlock(&K.lock);

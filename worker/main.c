@@ -44,10 +44,14 @@ static const char usage[] =
     "                           claims: behind Cloud Run IAM, which strips the signature: check claims;\n"
     "                           off: no checks (local emulator only), logged as a warning at start\n"
     "  PUBSUB_AUDIENCE          the token audience, compared exactly; required unless PUBSUB_AUTH=off\n"
-    "  PUBSUB_SERVICE_ACCOUNT   when set, the token's email must equal it (and be verified), else 403\n"
+    "  PUBSUB_SERVICE_ACCOUNT   the push subscription's account: the token's email must equal it (else 403)\n"
+    "                           and email_verified be true (else 401); required with PUBSUB_AUTH=verify;\n"
+    "                           " PW_SERVICE_ACCOUNT_ANY ": accept every account (local use only, logged as a warning)\n"
     "  OIDC_JWKS_URL [https://www.googleapis.com/oauth2/v3/certs]  signing keys, cached per Cache-Control\n"
     "  OIDC_ISSUERS [accounts.google.com,https://accounts.google.com]  accepted issuers\n"
     "  JWKS_MIN_REFRESH_MS [30000]  an unknown key id triggers at most one key fetch per this\n"
+    "  JWKS_STALE_MAX_SECONDS [3600]  while key refreshes fail, keys are kept this long past their\n"
+    "                           cache lifetime (max-age), then dropped: /readyz and pushes 503\n"
     "  WORKER_THREADS [CPUs]    event loops\n"
     "  DB_CONNECTIONS [1]       database connections, shared by every event loop (groups in flight at once)\n"
     "  MAX_BODY_BYTES [16777216]  larger pushes are answered 413\n"
@@ -91,6 +95,9 @@ static int cmd_serve(void)
         return 2;
     if (cfg.auth_mode == PW_AUTH_OFF)
         pw_log_warning("PUBSUB_AUTH=off: pushes are NOT authenticated; anyone who can reach this port can write data");
+    if (cfg.any_account && cfg.auth_mode != PW_AUTH_OFF)
+        pw_log_warning("PUBSUB_SERVICE_ACCOUNT=" PW_SERVICE_ACCOUNT_ANY ": tokens of ANY Google service account for this "
+                       "audience are accepted, and anyone can mint one: for local use only, never in production");
     raise_fd_limit();
     /* Before any thread exists (the JWKS fetcher is the first): every thread inherits the mask,
        so SIGTERM and SIGINT reach only the sigwait in pw_http_serve, never a default action. */
@@ -103,7 +110,7 @@ static int cmd_serve(void)
     int rc = 0;
     if (cfg.auth_mode == PW_AUTH_VERIFY) {
         char err[256];
-        if (pw_keys_start(cfg.jwks_url, err, sizeof err) != 0) {
+        if (pw_keys_start(cfg.jwks_url, cfg.jwks_min_refresh_ms, cfg.jwks_stale_max_s, err, sizeof err) != 0) {
             pw_log(PW_LOG_CRITICAL, NULL, "configuration: %s", err);
             rc = 2;
             goto out;

@@ -10,7 +10,11 @@
  *      header.claims.SIGNATURE_REMOVED_BY_GOOGLE and verified in stripped mode, so that the claim
  *      checks see fuzzed JSON directly instead of fuzzed base64; and with a made-up signature in
  *      signature mode, which must never pass;
- *   3. as a JWKS document for pw_jwks_parse.
+ *   3. as a JWKS document for pw_jwks_parse;
+ *   4. the expiry arithmetic a cache of verified tokens runs (worker/auth.c: pw_jwt_expired on exp + skew):
+ *      on every exp a stripped-mode success yields (claims such as "exp":9223372036854775807 reach it),
+ *      at clocks around and far from it, and on three raw int64 (exp, now, skew) from the first 24 bytes;
+ *      each verdict is checked against 128-bit arithmetic, and a verified token is never "expired" now.
  * The policy is the unit tests': audience http://localhost:8080/, Google's issuers, email
  * push@local.iam.gserviceaccount.com, skew 60 s, now 1700000000 (the fixtures' clock).
  *
@@ -132,6 +136,27 @@ static void check_outcome(int rc, const pw_jwt_result_t *res, const char *err, s
     }
 }
 
+/* pw_jwt_expired against the sum done in 128 bits, where nothing overflows. */
+static int check_expired(int64_t exp, int64_t now, int64_t skew)
+{
+    int got = pw_jwt_expired(exp, now, skew);
+    CHECK(got == ((__int128)now > (__int128)exp + (__int128)skew));
+    return got;
+}
+
+/* What the verified-token cache asks of a token that passed: still valid now, and at later clocks. */
+static void cache_expiry(int64_t exp)
+{
+    static const int64_t clocks[] = {NOW, NOW + SKEW, NOW + 3600, INT64_MAX - SKEW, INT64_MAX, INT64_MIN, 0};
+    CHECK(!check_expired(exp, NOW, SKEW)); /* the verifier and the cache agree on "not expired yet" */
+    for (size_t i = 0; i < sizeof clocks / sizeof *clocks; i++) {
+        check_expired(exp, clocks[i], SKEW);
+        check_expired(exp, clocks[i], 0);
+    }
+    /* At the end of time only an exp within SKEW of it is still valid (saturation, not wrap-around). */
+    CHECK(check_expired(exp, INT64_MAX, SKEW) == ((__int128)exp + SKEW < (__int128)INT64_MAX));
+}
+
 static int verify(const char *tok, size_t len, const pw_jwks_t *ks, const pw_jwt_policy_t *pol)
 {
     pw_jwt_result_t res;
@@ -139,6 +164,8 @@ static int verify(const char *tok, size_t len, const pw_jwks_t *ks, const pw_jwt
     memset(err, 0, sizeof err);
     int rc = pw_jwt_verify(tok, len, ks, pol, &res, err, sizeof err);
     check_outcome(rc, &res, err, sizeof err);
+    if (rc == 0)
+        cache_expiry(res.exp);
     /* Without a result or an err buffer: the same verdict. */
     CHECK(pw_jwt_verify(tok, len, ks, pol, NULL, NULL, 0) == rc);
     return rc;
@@ -247,6 +274,12 @@ static void as_jwks(const char *s, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *s = (const char *)data;
+    if (size >= 3 * sizeof(int64_t)) {
+        int64_t v[3];
+        memcpy(v, data, sizeof v);
+        check_expired(v[0], v[1], v[2]);
+        check_expired(v[0], v[1], SKEW);
+    }
     as_token(s, size);
     if (size <= 3 * PW_JWT_MAX_LEN / 4)
         as_json(s, size);

@@ -349,8 +349,9 @@ static void stop_all_servers(void)
             jwks_stop(live_servers[i]);
 }
 
-/* Starts serving dir/jwks.json on a free loopback port; waits until it listens. 0 or -1. */
-static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
+/* Starts serving dir/jwks.json on a free loopback port, with --max-age max_age unless NULL; waits until it
+ * listens. 0 or -1. */
+static int jwks_start_max_age(jwks_server_t *s, const char *dir, const char *name, const char *max_age)
 {
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "%s", dir);
@@ -374,7 +375,7 @@ static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
             int dn = open("/dev/null", O_RDONLY);
             if (dn >= 0)
                 dup2(dn, STDIN_FILENO);
-            const char *argv[] = {mint_path, "serve", dir, port, NULL};
+            const char *argv[] = {mint_path, "serve", dir, port, max_age != NULL ? "--max-age" : NULL, max_age, NULL};
             execv(mint_path, (char *const *)argv);
             _exit(127);
         }
@@ -403,6 +404,11 @@ static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
         jwks_stop(s);
     }
     return -1;
+}
+
+static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
+{
+    return jwks_start_max_age(s, dir, name, NULL);
 }
 
 /* How many requests the server has answered so far (its "jwks-request" lines). */
@@ -1058,6 +1064,147 @@ static long quiet_get(const pwt_worker_t *w, const char *path)
     return status;
 }
 
+/*
+ * A token verified (and so cached) with key B is accepted from the cache only while B is in the key set:
+ * once a fetched set no longer has B, the same token is verified afresh and fails (401: the set is fresh).
+ */
+static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
+{
+    (void)state;
+    char dir[400];
+    dir_with_key_a("revoked", dir, sizeof dir);
+    if (keygen(dir, KID_B) != 0) /* jwks.json now holds A and B */
+        fail_msg("keygen B failed");
+    if (jwks_start(&test_server, dir, "revoked") != 0)
+        fail_msg("JWKS server did not start");
+    start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=1");
+    long long loaded_at = mono_ms();
+    int f0 = jwks_fetches(&test_server);
+    char *tok_a = MINT(dir);
+    char *tok_b = MINT(dir, "--kid", KID_B);
+    char *tok_unknown = MINT(other_dir, "--kid", KID_UNKNOWN);
+    expect_accepted(&test_worker, tok_b, "6001");
+    expect_accepted(&test_worker, tok_b, "6002"); /* from the cache */
+
+    /* B is revoked: the served set is key A alone again. */
+    char from[400], to[450];
+    snprintf(from, sizeof from, "%s/jwks.json", keys_dir);
+    snprintf(to, sizeof to, "%s/jwks.json", dir);
+    if (copy_file(from, to) != 0)
+        fail_msg("copy %s failed", from);
+    /* The worker fetches the new set: an unknown kid on a set older than JWKS_MIN_REFRESH_MS asks for it. */
+    long long wait = loaded_at + 1200 - mono_ms();
+    if (wait > 0)
+        sleep_ms((long)wait);
+    pwt_assert_status(post_token(&test_worker, tok_unknown, "6003", NULL), 503);
+    assert_true(jwks_wait_fetches(&test_server, f0 + 1, 5000) >= f0 + 1);
+    /* The fetch is logged when the new set is installed. */
+    long long deadline = mono_ms() + 5000;
+    for (;;) {
+        char *log = pwt_worker_log(&test_worker);
+        int n = 0;
+        for (const char *p = log; (p = strstr(p, "JWKS fetched")) != NULL; p++)
+            n++;
+        free(log);
+        if (n >= 2 || mono_ms() > deadline)
+            break;
+        sleep_ms(50);
+    }
+    pwt_truncate_all();
+    /* The token that passed (and was cached) a moment ago is now refused, and nothing is written. */
+    pwt_response_t r = {0};
+    pwt_assert_status(post_token(&test_worker, tok_b, "6005", &r), 401);
+    assert_rejection_headers_(__FILE__, __LINE__, &r);
+    pwt_response_free(&r);
+    assert_nothing_stored();
+    /* Key A's tokens still pass. */
+    expect_accepted(&test_worker, tok_a, "6004");
+    free(tok_a);
+    free(tok_b);
+    free(tok_unknown);
+}
+
+/*
+ * Keys are kept past their cache lifetime only JWKS_STALE_MAX_SECONDS while refreshes fail: then they are
+ * dropped (an error logged), /readyz and every push (a cached token too) answer 503 "no signing keys", until
+ * a fetch succeeds again.
+ */
+static void keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_succeeds(void **state)
+{
+    (void)state;
+    char dir[400];
+    dir_with_key_a("stale", dir, sizeof dir);
+    /* max-age 0: the keys are stale as soon as they are fetched, so the limit below is all they get. */
+    if (jwks_start_max_age(&test_server, dir, "stale", "0") != 0)
+        fail_msg("JWKS server did not start");
+    if (pwt_worker_start(&test_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
+                                              test_server.url_env, "JWKS_MIN_REFRESH_MS=1000", "JWKS_STALE_MAX_SECONDS=4",
+                                              "WORKER_THREADS=1")) != 0)
+        fail_msg("the test worker did not start");
+    char *tok = MINT(dir);
+    char *tok_unknown = MINT(other_dir, "--kid", KID_UNKNOWN);
+    expect_accepted(&test_worker, tok, "7001");
+
+    /* The server fails from now on. */
+    char fail_path[450];
+    snprintf(fail_path, sizeof fail_path, "%s/fail", dir);
+    FILE *f = fopen(fail_path, "w");
+    assert_non_null(f);
+    fclose(f);
+    /* An unknown kid asks for a refetch, which fails while the keys are stale: a warning, keys kept. */
+    sleep_ms(1200);
+    pwt_assert_status(post_token(&test_worker, tok_unknown, "7002", NULL), 503);
+    long long deadline = mono_ms() + 30000;
+    long ready = 200;
+    while (mono_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) == 200)
+        sleep_ms(100);
+    pwt_assert_status(ready, 503);
+
+    /* Dropped: a cached token gets 503, not 204, and nothing is written. */
+    pwt_truncate_all();
+    pwt_response_t r = {0};
+    pwt_assert_status(post_token(&test_worker, tok, "7003", &r), 503);
+    assert_rejection_headers_(__FILE__, __LINE__, &r);
+    if (r.body == NULL || strstr(r.body, "no signing keys") == NULL)
+        pwt_fail(__FILE__, __LINE__, "503 body without \"no signing keys\": %s", r.body != NULL ? r.body : "(none)");
+    pwt_response_free(&r);
+    assert_nothing_stored();
+    char *log = pwt_worker_log(&test_worker);
+    if (strstr(log, "keeping the previous keys, stale for") == NULL || strstr(log, "\"severity\":\"WARNING\"") == NULL)
+        pwt_fail(__FILE__, __LINE__, "no warning about a failed refresh of stale keys in the log");
+    const char *err_line = strstr(log, "no signing keys: the keys expired");
+    if (err_line == NULL)
+        pwt_fail(__FILE__, __LINE__, "no error about the dropped keys in the log");
+    free(log);
+
+    /* The server recovers: the keys come back (retries back off: 1, 2, 4, 8 s...). */
+    unlink(fail_path);
+    deadline = mono_ms() + 30000;
+    while (mono_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) != 200)
+        sleep_ms(100);
+    pwt_assert_status(ready, 200);
+    expect_accepted(&test_worker, tok, "7004");
+    free(tok);
+    free(tok_unknown);
+}
+
+/* PUBSUB_SERVICE_ACCOUNT=any: the explicit opt-out for local use; any account's token passes, and the
+ * worker says so loudly at start. */
+static void service_account_any_accepts_every_account_and_warns(void **state)
+{
+    (void)state;
+    if (pwt_worker_start(&test_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=any",
+                                              main_server.url_env, "WORKER_THREADS=1")) != 0)
+        fail_msg("the worker did not start with PUBSUB_SERVICE_ACCOUNT=any");
+    char *tok = MINT(keys_dir, "--email", "someone-else@another-project.iam.gserviceaccount.com");
+    expect_accepted(&test_worker, tok, "7101");
+    char *log = pwt_worker_log(&test_worker);
+    if (strstr(log, "PUBSUB_SERVICE_ACCOUNT=any: tokens of ANY Google service account") == NULL)
+        pwt_fail(__FILE__, __LINE__, "no start-up warning about PUBSUB_SERVICE_ACCOUNT=any");
+    free(log);
+    free(tok);
+}
+
 /* Starts `$PW_WORKER serve` with env added to the test's environment, without waiting for /readyz (which
  * may never be 200): waits for /healthz instead. Fills w so the harness's HTTP and stop calls work on it. */
 static void start_worker_unready(pwt_worker_t *w, const char *const *env)
@@ -1277,6 +1424,30 @@ static void claims_mode_accepts_stripped_signature_with_good_claims(void **state
     free(tok);
 }
 
+/*
+ * exp = INT64_MAX is a token that never expires: every claim is valid, so it is accepted, and again from
+ * the verified-token cache, whose expiry arithmetic (exp + skew) must saturate instead of overflowing
+ * (the SANITIZE=1 worker aborts on signed overflow; cleanup_and_check_alive then fails the test).
+ */
+static void claims_mode_token_with_exp_int64_max_is_accepted_twice_without_overflow(void **state)
+{
+    (void)state;
+    ensure_claims_worker();
+    char *claims = xasprintf("{\"aud\":\"" AUD "\",\"azp\":\"1\",\"email\":\"" SA "\",\"email_verified\":true,"
+                             "\"exp\":9223372036854775807,\"iat\":%lld,\"iss\":\"https://accounts.google.com\",\"sub\":\"1\"}",
+                             (long long)time(NULL));
+    char *tok = MINT(keys_dir, "--claims-json", claims, "--signature", "SIGNATURE_REMOVED_BY_GOOGLE");
+    expect_accepted(&claims_worker, tok, "7201"); /* verified, then cached */
+    expect_accepted(&claims_worker, tok, "7202"); /* from the cache */
+    char *log = pwt_worker_log(&claims_worker);
+    if (strstr(log, "runtime error") != NULL)
+        pwt_fail(__FILE__, __LINE__, "the worker reported undefined behaviour");
+    free(log);
+    assert_true(pwt_worker_alive(&claims_worker));
+    free(claims);
+    free(tok);
+}
+
 static void claims_mode_rejects_stripped_token_with_wrong_audience_401(void **state)
 {
     (void)state;
@@ -1367,8 +1538,12 @@ int main(void)
         T(jwks_server_failing_or_gone_keeps_the_cached_keys),
         T(without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives),
         T(burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_fetch),
+        T(cached_token_is_401_once_its_key_leaves_the_key_set),
+        T(keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_succeeds),
+        T(service_account_any_accepts_every_account_and_warns),
 
         T(claims_mode_accepts_stripped_signature_with_good_claims),
+        T(claims_mode_token_with_exp_int64_max_is_accepted_twice_without_overflow),
         T(claims_mode_rejects_stripped_token_with_wrong_audience_401),
         T(claims_mode_rejects_a_signed_token_401),
 

@@ -192,11 +192,11 @@ static void test_fetch_refresh_failure_stop(void **state)
     pw_jwks_snapshot_t *a, *b;
     (void)state;
 
-    assert_int_equal(pw_keys_start("ftp://example.com/", err, sizeof(err)), PW_EINVAL);
+    assert_int_equal(pw_keys_start("ftp://example.com/", MIN_REFRESH_MS, 3600, err, sizeof(err)), PW_EINVAL);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/oauth2/v3/certs", S.port);
     double t_start = now_ms();
-    assert_int_equal(pw_keys_start(url, err, sizeof(err)), 0);
-    assert_int_equal(pw_keys_start(url, err, sizeof(err)), PW_EINVAL); /* once */
+    assert_int_equal(pw_keys_start(url, MIN_REFRESH_MS, 3600, err, sizeof(err)), 0);
+    assert_int_equal(pw_keys_start(url, MIN_REFRESH_MS, 3600, err, sizeof(err)), PW_EINVAL); /* once */
 
     /* The first fetch happens at once. */
     assert_true(wait_fetches(1, 5000));
@@ -287,10 +287,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fetch_refresh_failure_stop),
     };
-    char ms[16];
     int rc;
-    snprintf(ms, sizeof(ms), "%d", MIN_REFRESH_MS);
-    setenv("JWKS_MIN_REFRESH_MS", ms, 1);
     pw_log_set_level(PW_LOG_WARNING);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = cmocka_run_group_tests(tests, setup, teardown);
