@@ -16,10 +16,10 @@
 #define SUB "projects/p/subscriptions/s"
 
 /* Runs `$PW_WORKER redrive ARGS` against the test database; returns its exit status, output in *out. */
-static int redrive(const char *args, char **out)
+static int redrive_env(const char *env, const char *args, char **out)
 {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "DATABASE_URL='%s' '%s' redrive %s 2>&1", pwt_db_url(), getenv("PW_WORKER"), args);
+    snprintf(cmd, sizeof cmd, "%s DATABASE_URL='%s' '%s' redrive %s 2>&1", env, pwt_db_url(), getenv("PW_WORKER"), args);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
     size_t cap = 1 << 16, len = 0;
@@ -31,6 +31,11 @@ static int redrive(const char *args, char **out)
     int status = pclose(f);
     *out = buf;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int redrive(const char *args, char **out)
+{
+    return redrive_env("", args, out);
 }
 
 static void assert_contains(const char *haystack, const char *needle)
@@ -119,6 +124,27 @@ static void filters_select_by_reason_and_time(void **state)
     free(out);
 }
 
+/* Redriven text arrives as UTF-8 even when the environment asks libpq for another client encoding. */
+static void redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_environment(void **state)
+{
+    (void)state;
+    pwt_truncate_all();
+    const char *wh = "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"1\",\"changes\":[{\"value\":{"
+                     "\"messaging_product\":\"whatsapp\",\"metadata\":{\"phone_number_id\":\"106540352242922\"},"
+                     "\"messages\":[{\"from\":\"919812345678\",\"id\":\"wamid.REDRIVECAFE\",\"timestamp\":\"1709668800\","
+                     "\"type\":\"text\",\"text\":{\"body\":\"caf\xC3\xA9 \xE2\x98\x95\"}}]},\"field\":\"messages\"}]}]}";
+    char *body = pwt_wrap(wh, strlen(wh), "7010", SUB, "2024-03-06T05:00:00Z");
+    free(pwt_rows_p("INSERT INTO dead_letters (subscription, message_id, reason, body)"
+                    " VALUES ($1, '7010', 'payload: unsupported format (pushworker 0.1)', convert_to($2, 'UTF8'))",
+                    PWT_LIST(SUB, body)));
+    char *out;
+    assert_int_equal(redrive_env("PGCLIENTENCODING=LATIN1", "", &out), 0);
+    assert_contains(out, "redrive: 1 examined, 1 written, 0 still rejected, 0 failed to write");
+    free(out);
+    pwt_assert_rows("SELECT encode(convert_to(body, 'UTF8'), 'hex') FROM inbound_messages", "636166c3a920e29895");
+    free(body);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -140,6 +166,7 @@ int main(void)
         cmocka_unit_test(dry_run_counts_and_writes_nothing),
         cmocka_unit_test(accepted_dead_letter_becomes_rows_once_and_the_rejected_one_stays),
         cmocka_unit_test(filters_select_by_reason_and_time),
+        cmocka_unit_test(redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_environment),
     };
     return cmocka_run_group_tests_name("integration/redrive", tests, setup, teardown);
 }
