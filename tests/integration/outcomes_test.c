@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
@@ -328,31 +329,49 @@ typedef struct {
     long answered;
 } scraper_t;
 
+static size_t discard(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    (void)data;
+    (void)userdata;
+    return size * nmemb;
+}
+
+/* Asks /metrics again and again on one keep-alive connection (the listener closes first when the worker stops; open connections are still served while it drains). */
 static void *scrape(void *arg)
 {
     scraper_t *s = arg;
-    while (!s->stop)
-        if (pwt_get(s->w, "/metrics", NULL) == 200)
+    char url[128];
+    snprintf(url, sizeof url, "%s/metrics", s->w->base_url);
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    while (!s->stop) {
+        long status = 0;
+        if (curl_easy_perform(c) == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
             s->answered++;
+    }
+    curl_easy_cleanup(c);
     return NULL;
 }
 
 static void metrics_scraped_while_stopping_exits_cleanly(void **state)
 {
     (void)state;
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 5; round++) {
         pwt_worker_t w;
         if (pwt_worker_start(&w, PWT_LIST("WORKER_THREADS=4", "LOG_LEVEL=info")) != 0)
             fail_msg("worker did not start");
-        scraper_t s[3];
-        pthread_t tid[3];
-        for (int i = 0; i < 3; i++) {
+        scraper_t s[4];
+        pthread_t tid[4];
+        for (int i = 0; i < 4; i++) {
             s[i] = (scraper_t){&w, 0, 0};
             pthread_create(&tid[i], NULL, scrape, &s[i]);
         }
         usleep(300 * 1000);
         int rc = pwt_worker_stop(&w);
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < 4; i++) {
             s[i].stop = 1;
             pthread_join(tid[i], NULL);
         }
