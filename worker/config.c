@@ -206,6 +206,9 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
     if (env_long("MAX_BODY_BYTES", 16L << 20, 1024, 1L << 30, &v, err, errlen) != 0)
         return -1;
     cfg->max_body_bytes = (size_t)v;
+    if (env_long("INFLIGHT_BYTES_MAX", 64L << 20, 1024, 1L << 40, &v, err, errlen) != 0)
+        return -1;
+    cfg->inflight_bytes_max = (size_t)v;
     if (env_long("PUSH_DEADLINE_MS", 8000, 100, 600000, &v, err, errlen) != 0)
         return -1;
     cfg->deadline_ms = (int)v;

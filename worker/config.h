@@ -26,6 +26,7 @@ typedef struct {
     const char *issuers;       /* OIDC_ISSUERS, comma-separated */
     int threads;               /* WORKER_THREADS, default: online CPUs */
     size_t max_body_bytes;     /* MAX_BODY_BYTES, default 16 MiB */
+    size_t inflight_bytes_max; /* INFLIGHT_BYTES_MAX: request bodies held at once by all loops, default 64 MiB */
     int deadline_ms;           /* PUSH_DEADLINE_MS, default 8000 (below Pub/Sub's 10 s ack deadline) */
     int batch_max;             /* DB_BATCH_MAX pushes per transaction, default 256 */
     size_t batch_max_bytes;    /* DB_BATCH_MAX_BYTES, default 8 MiB of decoded payloads */

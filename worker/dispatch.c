@@ -347,7 +347,9 @@ static const char *const outcome_names[] = {"stored", "ignored", "dead_letter"};
  *        are written (PW_SQL_FROM_NEW_PUSH), so a redelivered push changes nothing;
  *   the status section (status_events, message_logs), the inbound section (inbound_messages),
  *   the contacts section, and dl, the dead letters (kept once per push);
- * and the final SELECT announces each inserted inbound message with NOTIFY, delivered at COMMIT.
+ * and the final SELECT announces each inserted inbound message with NOTIFY, delivered at COMMIT,
+ * and names the pushes whose receipts were inserted: one per receipt, the first in the group, so
+ * two copies of one message in one group are one new push and one redelivery.
  * Sections with no rows get empty arrays and cost next to nothing.
  */
 static const char receipts_ctes[] = "rc AS ("
@@ -403,8 +405,9 @@ static const char final_select[] =
     " SELECT (SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
     " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
     " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins),"
-    " (SELECT string_agg(r.i::text, ',' ORDER BY r.i) FROM unnest($1::text[], $2::text[], $5::int[]) AS r(s, m, i)"
-    "  JOIN rc ON rc.subscription = r.s AND rc.message_id = r.m)";
+    " (SELECT string_agg(n.i::text, ',' ORDER BY n.i) FROM (SELECT min(r.i) AS i"
+    "  FROM unnest($1::text[], $2::text[], $5::int[]) AS r(s, m, i)"
+    "  JOIN rc ON rc.subscription = r.s AND rc.message_id = r.m GROUP BY r.s, r.m) AS n)";
 
 /* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
 static void append_renumbered(pw_buf_t *b, const char *sql, int base)

@@ -26,11 +26,35 @@
 /* The loops wake at least this often to notice a stop. */
 #define PW_LOOP_TICK_MS 100
 
-/* An accepted connection, listed so that a stop can close the idle ones (h2o 2.2 keeps no list). */
+/*
+ * h2o 2.2 parses requests with picohttpparser, exported by libh2o-evloop but without its header
+ * in Debian's packages: the two declarations the body budget needs (picohttpparser.h, unchanged
+ * since 2014). Reading the headers with h2o's own parser means the budget sees the same
+ * Content-Length h2o will read.
+ */
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path, size_t *path_len,
+                      int *minor_version, struct phr_header *headers, size_t *num_headers, size_t last_len);
+
+/*
+ * An accepted connection, listed so that a stop can close the idle ones (h2o 2.2 keeps no list).
+ * Over HTTP/1 its socket's read callback is ours (on_read_budgeted), in front of h2o's: h2o 2.2
+ * calls no handler before a request's body is whole, so this is where a body is first seen.
+ */
 typedef struct pw_conn {
     h2o_socket_t *sock;
     struct pw_conn *prev, *next;
     struct pw_thread *thread;
+    h2o_socket_cb h2o_read;      /* h2o's read callback, called by ours */
+    size_t reserved;             /* budget taken for the request being read, by its Content-Length */
+    int headers_seen;            /* the request being read has been looked at */
+    int refused;                 /* answered 503 here: what follows is discarded until h2o closes it */
+    h2o_timeout_entry_t rewrap;  /* puts our callback back once h2o has restarted reading (zero timeout) */
 } pw_conn_t;
 
 typedef struct pw_thread {
@@ -65,6 +89,7 @@ typedef struct {
     void **cell;           /* in req->pool; its dispose tells us the request is gone */
     h2o_timeout_entry_t deadline;
     pw_thread_t *thread;
+    size_t reserved; /* bytes of the in-flight budget this push holds until it is freed */
     double started_ms;
     int counted; /* in the metrics already */
     int with_db; /* submitted and not answered by the database: the push is the database's to read and change */
@@ -80,6 +105,8 @@ static atomic_int loops_submitting; /* loops that may still submit pushes to it 
 static atomic_int database_created;
 static atomic_int database_closed; /* pw_db_free has returned: no answer is being sent any more */
 static _Thread_local pw_thread_t *self;
+/* Bytes of request bodies held by requests and pushes in flight, all loops together (atomic: loops are threads). */
+static _Atomic size_t inflight_bytes;
 
 /* ---- answers ---- */
 
@@ -111,15 +138,55 @@ static void send_unavailable(h2o_req_t *req, const char *body)
 
 static void log_push(const pw_http_push_t *hp, int status);
 
+/* ---- the in-flight byte budget (INFLIGHT_BYTES_MAX) ---- */
+
+/*
+ * Takes n bytes of the budget: 0, or -1 when they would take it over the limit while something
+ * else holds some. One push alone is always taken (up to MAX_BODY_BYTES, which h2o enforces):
+ * refusing a push larger than the whole budget would have Pub/Sub redeliver it forever.
+ */
+static int budget_take(size_t n)
+{
+    size_t held = atomic_load(&inflight_bytes);
+    do {
+        if (held > 0 && (held + n > config->inflight_bytes_max || held + n < held))
+            return -1;
+    } while (!atomic_compare_exchange_weak(&inflight_bytes, &held, held + n));
+    return 0;
+}
+
+static void budget_give(size_t n)
+{
+    if (n > 0)
+        atomic_fetch_sub(&inflight_bytes, n);
+}
+
+/* 1 when the push's transaction wrote it: a receipt it inserted, or no message id to recognise a redelivery by. */
+static int push_is_new(const pw_push_t *p)
+{
+    return p->message_id.base == NULL || p->new_receipt;
+}
+
+/*
+ * One outcome per push, the same in the metrics, the log line and pubsub_receipts.outcome: a
+ * push whose good items were stored and whose rejected ones were kept in dead_letters is
+ * "stored" (its rows are there, and a redrive must not write them again); the dead letter it
+ * left is counted by pushworker_dead_letters_total.
+ */
 static pw_metric_outcome_t outcome_of(const pw_http_push_t *hp, int status)
 {
     if (status != 204)
         return PW_M_UNAVAILABLE;
-    if (hp->push.message_id.base != NULL && !hp->push.new_receipt && hp->push.outcome != PW_OUTCOME_DEAD_LETTER)
+    if (!push_is_new(&hp->push))
         return PW_M_DUPLICATE;
-    if (hp->push.dead_reason != NULL)
+    switch (hp->push.outcome) {
+    case PW_OUTCOME_DEAD_LETTER:
         return PW_M_DEAD_LETTER;
-    return hp->push.outcome == PW_OUTCOME_IGNORED ? PW_M_IGNORED : PW_M_STORED;
+    case PW_OUTCOME_IGNORED:
+        return PW_M_IGNORED;
+    default:
+        return PW_M_STORED;
+    }
 }
 
 /* Answers the push's request, once, if it is still there (and counts it, once, either way). */
@@ -207,7 +274,8 @@ static void capture_ctx(h2o_req_t *req, pw_req_ctx_t *c)
     pw_str_t ua = header_value(req, "user-agent");
     snprintf(raw, sizeof raw, "%.*s", ua.base != NULL ? (int)(ua.len < 60 ? ua.len : 60) : 0, ua.base != NULL ? ua.base : "");
     pw_log_escape(raw, c->user_agent, sizeof c->user_agent);
-    snprintf(raw, sizeof raw, "%.*s", (int)(req->path.len < 48 ? req->path.len : 48), req->path.base);
+    h2o_iovec_t path = req->path.base != NULL ? req->path : req->input.path;
+    snprintf(raw, sizeof raw, "%.*s", (int)(path.len < 48 ? path.len : 48), path.base != NULL ? path.base : "");
     pw_log_escape(raw, c->path, sizeof c->path);
 }
 
@@ -241,7 +309,7 @@ static void log_push(const pw_http_push_t *hp, int status)
     pw_push_t none = {.message_id = hp->push.message_id};
     const pw_push_t *push = hp->with_db ? &none : &hp->push;
     static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
-    char extra[1024], id[40] = "", reason[300] = "", req_members[512];
+    char extra[PW_LOG_LINE_MAX], id[40] = "", reason[300] = "", req_members[1024];
     /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
     if (push->message_id.base != NULL)
         snprintf(id, sizeof id, "%.*s", (int)(push->message_id.len < 12 ? push->message_id.len : 12),
@@ -254,11 +322,15 @@ static void log_push(const pw_http_push_t *hp, int status)
     if (hp->req != NULL) /* only lines that are written pay for this */
         capture_ctx(hp->req, &ctx);
     request_members(req_members, sizeof req_members, &ctx, status, ms);
+    /* The outcome as counted in the metrics (a redelivery is a duplicate, whatever it holds). */
+    const char *outcome = status == 204 && !push_is_new(push) ? "duplicate" : outcomes[push->outcome];
     snprintf(extra, sizeof extra,
              "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s,%s",
-             status, outcomes[push->outcome], pw_log_escape(id, idesc, sizeof idesc), push->wh.n_statuses,
+             status, status == 204 ? outcome : "unavailable", pw_log_escape(id, idesc, sizeof idesc), push->wh.n_statuses,
              push->wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "", req_members);
-    if (push->dead_reason != NULL && status == 204)
+    if (push->dead_reason != NULL && status == 204 && push->outcome != PW_OUTCOME_DEAD_LETTER)
+        pw_log(PW_LOG_WARNING, extra, "push stored; its rejected part kept as a dead letter");
+    else if (push->dead_reason != NULL && status == 204)
         pw_log(PW_LOG_WARNING, extra, "push kept as a dead letter");
     else if (status != 204)
         pw_log(PW_LOG_WARNING, extra, "push not committed, answered %d", status);
@@ -266,15 +338,25 @@ static void log_push(const pw_http_push_t *hp, int status)
         pw_log(PW_LOG_DEBUG, extra, "push committed");
 }
 
+static void count_events(pw_metrics_t *m, const pw_webhook_t *wh);
+
 static void on_db_done(pw_db_job_t *job, int status)
 {
     pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, job, job);
     hp->with_db = 0;
+    /* Events are counted from what the transaction committed: once, by the push that wrote them
+       (not a redelivery, not a second copy in the same group), even if its deadline answered first. */
+    if (status == 204 && push_is_new(&hp->push)) {
+        count_events(&hp->thread->metrics, &hp->push.wh);
+        if (hp->push.dead_reason != NULL)
+            pw_metrics_inc(&hp->thread->metrics.dead_letters, 1);
+    }
     answer_push(hp, status);
     if (hp->cell != NULL)
         *hp->cell = NULL;
     hp->thread->pushes_alive--;
     pw_push_dispose(&hp->push);
+    budget_give(hp->reserved); /* the database reads the push no more, and it is answered */
     free(hp);
 }
 
@@ -295,22 +377,16 @@ static void count_events(pw_metrics_t *m, const pw_webhook_t *wh)
 
 static void send_metrics(h2o_req_t *req)
 {
+    /* Only each loop's atomics, which live until every loop has stopped: never a loop's own
+       objects (its pw_auth_t is freed while the other loops still answer /metrics). */
     pw_metrics_t *ms[256];
-    pw_auth_stats_t a, total = {0};
     int n = n_threads < 256 ? n_threads : 256;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         ms[i] = &all_threads[i].metrics;
-        if (all_threads[i].auth != NULL) {
-            pw_auth_get_stats(all_threads[i].auth, &a);
-            total.cache_hits += a.cache_hits;
-            total.verified += a.verified;
-            total.rejected += a.rejected;
-        }
-    }
     pw_keys_stats_t ks;
     pw_keys_stats(&ks);
-    pw_metrics_extra_t extra = {ks.fetches,         ks.failures,     ks.keys, total.cache_hits,
-                                total.verified,     total.rejected,  config->auth_mode == PW_AUTH_OFF};
+    pw_metrics_extra_t extra = {ks.fetches, ks.failures, ks.keys, atomic_load(&inflight_bytes), config->inflight_bytes_max,
+                                config->auth_mode == PW_AUTH_OFF};
     pw_buf_t body = {0};
     pw_metrics_render(&body, ms, (size_t)n, &extra);
     req->res.status = 200;
@@ -345,7 +421,7 @@ static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
         send_unavailable(req, body);
     }
     pw_metrics_inc(&self->metrics.pushes[status == 401 ? PW_M_UNAUTHORIZED : status == 403 ? PW_M_FORBIDDEN : PW_M_UNAVAILABLE], 1);
-    char esc[300], extra[900], req_members[512];
+    char esc[300], extra[PW_LOG_LINE_MAX], req_members[1024];
     pw_req_ctx_t ctx;
     capture_ctx(req, &ctx);
     request_members(req_members, sizeof req_members, &ctx, status, 0);
@@ -354,17 +430,57 @@ static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
     pw_log(PW_LOG_WARNING, extra, "push rejected by authentication");
 }
 
-static void handle_push(h2o_req_t *req)
+/* Copies the loop's authentication counters where /metrics reads them (see send_metrics). */
+static void publish_auth_stats(pw_thread_t *t)
+{
+    pw_auth_stats_t a;
+    pw_auth_get_stats(t->auth, &a);
+    atomic_store_explicit(&t->metrics.auth_cache_hits, a.cache_hits, memory_order_relaxed);
+    atomic_store_explicit(&t->metrics.auth_verified, a.verified, memory_order_relaxed);
+    atomic_store_explicit(&t->metrics.auth_rejected, a.rejected, memory_order_relaxed);
+}
+
+/* The log line of a request answered 503 because of the budget (over HTTP/1 before its body was read). */
+static void log_over_budget(const pw_req_ctx_t *ctx, size_t bytes)
+{
+    char extra[PW_LOG_LINE_MAX], req_members[1024];
+    request_members(req_members, sizeof req_members, ctx, 503, 0);
+    snprintf(extra, sizeof extra, "\"status\":503,\"outcome\":\"over_budget\",\"bytes\":%zu,\"inflightBytes\":%zu,%s", bytes,
+             (size_t)atomic_load(&inflight_bytes), req_members);
+    pw_log(PW_LOG_WARNING, extra, "push refused: the bodies in flight would go over INFLIGHT_BYTES_MAX (%zu bytes)",
+           config->inflight_bytes_max);
+}
+
+/* Takes ownership of reserved (budget bytes already taken for this request's body). */
+static void handle_push(h2o_req_t *req, size_t reserved)
 {
     if (atomic_load(&stopping)) {
+        budget_give(reserved);
         send_unavailable(req, "shutting down, retry later\n");
         return;
     }
     char reason[200];
     int status = pw_auth_check(self->auth, header_value(req, "authorization"), reason, sizeof reason);
+    publish_auth_stats(self);
     if (status != 0) {
+        budget_give(reserved);
         send_auth_failure(req, status, reason);
         return;
+    }
+    /* A body not reserved before it was read (chunked, HTTP/2, or read before our callback was
+       back on the connection) is reserved now, by its size: refused here, it is at least not
+       decoded nor held through the transaction. */
+    if (req->entity.len > reserved) {
+        if (budget_take(req->entity.len - reserved) != 0) {
+            budget_give(reserved);
+            pw_metrics_inc(&self->metrics.pushes[PW_M_OVER_BUDGET], 1);
+            pw_req_ctx_t ctx;
+            capture_ctx(req, &ctx);
+            log_over_budget(&ctx, req->entity.len);
+            send_unavailable(req, "too many bytes in flight, retry later\n");
+            return;
+        }
+        reserved = req->entity.len;
     }
     pw_unwrapped_meta_t meta = {
         .message_id = header_value(req, "x-goog-pubsub-message-id"),
@@ -376,10 +492,10 @@ static void handle_push(h2o_req_t *req)
     hp->started_ms = pw_now_ms();
     hp->thread = self;
     hp->req = req;
+    hp->reserved = reserved;
     pw_push_decode(&hp->push, req->entity.base != NULL ? req->entity.base : "", req->entity.len, &meta);
     hp->job.push = &hp->push;
     hp->job.on_done = on_db_done;
-    count_events(&self->metrics, &hp->push.wh);
     pw_metrics_add_gauge(&self->metrics.in_flight, 1);
     hp->cell = h2o_mem_alloc_shared(&req->pool, sizeof(pw_http_push_t *), on_cell_dispose);
     *hp->cell = hp;
@@ -407,18 +523,53 @@ static int method_is(h2o_req_t *req, const char *m)
     return h2o_memis(req->method.base, req->method.len, m, strlen(m));
 }
 
+static void on_conn_request_disposed(void *p);
+
+/*
+ * The connection of an HTTP/1 request (NULL over HTTP/2, where a socket carries many requests
+ * and h2o reads it with its own callback).
+ */
+static pw_conn_t *conn_of(h2o_req_t *req)
+{
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
+        return NULL;
+    h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+    return sock != NULL ? sock->on_close.data : NULL;
+}
+
+/*
+ * Hands the budget taken for this request's body over to the request, and arranges for our read
+ * callback to be put back when h2o reads the connection's next request (h2o sets its own each
+ * time it starts reading).
+ */
+static size_t take_conn_reservation(h2o_req_t *req)
+{
+    pw_conn_t *c = conn_of(req);
+    if (c == NULL)
+        return 0;
+    size_t reserved = c->reserved;
+    c->reserved = 0;
+    pw_conn_t **cell = h2o_mem_alloc_shared(&req->pool, sizeof *cell, on_conn_request_disposed);
+    *cell = c;
+    return reserved;
+}
+
 static int on_req(h2o_handler_t *handler, h2o_req_t *req)
 {
     (void)handler;
+    size_t reserved = take_conn_reservation(req);
     int get = method_is(req, "GET") || method_is(req, "HEAD");
     if (path_is(req, "/") || path_is(req, "/push")) {
         if (method_is(req, "POST")) {
-            handle_push(req);
+            handle_push(req, reserved);
+            reserved = 0;
         } else {
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
             send_text(req, 405, "Method Not Allowed", "pushes are POST requests\n");
         }
-    } else if (path_is(req, "/healthz") && get) {
+    } else if ((path_is(req, "/livez") || path_is(req, "/healthz")) && get) {
+        /* /livez: Cloud Run keeps /healthz for itself (it never reaches the container); /healthz
+           stays for the clients that still ask it. */
         send_text(req, 200, "OK", "ok\n");
     } else if (path_is(req, "/readyz") && get) {
         if (atomic_load(&stopping))
@@ -431,13 +582,37 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
             send_text(req, 200, "OK", "ready\n");
     } else if (path_is(req, "/metrics") && get) {
         send_metrics(req);
-    } else if (path_is(req, "/healthz") || path_is(req, "/readyz") || path_is(req, "/metrics")) {
+    } else if (path_is(req, "/livez") || path_is(req, "/healthz") || path_is(req, "/readyz") || path_is(req, "/metrics")) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
         send_text(req, 405, "Method Not Allowed", "use GET\n");
     } else {
         send_text(req, 404, "Not Found", "not found\n");
     }
+    budget_give(reserved); /* a body that is no push is not kept */
     return 0;
+}
+
+/*
+ * h2o answers a body over MAX_BODY_BYTES with 413 itself, before any handler, through the host's
+ * fallback path: this logger on that path is where such a push is seen, to be logged and counted.
+ */
+static void log_early_answer(h2o_logger_t *logger, h2o_req_t *req)
+{
+    (void)logger;
+    if (req->res.status != 413)
+        return;
+    pw_metrics_inc(&self->metrics.pushes[PW_M_TOO_LARGE], 1);
+    char extra[PW_LOG_LINE_MAX], req_members[1024];
+    pw_req_ctx_t ctx;
+    capture_ctx(req, &ctx);
+    request_members(req_members, sizeof req_members, &ctx, 413, 0);
+    pw_str_t length = header_value(req, "content-length");
+    char digits[24];
+    snprintf(digits, sizeof digits, "%.*s", length.base != NULL && length.len < sizeof digits ? (int)length.len : 0,
+             length.base != NULL ? length.base : "");
+    snprintf(extra, sizeof extra, "\"status\":413,\"outcome\":\"too_large\",\"contentLength\":\"%s\",%s",
+             pw_log_escape(digits, (char[sizeof digits * 6]){0}, sizeof digits * 6), req_members);
+    pw_log(PW_LOG_WARNING, extra, "push refused: its body is over MAX_BODY_BYTES (%zu bytes)", config->max_body_bytes);
 }
 
 /* ---- loops ---- */
@@ -445,10 +620,124 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
 static void on_conn_close(void *data)
 {
     pw_conn_t *c = data;
+    h2o_timeout_unlink(&c->rewrap);
+    budget_give(c->reserved); /* the client went away while sending a body */
     c->prev->next = c->next;
     c->next->prev = c->prev;
     c->thread->n_conns--;
     free(c);
+}
+
+/* Answers 503 on the connection itself, before h2o has seen the request, and closes it for writing. */
+static void refuse_over_budget(pw_conn_t *c, const char *path, size_t path_len, pw_str_t user_agent, size_t bytes)
+{
+    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                 "Content-Type: text/plain; charset=utf-8\r\n"
+                                 "Retry-After: 1\r\n"
+                                 "Connection: close\r\n"
+                                 "Content-Length: 38\r\n"
+                                 "\r\n"
+                                 "too many bytes in flight, retry later\n";
+    int fd = h2o_socket_get_fd(c->sock);
+    /* Nothing else is being written on this connection (h2o writes only once a request is whole). */
+    ssize_t w = send(fd, answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    shutdown(fd, SHUT_WR);
+    c->refused = 1;
+    pw_metrics_inc(&c->thread->metrics.pushes[PW_M_OVER_BUDGET], 1);
+    pw_req_ctx_t ctx = {"", "", "", ""};
+    char raw[96];
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ctx.remote_ip, sizeof ctx.remote_ip);
+    else if (sl > 0 && ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ctx.remote_ip, sizeof ctx.remote_ip);
+    snprintf(raw, sizeof raw, "%.*s", (int)(path_len < 48 ? path_len : 48), path);
+    pw_log_escape(raw, ctx.path, sizeof ctx.path);
+    snprintf(raw, sizeof raw, "%.*s", user_agent.base != NULL ? (int)(user_agent.len < 60 ? user_agent.len : 60) : 0,
+             user_agent.base != NULL ? user_agent.base : "");
+    pw_log_escape(raw, ctx.user_agent, sizeof ctx.user_agent);
+    log_over_budget(&ctx, bytes);
+}
+
+/*
+ * Once a request's headers are in, takes the budget for its Content-Length, before h2o reads
+ * (and buffers) the body. Returns 0, or -1 after answering 503 when the budget is spent.
+ * Requests without a length (chunked) are reserved by their size in handle_push; broken ones
+ * and ones over MAX_BODY_BYTES are left to h2o (400, 413).
+ */
+static int reserve_for_request(pw_conn_t *c, h2o_socket_t *sock)
+{
+    const char *method, *path;
+    size_t method_len, path_len, n_headers = H2O_MAX_HEADERS;
+    int minor;
+    struct phr_header headers[H2O_MAX_HEADERS];
+    size_t len = sock->input->size < H2O_MAX_REQLEN ? sock->input->size : H2O_MAX_REQLEN;
+    if (phr_parse_request(sock->input->bytes, len, &method, &method_len, &path, &path_len, &minor, headers, &n_headers, 0) < 0)
+        return 0; /* not all there yet (h2o waits too), or broken (h2o answers 400) */
+    c->headers_seen = 1;
+    size_t length = SIZE_MAX;
+    pw_str_t user_agent = PW_STR_NULL;
+    for (size_t i = 0; i < n_headers; i++) {
+        if (headers[i].name == NULL)
+            continue; /* a folded continuation line */
+        if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("content-length")))
+            length = h2o_strtosize(headers[i].value, headers[i].value_len);
+        else if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("user-agent")))
+            user_agent = pw_str(headers[i].value, headers[i].value_len);
+    }
+    if (length == SIZE_MAX || length == 0 || length > config->max_body_bytes)
+        return 0;
+    if (budget_take(length) != 0) {
+        refuse_over_budget(c, path, path_len, user_agent, length);
+        return -1;
+    }
+    c->reserved = length;
+    return 0;
+}
+
+static void on_read_budgeted(h2o_socket_t *sock, const char *err)
+{
+    pw_conn_t *c = sock->on_close.data;
+    if (err == NULL && c->refused) {
+        h2o_buffer_consume(&sock->input, sock->input->size); /* the client's 503 is sent: keep nothing */
+        return;
+    }
+    if (err == NULL && !c->headers_seen && reserve_for_request(c, sock) != 0) {
+        h2o_buffer_consume(&sock->input, sock->input->size);
+        return; /* h2o never sees this request; it closes the connection at end-of-file or its timeout */
+    }
+    c->h2o_read(sock, err); /* may close the connection (and free c) */
+}
+
+/* Puts our read callback in front of h2o's, when h2o is reading a request's headers. */
+static void wrap_reading(pw_conn_t *c)
+{
+    h2o_socket_t *sock = c->sock;
+    if (sock->_cb.read == NULL || sock->_cb.read == on_read_budgeted)
+        return; /* h2o is not reading (it will not call a handler before it reads again) */
+    c->h2o_read = sock->_cb.read;
+    sock->_cb.read = on_read_budgeted;
+    c->refused = 0;
+    /* h2o may have begun the next request (pipelined) already: it is reserved in handle_push. */
+    c->headers_seen = sock->input->size > 0;
+}
+
+static void on_rewrap(h2o_timeout_entry_t *entry)
+{
+    wrap_reading(H2O_STRUCT_FROM_MEMBER(pw_conn_t, rewrap, entry));
+}
+
+/*
+ * The request's pool is cleared just before h2o reads the connection's next request with its
+ * own callback (or closes it): put ours back after that, at the end of this loop iteration.
+ */
+static void on_conn_request_disposed(void *p)
+{
+    pw_conn_t *c = *(pw_conn_t **)p;
+    if (!h2o_timeout_is_linked(&c->rewrap))
+        h2o_timeout_link(c->thread->ctx.loop, &c->thread->ctx.zero_timeout, &c->rewrap);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -470,7 +759,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         self->n_conns++;
         sock->on_close.cb = on_conn_close;
         sock->on_close.data = c;
-        h2o_accept(&self->accept_ctx, sock);
+        c->rewrap.cb = on_rewrap;
+        h2o_accept(&self->accept_ctx, sock); /* HTTP/1: h2o starts reading with its callback */
+        wrap_reading(c);
     }
 }
 
@@ -613,6 +904,8 @@ int pw_http_serve(const pw_config_t *cfg)
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);
     handler->on_req = on_req;
+    h2o_logger_t *early = h2o_create_logger(&host->fallback_path, sizeof *early);
+    early->log_access = log_early_answer;
 
     pw_thread_t *threads = pw_xcalloc((size_t)cfg->threads, sizeof *threads);
     all_threads = threads;

@@ -12,8 +12,8 @@ static const double SECONDS_BOUNDS[PW_M_BUCKETS - 1] = {0.0005, 0.001, 0.002, 0.
                                                          0.2,    0.5,   1,     2,     5,    8,    10};
 static const double COUNT_BOUNDS[PW_M_BUCKETS - 1] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
 
-static const char *const OUTCOME_NAMES[PW_M_OUTCOMES] = {"stored",       "duplicate", "dead_letter", "ignored",
-                                                         "unauthorized", "forbidden", "unavailable"};
+static const char *const OUTCOME_NAMES[PW_M_OUTCOMES] = {"stored",    "duplicate",   "dead_letter", "ignored",    "unauthorized",
+                                                         "forbidden", "unavailable", "too_large",   "over_budget"};
 static const char *const STATUS_NAMES[PW_M_STATUSES] = {"sent", "delivered", "read", "failed", "played", "other"};
 static const char *const TYPE_NAMES[PW_M_TYPES] = {"text",     "image",    "video",       "audio",           "document", "sticker",
                                                    "location", "contacts", "interactive", "button",          "reaction", "order",
@@ -105,23 +105,32 @@ static void render_histogram(pw_buf_t *out, pw_metrics_t *const *threads, size_t
 
 void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, const pw_metrics_extra_t *extra)
 {
-    header(out, "pushworker_pushes_total", "counter", "Pushes answered, by outcome.");
+    header(out, "pushworker_pushes_total", "counter", "Pushes answered, by outcome (one per push).");
     for (int o = 0; o < PW_M_OUTCOMES; o++)
         pw_buf_appendf(out, "pushworker_pushes_total{outcome=\"%s\"} %llu\n", OUTCOME_NAMES[o],
                        (unsigned long long)SUM(pushes[o]));
-    header(out, "pushworker_statuses_total", "counter", "Outbound message status events received, by status.");
+    header(out, "pushworker_statuses_total", "counter",
+           "Outbound message status events committed, by status (new pushes only: a redelivery counts nothing).");
     for (int s = 0; s < PW_M_STATUSES; s++)
         pw_buf_appendf(out, "pushworker_statuses_total{status=\"%s\"} %llu\n", STATUS_NAMES[s],
                        (unsigned long long)SUM(statuses[s]));
-    header(out, "pushworker_inbound_messages_total", "counter", "Inbound messages received, by type.");
+    header(out, "pushworker_inbound_messages_total", "counter",
+           "Inbound messages committed, by type (new pushes only: a redelivery counts nothing).");
     for (int t = 0; t < PW_M_TYPES; t++)
         pw_buf_appendf(out, "pushworker_inbound_messages_total{type=\"%s\"} %llu\n", TYPE_NAMES[t],
                        (unsigned long long)SUM(inbound[t]));
+    header(out, "pushworker_dead_letters_total", "counter",
+           "Pushes kept in dead_letters: not understood (outcome dead_letter) or with items rejected (outcome stored).");
+    pw_buf_appendf(out, "pushworker_dead_letters_total %llu\n", (unsigned long long)SUM(dead_letters));
     int64_t in_flight = 0;
     for (size_t i = 0; i < n; i++)
         in_flight += atomic_load_explicit(&threads[i]->in_flight, memory_order_relaxed);
     header(out, "pushworker_in_flight_pushes", "gauge", "Pushes received and not yet answered.");
     pw_buf_appendf(out, "pushworker_in_flight_pushes %lld\n", (long long)in_flight);
+    header(out, "pushworker_inflight_bytes", "gauge", "Bytes of request bodies held by requests and pushes in flight (all loops).");
+    pw_buf_appendf(out, "pushworker_inflight_bytes %llu\n", (unsigned long long)extra->inflight_bytes);
+    header(out, "pushworker_inflight_bytes_max", "gauge", "INFLIGHT_BYTES_MAX: beyond it pushes are answered 503 (outcome over_budget).");
+    pw_buf_appendf(out, "pushworker_inflight_bytes_max %llu\n", (unsigned long long)extra->inflight_bytes_max);
     header(out, "pushworker_db_errors_total", "counter", "Transactions that failed (each push is then retried alone or answered 503).");
     pw_buf_appendf(out, "pushworker_db_errors_total %llu\n", (unsigned long long)SUM(db_errors));
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
@@ -139,9 +148,9 @@ void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, co
     header(out, "pushworker_jwks_keys", "gauge", "Signing keys currently loaded.");
     pw_buf_appendf(out, "pushworker_jwks_keys %llu\n", (unsigned long long)extra->jwks_keys);
     header(out, "pushworker_auth_tokens_total", "counter", "Bearer tokens checked, by result.");
-    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"cache_hit\"} %llu\n", (unsigned long long)extra->auth_cache_hits);
-    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"verified\"} %llu\n", (unsigned long long)extra->auth_verified);
-    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"rejected\"} %llu\n", (unsigned long long)extra->auth_rejected);
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"cache_hit\"} %llu\n", (unsigned long long)SUM(auth_cache_hits));
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"verified\"} %llu\n", (unsigned long long)SUM(auth_verified));
+    pw_buf_appendf(out, "pushworker_auth_tokens_total{result=\"rejected\"} %llu\n", (unsigned long long)SUM(auth_rejected));
     header(out, "pushworker_auth_disabled", "gauge", "1 when PUBSUB_AUTH=off (pushes are not authenticated).");
     pw_buf_appendf(out, "pushworker_auth_disabled %d\n", extra->auth_mode_off);
     header(out, "pushworker_build_info", "gauge", "The running build.");

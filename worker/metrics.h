@@ -7,16 +7,18 @@
 
 #include "worker/util.h"
 
-/* What happened to a push, as the pushworker_pushes_total{outcome} label says. */
+/* What happened to a push, as the pushworker_pushes_total{outcome} label says: one per push. */
 typedef enum {
-    PW_M_STORED = 0,
+    PW_M_STORED = 0,  /* its rows written (a part rejected is kept in dead_letters too: see dead_letters) */
     PW_M_DUPLICATE,   /* its (subscription, message id) was already recorded: nothing written */
-    PW_M_DEAD_LETTER, /* kept in dead_letters (rows that could be stored were stored too) */
+    PW_M_DEAD_LETTER, /* not understood at all: kept in dead_letters */
     PW_M_IGNORED,     /* a webhook with nothing to store */
     PW_M_UNAUTHORIZED,
     PW_M_FORBIDDEN,
     PW_M_UNAVAILABLE, /* 503: database down, queue full, deadline passed, keys not loaded */
-    PW_M_OUTCOMES     /* (413s are answered by h2o before the handler runs: not counted here) */
+    PW_M_TOO_LARGE,   /* 413: a body over MAX_BODY_BYTES (answered by h2o, counted by its logger) */
+    PW_M_OVER_BUDGET, /* 503: its body would have taken the bodies in flight over INFLIGHT_BYTES_MAX */
+    PW_M_OUTCOMES
 } pw_metric_outcome_t;
 
 /* Status values and inbound types counted by name; anything else is "other" (bounded labels). */
@@ -39,6 +41,8 @@ typedef struct {
     _Atomic uint64_t pushes[PW_M_OUTCOMES];
     _Atomic uint64_t statuses[PW_M_STATUSES];
     _Atomic uint64_t inbound[PW_M_TYPES];
+    _Atomic uint64_t dead_letters; /* pushes kept in dead_letters, whole or in part (new ones only) */
+    _Atomic uint64_t auth_cache_hits, auth_verified, auth_rejected; /* copied from the loop's pw_auth_t after each check */
     _Atomic int64_t in_flight;
     _Atomic uint64_t db_errors;
     _Atomic uint64_t db_reconnects;
@@ -56,10 +60,10 @@ void pw_metrics_observe_count(pw_histogram_t *h, double n);
 int pw_metrics_status_index(const char *s, size_t len);
 int pw_metrics_type_index(const char *s, size_t len);
 
-/* Process-wide values rendered alongside (JWKS and auth counters are gathered by the caller). */
+/* Process-wide values rendered alongside (gathered by the caller). */
 typedef struct {
     uint64_t jwks_fetches, jwks_failures, jwks_keys;
-    uint64_t auth_cache_hits, auth_verified, auth_rejected;
+    uint64_t inflight_bytes, inflight_bytes_max;
     int auth_mode_off;
 } pw_metrics_extra_t;
 
