@@ -76,6 +76,12 @@ static void run_worker(const char *cmd, const char *const *env, long timeout_ms,
     envp[k++] = db_env;
     envp[k++] = "PUBSUB_AUTH=off";
     envp[k++] = "LOG_LEVEL=info";
+    /* Under make test-valgrind PW_WORKER is tests/valgrind-worker, which needs to know the real binary. */
+    char real_env[1024];
+    if (getenv("PW_REAL_WORKER") != NULL) {
+        snprintf(real_env, sizeof real_env, "PW_REAL_WORKER=%s", getenv("PW_REAL_WORKER"));
+        envp[k++] = real_env;
+    }
     for (size_t i = 0; env != NULL && env[i] != NULL && k < 31; i++) {
         /* Replace an earlier entry of the same name, or append. */
         size_t nlen = strcspn(env[i], "=");
@@ -219,7 +225,8 @@ static void claims_mode_without_service_account_still_starts(void **state)
     /* The account is required in verify mode only (claims: Cloud Run IAM decides who may invoke). The
        worker serves, so it is still running when the wait ends. */
     run_t r;
-    run_worker("serve", PWT_LIST("PUBSUB_AUTH=claims", "PUBSUB_AUDIENCE=https://x.example/push"), 3000, &r);
+    run_worker("serve", PWT_LIST("PUBSUB_AUTH=claims", "PUBSUB_AUDIENCE=https://x.example/push"),
+               getenv("PW_REAL_WORKER") != NULL ? 10000 : 3000, &r); /* valgrind starts slowly */
     if (r.code != -1 || strstr(r.out, "listening on") == NULL) {
         fprintf(stderr, "expected a serving worker, got exit %d:\n%s\n", r.code, r.out);
         fail();
