@@ -92,8 +92,11 @@ void pw__webhook_members(const pw_webhook_t *wh, const pw_jval_t *obj, const cha
                 break;
         if (pw_jscan_value(&sc, &v) != 0)
             return; /* cannot happen: validated */
-        if (k < n)
-            out[k] = v.type == PW_J_NULL ? (pw_jval_t){0} : v; /* null reads as absent; the last one counts */
+        if (k < n) {
+            if (v.type == PW_J_NULL)
+                memset(&v, 0, sizeof v); /* null reads as absent */
+            out[k] = v;                  /* the last one counts */
+        }
     }
 }
 

@@ -697,6 +697,7 @@ static void send_batch(pw_conn_t *c)
     take_batch(c);
     if (c->b_len == 0)
         return;
+    assert(c->b_head != NULL);
     const pw_stmt_t *s = c->db->stmt;
     pw_cols_begin(&c->db->cols, s->ncols);
     int index = 0;
@@ -815,9 +816,10 @@ static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messa
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, inbox, receiver);
     while (!h2o_linklist_is_empty(messages)) {
-        pw_db_job_t *j = H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, messages->next);
-        h2o_linklist_unlink(&j->msg.link);
-        submit_here(db, j);
+        h2o_linklist_t *node = messages->next;
+        assert(node->next != NULL && node->prev == messages); /* a circular list: every node is linked both ways */
+        h2o_linklist_unlink(node);
+        submit_here(db, H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, node));
     }
 }
 
