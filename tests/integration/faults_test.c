@@ -1061,6 +1061,16 @@ static void test_backend_terminated_mid_group_every_push_is_stored_or_answered_5
     backend_kill_t f = {.conn = PQconnectdb(pwt_db_url()), .next_at = 1000};
     if (PQstatus(f.conn) != CONNECTION_OK)
         FAULT_FAIL("cannot connect: %s", PQerrorMessage(f.conn));
+    /* Every group spends at least 50 ms on the server, so a backend is caught mid-group whatever
+       the machine's speed (a fast group is idle nearly all the time, and the kills were luck). */
+    /* (On this test's own connection: an earlier test restarted the server under the harness's.) */
+    PGresult *slow = PQexec(f.conn, "CREATE FUNCTION pwt_slow_group() RETURNS trigger LANGUAGE plpgsql AS"
+                                    " $$BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END$$;"
+                                    " CREATE TRIGGER pwt_slow_group AFTER INSERT ON pubsub_receipts FOR EACH STATEMENT"
+                                    " EXECUTE FUNCTION pwt_slow_group()");
+    if (PQresultStatus(slow) != PGRES_COMMAND_OK)
+        FAULT_FAIL("cannot slow the groups down: %s", PQerrorMessage(f.conn));
+    PQclear(slow);
     targets_t tg = {.w = {w}, .n = 1};
     pwt_rd_opts_t o = {.target = target_of,
                        .target_ctx = &tg,
@@ -1073,6 +1083,7 @@ static void test_backend_terminated_mid_group_every_push_is_stored_or_answered_5
                        .label = "backend terminated"};
     pwt_rd_stats_t st;
     size_t left = pwt_rd_run(set, &o, &st);
+    PQclear(PQexec(f.conn, "DROP TRIGGER pwt_slow_group ON pubsub_receipts; DROP FUNCTION pwt_slow_group()"));
     PQfinish(f.conn);
     pwt_rd_print_stats("backend terminated", &st);
     printf("# backend terminated: %d backends terminated while running a group\n", f.kills);
