@@ -1,4 +1,4 @@
-/* Merge tests: the worker's status merge (written out in worker/status.c) equals the SQL functions of migrations/0001, exhaustively. */
+/* Merge tests: the worker's status merge (worker/status.c) equals the SQL functions of migrations/0001, exhaustively. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,18 +16,21 @@
  * PostgreSQL does not plan a SQL function again on every group) and as the functions users call,
  * pw_status_merge and pw_current_status. This test delivers every sequence of one to three status
  * events on one message, drawn from sent/delivered/read/failed/played and one unusual status
- * ("deleted"), each at one of three times (so that earlier, later and equal all occur), to the real
- * worker, and compares message_logs with what those functions give when folded over the same
- * events in the same order from the empty map the worker starts from. Each sequence is delivered
- * in several ways (one wamid per way and sequence), so that every path of the statement is taken:
+ * ("deleted"), failed with either of two errors or none, each at one of three times (so that
+ * earlier, later and equal all occur), to the real worker, and compares message_logs with what
+ * those functions give when folded over the same events in the same order from the empty map the
+ * worker starts from; last_error and created_at are compared with docs/rows.md's rule. Each
+ * sequence is delivered in several ways (one wamid per way and sequence), so that every path of
+ * the statement is taken:
  *   apart     one event per push (across groups: the ON CONFLICT merge of two maps);
  *   together  all events in one push (one group: the per-message fold inside the statement);
  *   1+2, 2+1  (three events) the first event alone then the other two together, or the first two
  *             together then the third: both paths on one row;
- *   twice     every event twice in one push (duplicates inside a group).
+ *   twice     (one or two events) every event twice in one push (duplicates inside a group).
  * Pushes carry many messages each (one wamid per sequence and way), a few rounds of pushes in all.
  * The oracle for an event's own map is the documented rule (docs/rows.md): read implies delivered
  * and sent, delivered implies sent, played implies delivered and sent, all at the event's time.
+ * The whole run (two deliveries of about 170,000 statuses) takes some 15-20 s.
  */
 
 /* clang-format off */
@@ -38,9 +41,20 @@
 #define RECIPIENT "919876543299"
 #define WAMID_PREFIX "wamid.merge."
 
-#define N_STATUSES 6
-static const char *const statuses[N_STATUSES] = {"sent", "delivered", "read", "failed", "played", "deleted"};
-static const char letters[N_STATUSES] = {'s', 'd', 'r', 'f', 'p', 'x'};
+/*
+ * The kinds of event: a status, the letter naming it in a sequence's code, and its errors: none (0),
+ * or one of two arrays (1, 2) that follow from the event's time, so that two failed events at one
+ * time may carry different errors, and a failed event may carry none (as AiSensy's may).
+ */
+typedef struct {
+    const char *status;
+    char letter;
+    int errors;
+} kind_t;
+#define N_KINDS 8
+static const kind_t kinds[N_KINDS] = {{"sent", 's', 0},   {"delivered", 'd', 0}, {"read", 'r', 0},
+                                      {"failed", 'f', 1}, {"failed", 'g', 2},    {"failed", 'n', 0},
+                                      {"played", 'p', 0}, {"deleted", 'x', 0}};
 
 /* 2024-03-05 20:00:00Z and two later times: the order between two events is earlier, equal or later. */
 #define T0 1709668800L
@@ -50,14 +64,15 @@ static const long offsets[N_TIMES] = {0, 5, 60};
 #define MAX_EVENTS 3
 typedef struct {
     int n;
-    int status[MAX_EVENTS]; /* index into statuses */
+    int kind[MAX_EVENTS];   /* index into kinds */
     int time[MAX_EVENTS];   /* index into offsets */
-    char code[2 * MAX_EVENTS * 2 + 1]; /* e.g. "s0d1r2": status letter + time index per event */
+    char code[2 * MAX_EVENTS + 1]; /* e.g. "s0d1r2": kind letter + time index per event */
 } seq_t;
 
 enum { W_APART, W_TOGETHER, W_FIRST_THEN_REST, W_TWO_THEN_LAST, W_TWICE, N_WAYS };
 static const char *const way_names[N_WAYS] = {"apart", "together", "1+2", "2+1", "twice"};
 static const int way_min_len[N_WAYS] = {1, 1, 3, 3, 1};
+static const int way_max_len[N_WAYS] = {3, 3, 3, 3, 2}; /* "twice" of three events would add more time than paths */
 #define N_ROUNDS MAX_EVENTS
 
 /* Statuses per push: many messages per push, so that the whole run is a few dozen pushes. */
@@ -75,21 +90,21 @@ static int delivered; /* 1 once every sequence has been delivered in every way (
 static void enumerate_sequences(void)
 {
     size_t cap = 0;
-    for (int n = 1, combos = N_STATUSES * N_TIMES; n <= MAX_EVENTS; n++, combos *= N_STATUSES * N_TIMES)
+    for (int n = 1, combos = N_KINDS * N_TIMES; n <= MAX_EVENTS; n++, combos *= N_KINDS * N_TIMES)
         cap += (size_t)combos;
     seqs = calloc(cap, sizeof *seqs);
     if (seqs == NULL)
         abort();
     n_seqs = 0;
-    for (int n = 1, combos = N_STATUSES * N_TIMES; n <= MAX_EVENTS; n++, combos *= N_STATUSES * N_TIMES) {
+    for (int n = 1, combos = N_KINDS * N_TIMES; n <= MAX_EVENTS; n++, combos *= N_KINDS * N_TIMES) {
         for (int c = 0; c < combos; c++) {
             seq_t *s = &seqs[n_seqs++];
             s->n = n;
             char *p = s->code;
-            for (int i = 0, rest = c; i < n; i++, rest /= N_STATUSES * N_TIMES) {
-                s->status[i] = rest % (N_STATUSES * N_TIMES) / N_TIMES;
+            for (int i = 0, rest = c; i < n; i++, rest /= N_KINDS * N_TIMES) {
+                s->kind[i] = rest % (N_KINDS * N_TIMES) / N_TIMES;
                 s->time[i] = rest % N_TIMES;
-                p += sprintf(p, "%c%d", letters[s->status[i]], s->time[i]);
+                p += sprintf(p, "%c%d", kinds[s->kind[i]].letter, s->time[i]);
             }
         }
     }
@@ -180,10 +195,11 @@ static void batch_add(batch_t *b, const char *way, const seq_t *s, int i)
         fputc(',', b->f);
     long at = T0 + offsets[s->time[i]];
     fprintf(b->f, "{\"id\":\"" WAMID_PREFIX "%s.%s\",\"status\":\"%s\",\"timestamp\":\"%ld\",\"recipient_id\":\"" RECIPIENT "\"",
-            way, s->code, statuses[s->status[i]], at);
-    /* The errors of a failed event follow from its time, so "the errors of the earliest failed event" is one value. */
-    if (strcmp(statuses[s->status[i]], "failed") == 0)
-        fprintf(b->f, ",\"errors\":[{\"code\":%d,\"title\":\"failed at t%d\"}]", 131000 + s->time[i], s->time[i]);
+            way, s->code, kinds[s->kind[i]].status, at);
+    int e = kinds[s->kind[i]].errors;
+    if (e != 0)
+        fprintf(b->f, ",\"errors\":[{\"code\":%d,\"title\":\"failure %d at t%d\"}]", 131000 + 10 * e + s->time[i], e,
+                s->time[i]);
     fputc('}', b->f);
     if (++b->n == PUSH_STATUSES) {
         batch_flush(b);
@@ -201,7 +217,7 @@ static void deliver_all(char phase, long *pushes, long *events)
         batch_open(&b);
         for (size_t k = 0; k < n_seqs; k++) {
             for (int w = 0; w < N_WAYS; w++) {
-                if (seqs[k].n < way_min_len[w])
+                if (seqs[k].n < way_min_len[w] || seqs[k].n > way_max_len[w])
                     continue;
                 int idx[2 * MAX_EVENTS];
                 int n = events_of_round(&seqs[k], w, r, idx);
@@ -229,7 +245,7 @@ static void array_add(FILE *f, int first, const char *v)
  */
 static void store_cases(void)
 {
-    enum { N_ARRAYS = 5 }; /* code, idx, status, at (Unix seconds), time index */
+    enum { N_ARRAYS = 7 }; /* code, idx, status, at (Unix seconds), time index, errors (0, 1, 2), event (letter + time) */
     char *a[N_ARRAYS];
     size_t alen[N_ARRAYS];
     FILE *f[N_ARRAYS];
@@ -242,34 +258,40 @@ static void store_cases(void)
     int first = 1;
     for (size_t k = 0; k < n_seqs; k++) {
         for (int i = 0; i < seqs[k].n; i++, first = 0) {
-            char idx[16], at[32], ti[16];
+            char idx[16], at[32], ti[16], e[16], ev[8];
             snprintf(idx, sizeof idx, "%d", i);
             snprintf(at, sizeof at, "%ld", T0 + offsets[seqs[k].time[i]]);
             snprintf(ti, sizeof ti, "%d", seqs[k].time[i]);
+            snprintf(e, sizeof e, "%d", kinds[seqs[k].kind[i]].errors);
+            snprintf(ev, sizeof ev, "%c%d", kinds[seqs[k].kind[i]].letter, seqs[k].time[i]);
             array_add(f[0], first, seqs[k].code);
             array_add(f[1], first, idx);
-            array_add(f[2], first, statuses[seqs[k].status[i]]);
+            array_add(f[2], first, kinds[seqs[k].kind[i]].status);
             array_add(f[3], first, at);
             array_add(f[4], first, ti);
+            array_add(f[5], first, e);
+            array_add(f[6], first, ev);
         }
     }
     for (int j = 0; j < N_ARRAYS; j++) {
         fputc('}', f[j]);
         fclose(f[j]);
     }
-    pwt_exec("CREATE TABLE merge_seq (code text, idx int, status text, at timestamptz, errors jsonb)");
+    pwt_exec("CREATE TABLE merge_seq (code text, idx int, status text, at timestamptz, errors jsonb, ev text)");
     /* The errors as batch_add sends them. */
-    free(pwt_rows_p("INSERT INTO merge_seq SELECT c, i, s, to_timestamp(t), CASE WHEN s = 'failed' THEN"
-                    "  jsonb_build_array(jsonb_build_object('code', 131000 + ti, 'title', 'failed at t' || ti)) END"
-                    " FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[]) AS u(c, i, s, t, ti)",
-                    (const char *const[]){a[0], a[1], a[2], a[3], a[4], NULL}));
+    free(pwt_rows_p("INSERT INTO merge_seq SELECT c, i, s, to_timestamp(t), CASE WHEN e <> 0 THEN jsonb_build_array("
+                    "  jsonb_build_object('code', 131000 + 10 * e + ti, 'title', 'failure ' || e || ' at t' || ti)) END, ev"
+                    " FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::int[], $6::int[], $7::text[])"
+                    "   AS u(c, i, s, t, ti, e, ev)",
+                    (const char *const[]){a[0], a[1], a[2], a[3], a[4], a[5], a[6], NULL}));
     for (int j = 0; j < N_ARRAYS; j++)
         free(a[j]);
-    pwt_exec("CREATE TABLE merge_way (way text, min_len int)");
+    pwt_exec("CREATE TABLE merge_way (way text, min_len int, max_len int)");
     for (int w = 0; w < N_WAYS; w++) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", way_min_len[w]);
-        free(pwt_rows_p("INSERT INTO merge_way VALUES ($1, $2::int)", PWT_LIST(way_names[w], n)));
+        char lo[16], hi[16];
+        snprintf(lo, sizeof lo, "%d", way_min_len[w]);
+        snprintf(hi, sizeof hi, "%d", way_max_len[w]);
+        free(pwt_rows_p("INSERT INTO merge_way VALUES ($1, $2::int, $3::int)", PWT_LIST(way_names[w], lo, hi)));
     }
     /* The fold of pw_status_merge over a message's event maps, in order, from the worker's empty map. */
     pwt_exec("CREATE OR REPLACE AGGREGATE merge_fold(jsonb) (SFUNC = pw_status_merge, STYPE = jsonb, INITCOND = '{}')");
@@ -277,12 +299,16 @@ static void store_cases(void)
 
 /*
  * Per sequence, what the SQL functions say: want_ws = pw_status_merge folded over the events' own
- * maps in order, want_cs = pw_current_status of it, want_err = the errors of the earliest failed
- * event, want_first = the earliest event time; ws_twice = the fold with every event repeated.
+ * maps in order, want_cs = pw_current_status of it; and what docs/rows.md says of the columns no
+ * function computes: want_err = the errors of the earliest failed event (NULL when it has none; of
+ * failed events at one time, the one with errors, then the smallest errors in jsonb order, so that
+ * the choice does not depend on arrival), want_first = the earliest event time. bag names the
+ * multiset of events (all permutations of a sequence share it); twice.ws is the fold with every
+ * event repeated.
  */
 #define Q_WANT                                                                                                         \
-    "ev AS ("                                                                                                          \
-    "  SELECT code, idx, status, at, errors,"                                                                          \
+    "evm AS ("                                                                                                         \
+    "  SELECT code, idx, status, at, errors, ev,"                                                                        \
     "         CASE status WHEN 'read' THEN jsonb_build_object('read', t, 'delivered', t, 'sent', t)"                      \
     "                     WHEN 'played' THEN jsonb_build_object('played', t, 'delivered', t, 'sent', t)"                  \
     "                     WHEN 'delivered' THEN jsonb_build_object('delivered', t, 'sent', t)"                           \
@@ -290,16 +316,16 @@ static void store_cases(void)
     "  FROM merge_seq, LATERAL (SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS t) f"        \
     "), want AS ("                                                                                                     \
     "  SELECT code, count(*) AS n, merge_fold(map ORDER BY idx) AS ws, min(at) AS first_at,"                            \
-    "         (array_agg(errors ORDER BY at, idx) FILTER (WHERE status = 'failed'))[1] AS err,"                           \
-    "         string_agg(status || '@' || extract(epoch FROM at)::bigint, ',' ORDER BY status, at) AS bag"              \
-    "  FROM ev GROUP BY code"                                                                                          \
+    "         (array_agg(errors ORDER BY at, errors NULLS LAST) FILTER (WHERE status = 'failed'))[1] AS err,"            \
+    "         string_agg(ev, ',' ORDER BY ev) AS bag"                                                                   \
+    "  FROM evm GROUP BY code"                                                                                          \
     "), twice AS ("                                                                                                    \
-    "  SELECT code, merge_fold(map ORDER BY idx, rep) AS ws FROM ev CROSS JOIN generate_series(1, 2) rep GROUP BY code"  \
+    "  SELECT code, merge_fold(map ORDER BY idx, rep) AS ws FROM evm CROSS JOIN generate_series(1, 2) rep GROUP BY code"  \
     "), cmp AS ("                                                                                                      \
     "  SELECT w.way, c.code, c.bag, c.ws AS want_ws, pw_current_status(c.ws) AS want_cs, c.err AS want_err,"            \
     "         c.first_at AS want_first, l.whatsapp_status AS got_ws, l.current_status AS got_cs,"                        \
     "         l.last_error AS got_err, l.created_at AS got_first, l.bsp_msg_id IS NOT NULL AS found"                    \
-    "  FROM want c JOIN merge_way w ON c.n >= w.min_len"                                                               \
+    "  FROM want c JOIN merge_way w ON c.n BETWEEN w.min_len AND w.max_len"                                            \
     "  LEFT JOIN message_logs l ON l.bsp_msg_id = '" WAMID_PREFIX "' || w.way || '.' || c.code"                        \
     ")"
 
@@ -328,13 +354,21 @@ static void every_status_sequence_is_merged_as_the_sql_functions_merge_it(void *
     long long rows = pwt_scalar_int("SELECT count(*) FROM message_logs WHERE bsp_msg_id LIKE '" WAMID_PREFIX "%'");
     long long differ = pwt_scalar_int("WITH " Q_WANT " SELECT count(*) FROM cmp WHERE " MISMATCH);
     print_message("merge: %lld cases compared (%zu sequences x ways), %lld differ\n", cases, n_seqs, differ);
-    /* The first differences, each as: way, sequence (status letter + time index per event: s=sent
-       d=delivered r=read f=failed p=played x=deleted; times 0, +5 s, +60 s), then
-       functions' map|current|error and worker's map|current|error. */
+    /* The first differences, each as: way, sequence (kind letter + time index per event: s=sent
+       d=delivered r=read f, g=failed with errors 1 or 2, n=failed without errors, p=played
+       x=deleted; times 0, +5 s, +60 s), then the functions' map|current|error|created_at and the
+       worker's. */
     pwt_assert_rows("WITH " Q_WANT " SELECT way, code, want_ws, want_cs, want_err, want_first, got_ws, got_cs, got_err,"
                     " got_first FROM cmp WHERE " MISMATCH " ORDER BY length(code), code, way LIMIT 20",
                     "");
     assert_int_equal(rows, cases); /* a row per case, none missing (a mismatch above) and none extra */
+    /* last_error is the errors of the failed event status_events keeps, whose time is the map's "failed". */
+    pwt_assert_rows("SELECT l.bsp_msg_id, l.whatsapp_status->>'failed', l.last_error, e.occurred_at, e.errors"
+                    " FROM message_logs l LEFT JOIN status_events e ON e.bsp_msg_id = l.bsp_msg_id AND e.status = 'failed'"
+                    " WHERE l.last_error IS DISTINCT FROM e.errors OR l.whatsapp_status->>'failed' IS DISTINCT FROM"
+                    "   to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                    " ORDER BY 1 LIMIT 20",
+                    "");
 }
 
 /*
