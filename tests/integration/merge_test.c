@@ -297,37 +297,41 @@ static void store_cases(void)
     pwt_exec("CREATE OR REPLACE AGGREGATE merge_fold(jsonb) (SFUNC = pw_status_merge, STYPE = jsonb, INITCOND = '{}')");
 }
 
+/* Each event of every sequence with its own map: the documented rule of implied statuses. */
+#define Q_EVENT_MAPS                                                                                                   \
+    "SELECT code, idx, status, at, errors, ev,"                                                                        \
+    "       CASE status WHEN 'read' THEN jsonb_build_object('read', t, 'delivered', t, 'sent', t)"                       \
+    "                   WHEN 'played' THEN jsonb_build_object('played', t, 'delivered', t, 'sent', t)"                   \
+    "                   WHEN 'delivered' THEN jsonb_build_object('delivered', t, 'sent', t)"                            \
+    "                   ELSE jsonb_build_object(status, t) END AS map"                                                   \
+    " FROM merge_seq, LATERAL (SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS t) f"
+
 /*
- * Per sequence, what the SQL functions say: want_ws = pw_status_merge folded over the events' own
- * maps in order, want_cs = pw_current_status of it; and what docs/rows.md says of the columns no
- * function computes: want_err = the errors of the earliest failed event (NULL when it has none; of
- * failed events at one time, the one with errors, then the smallest errors in jsonb order, so that
- * the choice does not depend on arrival), want_first = the earliest event time. bag names the
- * multiset of events (all permutations of a sequence share it); twice.ws is the fold with every
- * event repeated.
+ * Computed once, after the first delivery, into tables the tests query. merge_want, per sequence,
+ * what the SQL functions say: ws = pw_status_merge folded over the events' own maps in order, and
+ * what docs/rows.md says of the columns no function computes: err = the errors of the earliest
+ * failed event (NULL when it has none; of failed events at one time, the one with errors, then the
+ * smallest errors in jsonb order, so that the choice does not depend on arrival), first_at = the
+ * earliest event time; bag names the multiset of events (all permutations of a sequence share it).
+ * merge_twice: the fold with every event repeated. merge_cmp: per case (way, sequence) the wanted
+ * columns (current status = pw_current_status of ws) beside the worker's row.
  */
-#define Q_WANT                                                                                                         \
-    "evm AS ("                                                                                                         \
-    "  SELECT code, idx, status, at, errors, ev,"                                                                        \
-    "         CASE status WHEN 'read' THEN jsonb_build_object('read', t, 'delivered', t, 'sent', t)"                      \
-    "                     WHEN 'played' THEN jsonb_build_object('played', t, 'delivered', t, 'sent', t)"                  \
-    "                     WHEN 'delivered' THEN jsonb_build_object('delivered', t, 'sent', t)"                           \
-    "                     ELSE jsonb_build_object(status, t) END AS map"                                                   \
-    "  FROM merge_seq, LATERAL (SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS t) f"        \
-    "), want AS ("                                                                                                     \
-    "  SELECT code, count(*) AS n, merge_fold(map ORDER BY idx) AS ws, min(at) AS first_at,"                            \
-    "         (array_agg(errors ORDER BY at, errors NULLS LAST) FILTER (WHERE status = 'failed'))[1] AS err,"            \
-    "         string_agg(ev, ',' ORDER BY ev) AS bag"                                                                   \
-    "  FROM evm GROUP BY code"                                                                                          \
-    "), twice AS ("                                                                                                    \
-    "  SELECT code, merge_fold(map ORDER BY idx, rep) AS ws FROM evm CROSS JOIN generate_series(1, 2) rep GROUP BY code"  \
-    "), cmp AS ("                                                                                                      \
-    "  SELECT w.way, c.code, c.bag, c.ws AS want_ws, pw_current_status(c.ws) AS want_cs, c.err AS want_err,"            \
-    "         c.first_at AS want_first, l.whatsapp_status AS got_ws, l.current_status AS got_cs,"                        \
-    "         l.last_error AS got_err, l.created_at AS got_first, l.bsp_msg_id IS NOT NULL AS found"                    \
-    "  FROM want c JOIN merge_way w ON c.n BETWEEN w.min_len AND w.max_len"                                            \
-    "  LEFT JOIN message_logs l ON l.bsp_msg_id = '" WAMID_PREFIX "' || w.way || '.' || c.code"                        \
-    ")"
+static void compute_wanted(void)
+{
+    pwt_exec("CREATE TABLE merge_want AS WITH e AS (" Q_EVENT_MAPS ")"
+             " SELECT code, count(*) AS n, merge_fold(map ORDER BY idx) AS ws, min(at) AS first_at,"
+             "        (array_agg(errors ORDER BY at, errors NULLS LAST) FILTER (WHERE status = 'failed'))[1] AS err,"
+             "        string_agg(ev, ',' ORDER BY ev) AS bag"
+             " FROM e GROUP BY code");
+    pwt_exec("CREATE TABLE merge_twice AS WITH e AS (" Q_EVENT_MAPS ")"
+             " SELECT code, merge_fold(map ORDER BY idx, rep) AS ws FROM e CROSS JOIN generate_series(1, 2) rep GROUP BY code");
+    pwt_exec("CREATE TABLE merge_cmp AS"
+             " SELECT w.way, c.code, c.bag, c.ws AS want_ws, pw_current_status(c.ws) AS want_cs, c.err AS want_err,"
+             "        c.first_at AS want_first, l.whatsapp_status AS got_ws, l.current_status AS got_cs,"
+             "        l.last_error AS got_err, l.created_at AS got_first"
+             " FROM merge_want c JOIN merge_way w ON c.n BETWEEN w.min_len AND w.max_len"
+             " LEFT JOIN message_logs l ON l.bsp_msg_id = '" WAMID_PREFIX "' || w.way || '.' || c.code");
+}
 
 #define MISMATCH "(want_ws, want_cs, want_err, want_first) IS DISTINCT FROM (got_ws, got_cs, got_err, got_first)"
 
@@ -340,6 +344,7 @@ static void ensure_delivered(void)
     deliver_all('a', &pushes, &events);
     print_message("merge: %zu sequences delivered in %d ways: %ld statuses in %ld pushes\n", n_seqs, N_WAYS, events,
                   pushes);
+    compute_wanted();
     delivered = 1;
 }
 
@@ -350,16 +355,16 @@ static void every_status_sequence_is_merged_as_the_sql_functions_merge_it(void *
 {
     (void)state;
     ensure_delivered();
-    long long cases = pwt_scalar_int("WITH " Q_WANT " SELECT count(*) FROM cmp");
+    long long cases = pwt_scalar_int("SELECT count(*) FROM merge_cmp");
     long long rows = pwt_scalar_int("SELECT count(*) FROM message_logs WHERE bsp_msg_id LIKE '" WAMID_PREFIX "%'");
-    long long differ = pwt_scalar_int("WITH " Q_WANT " SELECT count(*) FROM cmp WHERE " MISMATCH);
+    long long differ = pwt_scalar_int("SELECT count(*) FROM merge_cmp WHERE " MISMATCH);
     print_message("merge: %lld cases compared (%zu sequences x ways), %lld differ\n", cases, n_seqs, differ);
     /* The first differences, each as: way, sequence (kind letter + time index per event: s=sent
        d=delivered r=read f, g=failed with errors 1 or 2, n=failed without errors, p=played
        x=deleted; times 0, +5 s, +60 s), then the functions' map|current|error|created_at and the
        worker's. */
-    pwt_assert_rows("WITH " Q_WANT " SELECT way, code, want_ws, want_cs, want_err, want_first, got_ws, got_cs, got_err,"
-                    " got_first FROM cmp WHERE " MISMATCH " ORDER BY length(code), code, way LIMIT 20",
+    pwt_assert_rows("SELECT way, code, want_ws, want_cs, want_err, want_first, got_ws, got_cs, got_err,"
+                    " got_first FROM merge_cmp WHERE " MISMATCH " ORDER BY length(code), code, way LIMIT 20",
                     "");
     assert_int_equal(rows, cases); /* a row per case, none missing (a mismatch above) and none extra */
     /* last_error is the errors of the failed event status_events keeps, whose time is the map's "failed". */
@@ -379,11 +384,11 @@ static void order_grouping_and_duplicates_do_not_change_the_row(void **state)
 {
     (void)state;
     ensure_delivered();
-    long long bags = pwt_scalar_int("WITH " Q_WANT " SELECT count(DISTINCT bag) FROM cmp");
+    long long bags = pwt_scalar_int("SELECT count(DISTINCT bag) FROM merge_cmp");
     print_message("merge: %lld multisets of events, each in every order and way\n", bags);
-    pwt_assert_rows("WITH " Q_WANT " SELECT bag, count(DISTINCT (got_ws, got_cs, got_err, got_first)),"
+    pwt_assert_rows("SELECT bag, count(DISTINCT (got_ws, got_cs, got_err, got_first)),"
                     " string_agg(DISTINCT got_ws::text || ' ' || coalesce(got_cs, 'NULL'), ' / ')"
-                    " FROM cmp GROUP BY bag HAVING count(DISTINCT (got_ws, got_cs, got_err, got_first)) <> 1"
+                    " FROM merge_cmp GROUP BY bag HAVING count(DISTINCT (got_ws, got_cs, got_err, got_first)) <> 1"
                     "   OR count(*) <> count(got_ws) ORDER BY bag LIMIT 20",
                     "");
 }
@@ -393,10 +398,10 @@ static void the_sql_functions_are_commutative_and_idempotent(void **state)
 {
     (void)state;
     ensure_delivered();
-    pwt_assert_rows("WITH " Q_WANT " SELECT bag, count(DISTINCT ws) FROM want GROUP BY bag HAVING count(DISTINCT ws) <> 1"
+    pwt_assert_rows("SELECT bag, count(DISTINCT ws) FROM merge_want GROUP BY bag HAVING count(DISTINCT ws) <> 1"
                     " ORDER BY bag LIMIT 20",
                     "");
-    pwt_assert_rows("WITH " Q_WANT " SELECT w.code, w.ws, t.ws FROM want w JOIN twice t USING (code)"
+    pwt_assert_rows("SELECT w.code, w.ws, t.ws FROM merge_want w JOIN merge_twice t USING (code)"
                     " WHERE t.ws IS DISTINCT FROM w.ws OR pw_status_merge(w.ws, w.ws) IS DISTINCT FROM w.ws"
                     "    OR pw_status_merge('{}', w.ws) IS DISTINCT FROM w.ws ORDER BY w.code LIMIT 20",
                     "");
