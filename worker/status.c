@@ -54,7 +54,7 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  * arrival, so any order and grouping of the same events keeps the same one (a push id alone would
  * not do: message_logs does not hold it, and two events of one push share it).
  */
-#define PW_EVENT_ORDER "at, errors NULLS LAST, psmid"
+#define PW_EVENT_ORDER "at, errors NULLS LAST, coalesce(psmid, '')"
 /* That order as a row of status_events t, for a row comparison. */
 #define PW_EVENT_KEY(t)                                                                                                  \
     "(" t ".occurred_at, " t ".errors IS NULL, coalesce(" t ".errors, 'null'), coalesce(" t ".pubsub_message_id, ''))"
