@@ -7,15 +7,16 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  * Why SQL and not C: the merge must not read-modify-write (two pushes for the same message at
  * once would lose one), and a group may hold several events of one message, which
  * `ON CONFLICT DO UPDATE` may touch only once per statement. So the statement:
- *   s    one row per (message, status), the earliest (ties: the smallest push id), from
- *        pushes new to this transaction (see PW_SQL_FROM_NEW_PUSH);
- *   ev   upserts status_events, replacing a row only by an earlier event;
+ *   s    one row per (message, status), the first in PW_EVENT_ORDER, from pushes new to this
+ *        transaction (see PW_SQL_FROM_NEW_PUSH);
+ *   ev   upserts status_events, replacing a row only by an event before it in that order;
  *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
  *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest,
  *        with the recipient and the failure's errors (no join: the plan must not depend on
  *        row estimates, since the session uses generic plans, see worker/db.c);
- *   then upserts message_logs, merging the maps (earliest per key, see PW_MERGE), and touches
- *   the row only when something changed, so a duplicate changes nothing, not even updated_at.
+ *   then upserts message_logs, merging the maps (earliest per key, see PW_MERGE) and keeping the
+ *   errors of the failed event status_events keeps (PW_FAILED_BEFORE), and touches the row only
+ *   when something changed, so a duplicate changes nothing, not even updated_at.
  * Rows are written in key order so that concurrent groups take row locks in the same order.
  */
 /*
@@ -46,6 +47,22 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
     " THEN 'delivered' WHEN " has("failed") " THEN 'failed' WHEN " has("sent") " THEN 'sent' ELSE pw_first_key(" map    \
     ") END)"
 #define PW_WS_HAS(k) "ws ? '" k "'"
+/*
+ * Which of two events of one (message, status) status_events keeps, and so whose errors are the
+ * message's last_error: the earlier; at one time the one with errors, then the smaller errors
+ * (jsonb order), then the smaller push id. Every step is a property of the event, not of its
+ * arrival, so any order and grouping of the same events keeps the same one (a push id alone would
+ * not do: message_logs does not hold it, and two events of one push share it).
+ */
+#define PW_EVENT_ORDER "at, errors NULLS LAST, coalesce(psmid, '')"
+/* That order as a row of status_events t, for a row comparison. */
+#define PW_EVENT_KEY(t)                                                                                                  \
+    "(" t ".occurred_at, " t ".errors IS NULL, coalesce(" t ".errors, 'null'), coalesce(" t ".pubsub_message_id, ''))"
+/* Message_logs row B brings a failed event before A's, in that order without the push id. */
+#define PW_FAILED_KEY(t) "(" t ".whatsapp_status->>'failed', " t ".last_error IS NULL, coalesce(" t ".last_error, 'null'))"
+#define PW_FAILED_BEFORE(a, b)                                                                                         \
+    "(" b ".whatsapp_status ? 'failed' AND (NOT " a ".whatsapp_status ? 'failed' OR " PW_FAILED_KEY(b) " < "            \
+    PW_FAILED_KEY(a) "))"
 #define PW_EITHER_HAS(k) "l.whatsapp_status ? '" k "' OR excluded.whatsapp_status ? '" k "'"
 
 static const char status_ctes[] =
@@ -55,7 +72,7 @@ static const char status_ctes[] =
     "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[])"
     "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid, sub)"
     "  WHERE " PW_SQL_FROM_NEW_PUSH("u")
-    "  ORDER BY id, status, at, psmid"
+    "  ORDER BY id, status, " PW_EVENT_ORDER
     "), ev AS ("
     "  INSERT INTO status_events AS e (bsp_msg_id, status, occurred_at, recipient_id, phone_number_id,"
     "                                  conversation, pricing, errors, biz_opaque_callback_data, pubsub_message_id)"
@@ -66,8 +83,7 @@ static const char status_ctes[] =
     "    pricing = excluded.pricing, errors = excluded.errors,"
     "    biz_opaque_callback_data = excluded.biz_opaque_callback_data,"
     "    pubsub_message_id = excluded.pubsub_message_id, received_at = now()"
-    "  WHERE (excluded.occurred_at, coalesce(excluded.pubsub_message_id, ''))"
-    "      < (e.occurred_at, coalesce(e.pubsub_message_id, ''))"
+    "  WHERE " PW_EVENT_KEY("excluded") " < " PW_EVENT_KEY("e")
     "  RETURNING 1"
     "), imp AS ("
     "  SELECT s.id, k.status, min(s.at) AS at, min(s.to_phone) AS to_phone,"
@@ -91,17 +107,13 @@ static const char status_ctes[] =
         /* the merge's keys are those of both maps */
     "  current_status = " PW_CURRENT_STATUS_BY(PW_EITHER_HAS, "l.whatsapp_status || excluded.whatsapp_status") ","
     "  to_phone = coalesce(l.to_phone, excluded.to_phone),"
-    "  last_error = CASE WHEN excluded.last_error IS NULL THEN l.last_error"
-    "                    WHEN l.last_error IS NULL THEN excluded.last_error"
-    "                    WHEN excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed' THEN excluded.last_error"
-    "                    ELSE l.last_error END,"
+    "  last_error = CASE WHEN " PW_FAILED_BEFORE("l", "excluded") " THEN excluded.last_error ELSE l.last_error END,"
     "  created_at = least(l.created_at, excluded.created_at),"
     "  updated_at = now() "
     "WHERE " PW_MERGE_CHANGES("l.whatsapp_status", "excluded.whatsapp_status")
     "   OR (l.to_phone IS NULL AND excluded.to_phone IS NOT NULL)"
     "   OR excluded.created_at < l.created_at"
-    "   OR (excluded.last_error IS NOT NULL AND (l.last_error IS NULL"
-    "       OR excluded.whatsapp_status->>'failed' < l.whatsapp_status->>'failed'))"
+    "   OR " PW_FAILED_BEFORE("l", "excluded")
     " RETURNING 1"
     ")";
 
