@@ -575,9 +575,9 @@ static int on_req(h2o_handler_t *handler, h2o_req_t *req)
         if (atomic_load(&stopping))
             send_unavailable(req, "shutting down\n");
         else if (!pw_db_ready(database))
-            send_unavailable(req, "database not connected\n");
+            send_unavailable(req, "database not connected, or not answering\n");
         else if (!pw_auth_ready(config))
-            send_unavailable(req, "signing keys not loaded\n");
+            send_unavailable(req, "no signing keys: not fetched yet, or expired while refreshes failed\n");
         else
             send_text(req, 200, "OK", "ready\n");
     } else if (path_is(req, "/metrics") && get) {

@@ -35,7 +35,7 @@ static const char usage[] =
     "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
     "  204 committed (stored, duplicate, ignored or kept in dead_letters), 401 bad or missing token,\n"
     "  403 token of another service account, 413 body too large,\n"
-    "  503 database unavailable, keys not loaded or deadline passed (Pub/Sub redelivers).\n"
+    "  503 database unavailable, no signing keys, over INFLIGHT_BYTES_MAX or deadline passed (Pub/Sub redelivers).\n"
     "\n"
     "Environment (defaults in brackets):\n"
     "  PORT [8080]              listening port\n"
