@@ -492,7 +492,6 @@ int main(void)
         T(stats_script_prints_the_known_numbers),
         T(pushes_through_the_worker_show_up_in_the_views),
     };
-    pwt_suite_init("analytics", &worker, PARAMS("WORKER_THREADS=1"));
-    return cmocka_run_group_tests_name("analytics", tests, pwt_suite_setup, pwt_suite_teardown);
+    return pwt_suite_run("analytics", &worker, PARAMS("WORKER_THREADS=1"), tests);
 }
 /* clang-format on */

@@ -46,12 +46,7 @@ static long long metric(const char *sample)
 /* Waits up to 20 s for every byte of the budget to be given back (a push gives its bytes once freed, just after its answer). */
 #define wait_inflight_zero() pwt_wait_metric(&worker, "pushworker_inflight_bytes", 0)
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return pwt_suite_start("budget", &worker, PWT_LIST("WORKER_THREADS=2", "INFLIGHT_BYTES_MAX=1048576", "PUSH_DEADLINE_MS=60000"));
-}
-
+/* The worker's exit status is not checked here (pwt_suite_teardown would). */
 static int group_teardown(void **state)
 {
     (void)state;
@@ -174,5 +169,6 @@ int main(void)
         cmocka_unit_test_setup(a_push_larger_than_the_budget_alone_is_taken, fresh_tables),
         cmocka_unit_test_setup(bodies_on_other_paths_give_the_budget_back, fresh_tables),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    pwt_suite_init("budget", &worker, PWT_LIST("WORKER_THREADS=2", "INFLIGHT_BYTES_MAX=1048576", "PUSH_DEADLINE_MS=60000"));
+    return cmocka_run_group_tests(tests, pwt_suite_setup, group_teardown);
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/proc.h"
 #include "tests/integration/util.h"
 
 #define PASSWORD "s3cr3t-Pa55"  /* must never appear in the worker's output */
@@ -70,11 +71,7 @@ static void run_worker(const char *cmd, const char *const *env, long timeout_ms,
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
+        pwt_child_redirect_fd(fd);
         char *argv[] = {(char *)bin, (char *)cmd, NULL};
         execve(bin, argv, (char *const *)envp);
         _exit(127);

@@ -482,14 +482,6 @@ static void when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and
     free(body);
 }
 
-/* ---- fixtures -------------------------------------------------------------------------------------------- */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    return pwt_suite_start("dbtrust", NULL, NULL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,5 +496,5 @@ int main(void)
         cmocka_unit_test(when_the_dead_letter_is_refused_too_the_raw_body_is_kept_with_a_fixed_reason),
         cmocka_unit_test(when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and_nothing_is_written),
     };
-    return cmocka_run_group_tests_name("db_trust", tests, group_setup, pwt_teardown_db);
+    return pwt_suite_run("db_trust", NULL, NULL, tests);
 }

@@ -335,11 +335,7 @@ static pid_t spawn_worker(const char *arg, const char *const *extra_env, const c
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
+        pwt_child_redirect_fd(fd);
         char *argv[] = {(char *)bin, (char *)arg, NULL};
         execve(bin, argv, envp);
         dprintf(STDERR_FILENO, "harness: exec %s: %s\n", bin, strerror(errno));
@@ -671,6 +667,20 @@ long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *messag
     long status = pwt_push(w, payload, len, message_id, subscription, publish_time);
     free(payload);
     return status;
+}
+
+char *pwt__pad_json(const char *file, int line, char *json, size_t len)
+{
+    size_t natural = strlen(json);
+    if (natural > len)
+        pwt_fail(file, line, "a JSON text of %zu bytes cannot be padded to %zu", natural, len);
+    char *out = pwt_xmalloc(len + 1);
+    memcpy(out, json, natural - 1); /* all but the final '}' */
+    memset(out + natural - 1, ' ', len - natural);
+    out[len - 1] = '}';
+    out[len] = '\0';
+    free(json);
+    return out;
 }
 
 char *pwt_meta_webhook(const char *value_members)

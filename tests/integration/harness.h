@@ -100,6 +100,10 @@ int pwt_suite_teardown(void **state); /* group teardown: pwt_suite_stop, -1 unle
 int pwt_suite_fresh(void **state);    /* per-test setup: the worker restarted if it died, every table emptied */
 int pwt_suite_alive(void **state);    /* per-test teardown: pwt_worker_check_alive */
 
+/* main's last line: pwt_suite_init, then the cmocka group `tests` with pwt_suite_setup and pwt_suite_teardown. */
+#define pwt_suite_run(name, w, env, tests)                                                                                         \
+    (pwt_suite_init((name), (w), (env)), cmocka_run_group_tests_name((name), (tests), pwt_suite_setup, pwt_suite_teardown))
+
 /* Restarts w with env when it has died (printing its log first). 0 or -1: for a per-test setup. */
 int pwt_worker_ensure(pwt_worker_t *w, const char *const *env);
 
@@ -180,6 +184,10 @@ long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *messag
  */
 char *pwt_meta_webhook(const char *value_members);
 
+/* json (malloc'd text of an object, taken) with spaces before its final '}' to exactly len bytes; fails the test when longer. */
+#define pwt_pad_json(json, len) pwt__pad_json(__FILE__, __LINE__, (json), (len))
+char *pwt__pad_json(const char *file, int line, char *json, size_t len);
+
 /* Standard padded base64 of len bytes, malloc'd. */
 char *pwt_base64(const void *data, size_t len);
 
@@ -196,6 +204,17 @@ char *pwt_read_fixture(const char *rel, size_t *len);
  */
 char *pwt_rows_p(const char *sql, const char *const *params);
 char *pwt_rows(const char *sql);
+
+/* The contract's columns of message_logs, status_events and pubsub_receipts, in a fixed order (see docs/rows.md). */
+#define PWT_Q_LOGS                                                                                                                 \
+    "SELECT bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at FROM message_logs "                      \
+    "ORDER BY bsp_msg_id COLLATE \"C\""
+#define PWT_Q_EVENTS                                                                                                               \
+    "SELECT bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, conversation, pricing, errors, "                       \
+    "biz_opaque_callback_data, pubsub_message_id FROM status_events ORDER BY bsp_msg_id COLLATE \"C\", status COLLATE \"C\""
+#define PWT_Q_RECEIPTS                                                                                                             \
+    "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts "                                                 \
+    "ORDER BY subscription COLLATE \"C\", message_id COLLATE \"C\""
 
 /* The single integer value of sql (fails the test unless exactly one non-NULL integer). */
 long long pwt_scalar_int(const char *sql);

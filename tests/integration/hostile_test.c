@@ -579,15 +579,7 @@ static void payload_nested_10000_deep_is_dead_lettered_as_too_deep(void **state)
 static char *good_push_of_size(size_t len, const char *mid)
 {
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *w = wrap(payload, strlen(payload), mid);
-    size_t natural = strlen(w);
-    assert_true(natural <= len);
-    char *body = pwt_xmalloc(len + 1);
-    memcpy(body, w, natural - 1);
-    memset(body + natural - 1, ' ', len - natural);
-    body[len - 1] = '}';
-    body[len] = '\0';
-    free(w);
+    char *body = pwt_pad_json(wrap(payload, strlen(payload), mid), len);
     free(payload);
     return body;
 }
@@ -1561,7 +1553,6 @@ int main(void)
         T(meta_status_array_with_non_object_keeps_the_objects),
         T(wamid_of_100_kb_is_dead_lettered_by_the_database),
     };
-    pwt_suite_init("hostile", &worker, PARAMS("WORKER_THREADS=1"));
-    return cmocka_run_group_tests_name("hostile", tests, pwt_suite_setup, pwt_suite_teardown);
+    return pwt_suite_run("hostile", &worker, PARAMS("WORKER_THREADS=1"), tests);
 }
 /* clang-format on */

@@ -89,3 +89,10 @@ CURL *pwt_http_multi_done(CURLM *multi, long *status, CURLcode *result)
     }
     return NULL;
 }
+
+void *pwt_http_private(CURL *c)
+{
+    char *priv = NULL;
+    curl_easy_getinfo(c, CURLINFO_PRIVATE, &priv);
+    return priv;
+}

@@ -31,4 +31,7 @@ long pwt_http_request(const char *method, const char *url, const char *body, con
  * answer; *result says why); NULL when no other transfer has finished. */
 CURL *pwt_http_multi_done(CURLM *multi, long *status, CURLcode *result);
 
+/* c's CURLOPT_PRIVATE pointer. */
+void *pwt_http_private(CURL *c);
+
 #endif

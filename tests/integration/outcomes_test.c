@@ -51,12 +51,7 @@ static long push_fixture(const char *rel, const char *message_id)
 
 #define WORKER_ENV PWT_LIST("WORKER_THREADS=2", "PUSH_DEADLINE_MS=3000")
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return pwt_suite_start("outcomes", &worker, WORKER_ENV);
-}
-
+/* The worker's exit status is not checked here (pwt_suite_teardown would). */
 static int group_teardown(void **state)
 {
     (void)state;
@@ -316,5 +311,6 @@ int main(void)
         cmocka_unit_test_setup(livez_answers_200_and_healthz_still_does, fresh_tables),
         cmocka_unit_test_setup(metrics_scraped_while_stopping_exits_cleanly, fresh_tables),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    pwt_suite_init("outcomes", &worker, WORKER_ENV);
+    return cmocka_run_group_tests(tests, pwt_suite_setup, group_teardown);
 }

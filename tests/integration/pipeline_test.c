@@ -61,19 +61,13 @@
 
 /* ---- the contract's columns, ordered deterministically (times print in UTC: the checker's zone) -- */
 
-#define Q_LOGS                                                                                                         \
-    "SELECT bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at FROM message_logs "          \
-    "ORDER BY bsp_msg_id COLLATE \"C\""
-#define Q_EVENTS                                                                                                       \
-    "SELECT bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, conversation, pricing, errors, "           \
-    "biz_opaque_callback_data, pubsub_message_id FROM status_events ORDER BY bsp_msg_id COLLATE \"C\", status COLLATE \"C\""
+#define Q_LOGS PWT_Q_LOGS
+#define Q_EVENTS PWT_Q_EVENTS
 #define Q_INBOUND                                                                                                      \
     "SELECT wa_msg_id, phone_number_id, from_phone, from_user_id, contact_name, msg_type, body, context_msg_id, "      \
     "sent_at, pubsub_message_id FROM inbound_messages ORDER BY wa_msg_id COLLATE \"C\""
 #define Q_CONTACTS "SELECT wa_id, profile_name, first_seen_at, last_seen_at FROM contacts ORDER BY wa_id COLLATE \"C\""
-#define Q_RECEIPTS                                                                                                     \
-    "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts "                                    \
-    "ORDER BY subscription COLLATE \"C\", message_id COLLATE \"C\""
+#define Q_RECEIPTS PWT_Q_RECEIPTS
 /* $1 = the request body: the last column says whether the stored raw bytes equal it. */
 #define Q_DEAD                                                                                                         \
     "SELECT subscription, message_id, split_part(reason, ': ', 1), body = convert_to($1, 'UTF8') FROM dead_letters "  \
@@ -1140,16 +1134,7 @@ static void same_message_id_in_another_subscription_is_a_new_push(void **state)
 static char *push_of_exact_size(size_t len, const char *message_id)
 {
     char *payload = status_webhook(W_SYN, "sent", "1709679600", "919876543230");
-    char *wrapped = pwt_wrap(payload, strlen(payload), message_id, SUB, PUBLISH_TIME);
-    size_t natural = strlen(wrapped);
-    assert_true(natural <= len);
-    char *body = malloc(len + 1);
-    assert_non_null(body);
-    memcpy(body, wrapped, natural - 1); /* all but the final '}' */
-    memset(body + natural - 1, ' ', len - natural);
-    body[len - 1] = '}';
-    body[len] = '\0';
-    free(wrapped);
+    char *body = pwt_pad_json(pwt_wrap(payload, strlen(payload), message_id, SUB, PUBLISH_TIME), len);
     free(payload);
     return body;
 }
@@ -1285,7 +1270,6 @@ int main(void)
         T(worker_exits_0_on_sigterm),
         T(migrate_again_is_a_no_op),
     };
-    pwt_suite_init("pipeline", &worker, PARAMS("WORKER_THREADS=2"));
-    return cmocka_run_group_tests_name("pipeline", tests, pwt_suite_setup, pwt_suite_teardown);
+    return pwt_suite_run("pipeline", &worker, PARAMS("WORKER_THREADS=2"), tests);
 }
 /* clang-format on */

@@ -22,6 +22,23 @@ static void close_inherited_fds(void)
         close(fd);
 }
 
+void pwt_child_redirect_fd(int fd)
+{
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+    }
+    int dn = open("/dev/null", O_RDONLY);
+    if (dn >= 0)
+        dup2(dn, STDIN_FILENO);
+    close_inherited_fds();
+}
+
+void pwt_child_redirect(const char *out_path, int flags)
+{
+    pwt_child_redirect_fd(open(out_path, O_WRONLY | O_CREAT | (flags & PWT_SPAWN_TRUNC ? O_TRUNC : O_APPEND), 0644));
+}
+
 pid_t pwt_spawn(const char *const *argv, const char *const *env, const char *out_path, int flags)
 {
     fflush(NULL);
@@ -29,15 +46,7 @@ pid_t pwt_spawn(const char *const *argv, const char *const *env, const char *out
     if (pid == 0) {
         if (flags & PWT_SPAWN_GROUP)
             setpgid(0, 0);
-        int fd = open(out_path, O_WRONLY | O_CREAT | (flags & PWT_SPAWN_TRUNC ? O_TRUNC : O_APPEND), 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
-        close_inherited_fds();
+        pwt_child_redirect(out_path, flags);
         if (chdir("/") != 0)
             _exit(126);
         for (size_t i = 0; env != NULL && env[i] != NULL; i++)

@@ -15,6 +15,12 @@
  */
 pid_t pwt_spawn(const char *const *argv, const char *const *env, const char *out_path, int flags);
 
+/* In a forked child: stdout and stderr to out_path (PWT_SPAWN_TRUNC in flags: truncated first), stdin /dev/null, every other
+ * descriptor closed. For children that need more than pwt_spawn does before their exec. */
+void pwt_child_redirect(const char *out_path, int flags);
+/* The same with an open descriptor (fd < 0: stdout and stderr left as they are). */
+void pwt_child_redirect_fd(int fd);
+
 /* A wait status as one number: the exit status, 128 + signal when killed by one, -1 otherwise. */
 int pwt_exit_code(int wstatus);
 

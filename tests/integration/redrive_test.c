@@ -128,12 +128,6 @@ static void redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_
     free(body);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return pwt_suite_start("redrive", NULL, NULL);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -142,5 +136,5 @@ int main(void)
         cmocka_unit_test(filters_select_by_reason_and_time),
         cmocka_unit_test(redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_environment),
     };
-    return cmocka_run_group_tests_name("integration/redrive", tests, setup, pwt_teardown_db);
+    return pwt_suite_run("integration/redrive", NULL, NULL, tests);
 }

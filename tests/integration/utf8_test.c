@@ -125,7 +125,6 @@ int main(void)
         T(lossy_escapes_are_stored_with_ufffd_and_kept),
         T(jsonb_columns_keep_numbers_exactly),
     };
-    pwt_suite_init("utf8", &worker, PARAMS("WORKER_THREADS=2"));
-    return cmocka_run_group_tests_name("utf8", tests, pwt_suite_setup, pwt_suite_teardown);
+    return pwt_suite_run("utf8", &worker, PARAMS("WORKER_THREADS=2"), tests);
 }
 /* clang-format on */
