@@ -46,14 +46,6 @@ static long long metric(const char *sample)
 /* Waits up to 20 s for every byte of the budget to be given back (a push gives its bytes once freed, just after its answer). */
 #define wait_inflight_zero() pwt_wait_metric(&worker, "pushworker_inflight_bytes", 0)
 
-/* The worker's exit status is not checked here (pwt_suite_teardown would). */
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_suite_stop(&worker);
-    return 0;
-}
-
 static int fresh_tables(void **state)
 {
     (void)state;
@@ -170,5 +162,5 @@ int main(void)
         cmocka_unit_test_setup(bodies_on_other_paths_give_the_budget_back, fresh_tables),
     };
     pwt_suite_init("budget", &worker, PWT_LIST("WORKER_THREADS=2", "INFLIGHT_BYTES_MAX=1048576", "PUSH_DEADLINE_MS=60000"));
-    return cmocka_run_group_tests(tests, pwt_suite_setup, group_teardown);
+    return cmocka_run_group_tests(tests, pwt_suite_setup, pwt_suite_teardown_any_exit);
 }

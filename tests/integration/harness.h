@@ -97,6 +97,7 @@ int pwt_teardown_db(void **state);
 void pwt_suite_init(const char *name, pwt_worker_t *w, const char *const *env);
 int pwt_suite_setup(void **state);    /* group setup: pwt_suite_start */
 int pwt_suite_teardown(void **state); /* group teardown: pwt_suite_stop, -1 unless the worker exited 0 */
+int pwt_suite_teardown_any_exit(void **state); /* the same, 0 whatever the worker's exit status */
 int pwt_suite_fresh(void **state);    /* per-test setup: the worker restarted if it died, every table emptied */
 int pwt_suite_alive(void **state);    /* per-test teardown: pwt_worker_check_alive */
 

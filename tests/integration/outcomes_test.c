@@ -51,14 +51,6 @@ static long push_fixture(const char *rel, const char *message_id)
 
 #define WORKER_ENV PWT_LIST("WORKER_THREADS=2", "PUSH_DEADLINE_MS=3000")
 
-/* The worker's exit status is not checked here (pwt_suite_teardown would). */
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_suite_stop(&worker);
-    return 0;
-}
-
 /* After each test: the test database takes connections again (a test that stopped them may have failed half-way). */
 static int connections_allowed(void **state)
 {
@@ -312,5 +304,5 @@ int main(void)
         cmocka_unit_test_setup(metrics_scraped_while_stopping_exits_cleanly, fresh_tables),
     };
     pwt_suite_init("outcomes", &worker, WORKER_ENV);
-    return cmocka_run_group_tests(tests, pwt_suite_setup, group_teardown);
+    return cmocka_run_group_tests(tests, pwt_suite_setup, pwt_suite_teardown_any_exit);
 }
