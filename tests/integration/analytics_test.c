@@ -11,6 +11,8 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 
 /* clang-format off: expected rows are laid out by hand, one result row per source line. */
 
@@ -140,24 +142,6 @@ static void assert_rows_in_zones(const char *file, int line, const char *sql, co
 }
 
 /* ---- fixtures (cmocka) ------------------------------------------------------------------------- */
-
-static int start_everything(void **state)
-{
-    (void)state;
-    if (pwt_db_create("analytics") != 0)
-        return -1;
-    if (pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PARAMS("WORKER_THREADS=1"));
-}
-
-static int stop_everything(void **state)
-{
-    (void)state;
-    int code = pwt_worker_stop(&worker);
-    pwt_db_drop();
-    return code == 0 ? 0 : -1;
-}
 
 /* Before each test: the checker in UTC (a failed check may have left another zone), empty tables. */
 static int fresh_tables(void **state)
@@ -378,35 +362,6 @@ static void inbound_daily_by_type_with_senders(void **state)
 
 /* ---- scripts/stats ------------------------------------------------------------------------------- */
 
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-/* s quoted for sh, appended to b (malloc'd, grown). */
-static void shell_append_quoted(char **b, const char *s)
-{
-    size_t n = strlen(*b), extra = 2;
-    for (const char *q = s; *q; q++)
-        extra += *q == '\'' ? 4 : 1;
-    *b = xrealloc(*b, n + extra + 1);
-    char *o = *b + n;
-    *o++ = '\'';
-    for (const char *q = s; *q; q++) {
-        if (*q == '\'') {
-            memcpy(o, "'\\''", 4);
-            o += 4;
-        } else {
-            *o++ = *q;
-        }
-    }
-    *o++ = '\'';
-    *o = '\0';
-}
-
 /*
  * Runs scripts/stats (found next to PW_FIXTURES: <repo>/tests/fixtures -> <repo>/scripts/stats) with
  * --database-url url and args; returns its output (stdout and stderr) with every run of spaces squeezed
@@ -414,48 +369,24 @@ static void shell_append_quoted(char **b, const char *s)
  */
 static char *run_stats(const char *url, const char *args, int *status)
 {
-    const char *fixtures = getenv("PW_FIXTURES");
-    assert_non_null(fixtures);
-    char *cmd = xrealloc(NULL, 1);
-    cmd[0] = '\0';
-    char script[1024];
-    snprintf(script, sizeof script, "%s/../../scripts/stats", fixtures);
-    shell_append_quoted(&cmd, script);
-    char *tail = NULL;
-    if (asprintf(&tail, " %s --database-url ", args) < 0)
-        abort();
-    cmd = xrealloc(cmd, strlen(cmd) + strlen(tail) + 1);
-    strcat(cmd, tail);
-    free(tail);
-    shell_append_quoted(&cmd, url);
-    cmd = xrealloc(cmd, strlen(cmd) + 8);
-    strcat(cmd, " 2>&1");
-
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t cap = 4096, len = 0;
-    char *out = xrealloc(NULL, cap);
-    int c, prev = 0;
-    while ((c = fgetc(f)) != EOF) {
-        if (c == ' ' && prev == ' ')
-            continue;
-        if (len + 2 > cap)
-            out = xrealloc(out, cap *= 2);
-        out[len++] = (char)c;
-        prev = c;
-    }
-    out[len] = '\0';
-    int rc = pclose(f);
-    *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    char *script = pwt_repo_path("scripts/stats");
+    assert_non_null(script);
+    char *q_script = pwt_shell_quote(script), *q_url = pwt_shell_quote(url);
+    char *cmd = pwt_xasprintf("%s %s --database-url %s 2>&1", q_script, args, q_url);
+    char *out;
+    *status = pwt_popen_read(cmd, &out);
+    /* Squeeze every run of spaces to one. */
+    char *o = out;
+    for (const char *p = out; *p; p++)
+        if (!(*p == ' ' && o > out && o[-1] == ' '))
+            *o++ = *p;
+    *o = '\0';
     free(cmd);
+    free(q_url);
+    free(q_script);
+    free(script);
     return out;
 }
-
-#define assert_contains(haystack, needle)                                                                              \
-    do {                                                                                                               \
-        if (strstr((haystack), (needle)) == NULL)                                                                      \
-            pwt_fail(__FILE__, __LINE__, "expected the output to contain\n%s\noutput:\n%s", (needle), (haystack));     \
-    } while (0)
 
 static void stats_script_prints_the_known_numbers(void **state)
 {
@@ -465,28 +396,28 @@ static void stats_script_prints_the_known_numbers(void **state)
     char *out = run_stats(pwt_db_url(), "--since 2024-10-01 --until 2024-10-04 --min-messages 2 --top 3", &status);
     if (status != 0)
         pwt_fail(__FILE__, __LINE__, "scripts/stats exited with %d:\n%s", status, out);
-    assert_contains(out, "pushworker stats, UTC days 2024-10-01 to 2024-10-03");
-    assert_contains(out, "\n2024-10-01 5 4 2 1 80.00 50.00\n2024-10-02 7 5 3 3 71.43 60.00\n"
+    pwt_assert_contains(out, "pushworker stats, UTC days 2024-10-01 to 2024-10-03");
+    pwt_assert_contains(out, "\n2024-10-01 5 4 2 1 80.00 50.00\n2024-10-02 7 5 3 3 71.43 60.00\n"
                          "2024-10-03 5 2 1 1 40.00 50.00\ntotal 17 11 6 5 64.71 54.55\n");
-    assert_contains(out, "\n2024-10-02 5 63.20 5.00 182.80 3 150.00 120.00 264.00 153.67 127.00 266.20\n");
-    assert_contains(out, "\ntotal 11 32.00 5.00 10.00 6 186.67 90.00 450.00 190.50 94.50 452.50\n");
-    assert_contains(out, "\n2024-10-02 131026 Message undeliverable 2\n");
-    assert_contains(out, "\ntotal 131026 Message undeliverable 2\n");
-    assert_contains(out, "6 message(s) sent in the window and not delivered: 4 failed, 2 without a failure");
-    assert_contains(out, "\nm14 +919800000003 failed 2024-10-03 23:00:00 ");
-    assert_contains(out, "\n+919800000001 6 6 5 83.33\n+919800000004 2 2 1 50.00\n+919800000002 4 2 0 0.00\n");
-    assert_contains(out, "\n2024-10-02 text 2 2\n");
-    assert_contains(out, "\ntotal text 4 -\n");
+    pwt_assert_contains(out, "\n2024-10-02 5 63.20 5.00 182.80 3 150.00 120.00 264.00 153.67 127.00 266.20\n");
+    pwt_assert_contains(out, "\ntotal 11 32.00 5.00 10.00 6 186.67 90.00 450.00 190.50 94.50 452.50\n");
+    pwt_assert_contains(out, "\n2024-10-02 131026 Message undeliverable 2\n");
+    pwt_assert_contains(out, "\ntotal 131026 Message undeliverable 2\n");
+    pwt_assert_contains(out, "6 message(s) sent in the window and not delivered: 4 failed, 2 without a failure");
+    pwt_assert_contains(out, "\nm14 +919800000003 failed 2024-10-03 23:00:00 ");
+    pwt_assert_contains(out, "\n+919800000001 6 6 5 83.33\n+919800000004 2 2 1 50.00\n+919800000002 4 2 0 0.00\n");
+    pwt_assert_contains(out, "\n2024-10-02 text 2 2\n");
+    pwt_assert_contains(out, "\ntotal text 4 -\n");
     free(out);
 
     /* A database without the views, and one that cannot be reached. */
     out = run_stats(getenv("PW_TEST_DATABASE_URL"), "", &status);
     assert_int_equal(status, 1);
-    assert_contains(out, "run `worker migrate`");
+    pwt_assert_contains(out, "run `worker migrate`");
     free(out);
     out = run_stats("postgresql://postgres@127.0.0.1:1/nowhere", "", &status);
     assert_int_equal(status, 1);
-    assert_contains(out, "stats: cannot query the database");
+    pwt_assert_contains(out, "stats: cannot query the database");
     free(out);
     out = run_stats(pwt_db_url(), "--since 2024-10-04 --until 2024-10-01", &status);
     assert_int_equal(status, 2);
@@ -502,12 +433,7 @@ static void stats_script_prints_the_known_numbers(void **state)
 
 static void push_fixture(const char *rel, const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture(rel, &len);
-    char *body = pwt_wrap(payload, len, message_id, SUB, "2024-03-06T10:00:00Z");
-    pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
-    free(body);
-    free(payload);
+    pwt_assert_status(pwt_push_fixture(&worker, rel, message_id, SUB, "2024-03-06T10:00:00Z"), 204);
 }
 
 static void pushes_through_the_worker_show_up_in_the_views(void **state)
@@ -566,6 +492,6 @@ int main(void)
         T(stats_script_prints_the_known_numbers),
         T(pushes_through_the_worker_show_up_in_the_views),
     };
-    return cmocka_run_group_tests_name("analytics", tests, start_everything, stop_everything);
+    return pwt_suite_run("analytics", &worker, PARAMS("WORKER_THREADS=1"), tests);
 }
 /* clang-format on */

@@ -2,7 +2,6 @@
  * against a JWKS server this test controls (scripts/mint-token serve), into a real PostgreSQL. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -23,6 +22,10 @@
 #include <curl/curl.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/jwks.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 
 /* ---- what the tokens and pushes carry ---------------------------------------------------------- */
 
@@ -46,15 +49,9 @@
 #define PRICING "{\"type\": \"regular\", \"billable\": true, \"category\": \"marketing\", \"pricing_model\": \"PMP\"}"
 #define RECEIPT(id, outcome) SUB "|" id "|" PUBLISH_TIME_PG "|" outcome
 
-#define Q_LOGS                                                                                                                     \
-    "SELECT bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at FROM message_logs "                      \
-    "ORDER BY bsp_msg_id COLLATE \"C\""
-#define Q_EVENTS                                                                                                                   \
-    "SELECT bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, conversation, pricing, errors, "                       \
-    "biz_opaque_callback_data, pubsub_message_id FROM status_events ORDER BY bsp_msg_id COLLATE \"C\", status COLLATE \"C\""
-#define Q_RECEIPTS                                                                                                                 \
-    "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts "                                                 \
-    "ORDER BY subscription COLLATE \"C\", message_id COLLATE \"C\""
+#define Q_LOGS PWT_Q_LOGS
+#define Q_EVENTS PWT_Q_EVENTS
+#define Q_RECEIPTS PWT_Q_RECEIPTS
 
 /* The rows of meta/status_sent.json pushed under message id `id`. */
 #define SENT_EVENT(id) W_A "|sent|2024-03-05 20:00:00+00|919876543210|" PNID "|" CONV_SENT "|" PRICING "|NULL|campaign=spring24|" id
@@ -62,226 +59,25 @@
 
 #define PARAMS PWT_LIST
 
-/* ---- small utilities ----------------------------------------------------------------------------- */
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, len = 0;
-    char *p = malloc(cap);
-    size_t n;
-    while ((n = fread(p + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2048)
-            p = realloc(p, cap *= 2);
-    }
-    fclose(f);
-    p[len] = '\0';
-    return p;
-}
-
-static int copy_file(const char *from, const char *to)
-{
-    char *text = slurp(from);
-    if (text == NULL)
-        return -1;
-    FILE *f = fopen(to, "wb");
-    if (f == NULL) {
-        free(text);
-        return -1;
-    }
-    size_t len = strlen(text);
-    int ok = fwrite(text, 1, len, f) == len;
-    ok &= fclose(f) == 0;
-    free(text);
-    return ok ? 0 : -1;
-}
-
-/* A loopback port nothing listens on right now. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t salen = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
-
-/* ---- this binary's scratch directory and scripts/mint-token ---------------------------------------- */
+/* ---- this binary's scratch directory, its keys and JWKS servers ---------------------------------------- */
 
 static char tmp_root[256];  /* /tmp/pwt-auth-XXXXXX, removed at the end */
 static char keys_dir[320];  /* key A (kid test-key-1): what the main JWKS server publishes */
 static char other_dir[320]; /* another key with kid test-key-1, and KID_UNKNOWN */
-static char mint_path[PATH_MAX];
-static char mint_err[400]; /* mint-token's stderr, shown when it fails */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 static void remove_tmp_root(void)
 {
     if (tmp_root[0] != '\0' && getenv("PWT_KEEP_LOGS") == NULL)
-        nftw(tmp_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* scripts/mint-token, found from PW_FIXTURES (= <repo>/tests/fixtures). */
-static int find_mint(void)
-{
-    const char *fx = getenv("PW_FIXTURES");
-    if (fx == NULL || *fx == '\0') {
-        fprintf(stderr, "auth_test: PW_FIXTURES is not set (tests/run sets it)\n");
-        return -1;
-    }
-    char *guess = xasprintf("%s/../../scripts/mint-token", fx);
-    char *real = realpath(guess, NULL);
-    free(guess);
-    if (real == NULL || access(real, X_OK) != 0) {
-        fprintf(stderr, "auth_test: scripts/mint-token not found next to PW_FIXTURES=%s\n", fx);
-        free(real);
-        return -1;
-    }
-    snprintf(mint_path, sizeof mint_path, "%s", real);
-    free(real);
-    return 0;
-}
-
-/* Runs argv (argv[0] a path) with stdout captured into *out (malloc'd, may be NULL) and stderr to mint_err.
- * Returns the exit status, or -1. */
-static int run_capture(const char *const *argv, char **out)
-{
-    int pfd[2];
-    if (pipe2(pfd, O_CLOEXEC) != 0)
-        return -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(pfd[0]);
-        close(pfd[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        dup2(pfd[1], STDOUT_FILENO);
-        int e = open(mint_err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (e >= 0)
-            dup2(e, STDERR_FILENO);
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (cap - len < 1024)
-            buf = realloc(buf, cap *= 2);
-        ssize_t n = read(pfd[0], buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(pfd[0]);
-    buf[len] = '\0';
-    int wstatus = 0;
-    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
-        ;
-    if (out != NULL)
-        *out = buf;
-    else
-        free(buf);
-    return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
-}
-
-static void print_mint_err(void)
-{
-    char *e = slurp(mint_err);
-    fprintf(stderr, "mint-token stderr: %s\n", e != NULL ? e : "(none)");
-    free(e);
-}
-
-static int keygen(const char *dir, const char *kid)
-{
-    const char *argv[] = {mint_path, "keygen", dir, "--kid", kid, NULL};
-    int rc = run_capture(argv, NULL);
-    if (rc != 0) {
-        fprintf(stderr, "auth_test: mint-token keygen %s --kid %s exited with %d\n", dir, kid, rc);
-        print_mint_err();
-    }
-    return rc == 0 ? 0 : -1;
+        pwt_rm_rf(tmp_root);
 }
 
 /**
  * `mint-token sign dir --aud AUD --email SA <args>`: a token that is valid for the main worker unless args
  * override something (mint-token takes the last value of an option). Fails the test when mint-token fails.
+ * MINT(dir, "--kid", "x", ...) or MINT(dir).
  */
-static char *mint_(const char *file, int line, const char *dir, const char *const *args)
-{
-    const char *argv[64];
-    size_t k = 0;
-    argv[k++] = mint_path;
-    argv[k++] = "sign";
-    argv[k++] = dir;
-    argv[k++] = "--aud";
-    argv[k++] = AUD;
-    argv[k++] = "--email";
-    argv[k++] = SA;
-    for (size_t i = 0; args[i] != NULL && k < 63; i++)
-        argv[k++] = args[i];
-    argv[k] = NULL;
-    char *out = NULL;
-    int rc = run_capture(argv, &out);
-    size_t n = out != NULL ? strlen(out) : 0;
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-        out[--n] = '\0';
-    if (rc != 0 || n == 0) {
-        print_mint_err();
-        pwt_fail(file, line, "mint-token sign exited with %d", rc);
-    }
-    return out;
-}
-/* MINT(dir, "--kid", "x", ...) or MINT(dir) */
 #define MINT(...) MINT_(__VA_ARGS__, NULL)
-#define MINT_(dir, ...) mint_(__FILE__, __LINE__, (dir), (const char *const[]){__VA_ARGS__})
+#define MINT_(dir, ...) pwt__mint_sign(__FILE__, __LINE__, (dir), (const char *const[]){"--aud", AUD, "--email", SA, __VA_ARGS__})
 
 /* A directory under tmp_root serving key A only: copies of keys_dir's key A files and jwks.json. */
 static void dir_with_key_a(const char *name, char *out, size_t outlen)
@@ -294,157 +90,36 @@ static void dir_with_key_a(const char *name, char *out, size_t outlen)
         char from[400], to[400];
         snprintf(from, sizeof from, "%s/%s", keys_dir, files[i]);
         snprintf(to, sizeof to, "%s/%s", out, files[i]);
-        if (copy_file(from, to) != 0)
+        if (pwt_copy_file(from, to) != 0)
             pwt_fail(__FILE__, __LINE__, "copy %s to %s failed", from, to);
     }
 }
 
-/* ---- the JWKS server: scripts/mint-token serve DIR PORT, as a child process ------------------------- */
-
-typedef struct {
-    pid_t pid; /* also its process group; 0 when not running */
-    int port;
-    char dir[400];
-    char log_path[450]; /* its stdout and stderr: one "jwks-request ..." line per request */
-    char url_env[128];  /* "OIDC_JWKS_URL=http://127.0.0.1:PORT/oauth2/v3/certs" */
-} jwks_server_t;
-
-#define MAX_SERVERS 8
-static jwks_server_t *live_servers[MAX_SERVERS];
-
-static void server_track(jwks_server_t *s, int on)
+/* `scripts/mint-token serve dir PORT [--max-age max_age]` on a free loopback port, its log under tmp_root. 0 or -1. */
+static int jwks_start_max_age(pwt_jwks_server_t *s, const char *dir, const char *name, const char *max_age)
 {
-    for (int i = 0; i < MAX_SERVERS; i++) {
-        if (on && live_servers[i] == NULL) {
-            live_servers[i] = s;
-            return;
-        }
-        if (!on && live_servers[i] == s)
-            live_servers[i] = NULL;
-    }
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "%s/jwks-%s", tmp_root, name);
+    return pwt_jwks_start(s, NULL, dir, 0, max_age != NULL ? PWT_LIST("--max-age", max_age) : NULL, prefix);
 }
 
-static void jwks_stop(jwks_server_t *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(-s->pid, SIGTERM);
-    int wstatus;
-    long long deadline = mono_ms() + 3000;
-    pid_t r;
-    while ((r = waitpid(s->pid, &wstatus, WNOHANG)) == 0 && mono_ms() < deadline)
-        sleep_ms(10);
-    if (r == 0) {
-        kill(-s->pid, SIGKILL);
-        waitpid(s->pid, &wstatus, 0);
-    }
-    s->pid = 0;
-    server_track(s, 0);
-}
-
-static void stop_all_servers(void)
-{
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (live_servers[i] != NULL)
-            jwks_stop(live_servers[i]);
-}
-
-/* Starts serving dir/jwks.json on a free loopback port, with --max-age max_age unless NULL; waits until it
- * listens. 0 or -1. */
-static int jwks_start_max_age(jwks_server_t *s, const char *dir, const char *name, const char *max_age)
-{
-    memset(s, 0, sizeof *s);
-    snprintf(s->dir, sizeof s->dir, "%s", dir);
-    for (int attempt = 1; attempt <= 3; attempt++) {
-        s->port = free_port();
-        snprintf(s->log_path, sizeof s->log_path, "%s/jwks-%s-%d.log", tmp_root, name, attempt);
-        snprintf(s->url_env, sizeof s->url_env, "OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", s->port);
-        char port[16];
-        snprintf(port, sizeof port, "%d", s->port);
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid < 0)
-            return -1;
-        if (pid == 0) {
-            setpgid(0, 0);
-            int fd = open(s->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            if (fd >= 0) {
-                dup2(fd, STDOUT_FILENO);
-                dup2(fd, STDERR_FILENO);
-            }
-            int dn = open("/dev/null", O_RDONLY);
-            if (dn >= 0)
-                dup2(dn, STDIN_FILENO);
-            const char *argv[] = {mint_path, "serve", dir, port, max_age != NULL ? "--max-age" : NULL, max_age, NULL};
-            execv(mint_path, (char *const *)argv);
-            _exit(127);
-        }
-        setpgid(pid, pid); /* also from here, so the group exists before any kill */
-        s->pid = pid;
-        server_track(s, 1);
-        long long deadline = mono_ms() + 10000;
-        while (mono_ms() < deadline) {
-            int wstatus;
-            if (waitpid(pid, &wstatus, WNOHANG) == pid) {
-                s->pid = 0;
-                server_track(s, 0);
-                break;
-            }
-            char *log = slurp(s->log_path);
-            int up = log != NULL && strstr(log, "jwks-serve listening") != NULL;
-            free(log);
-            if (up)
-                return 0;
-            sleep_ms(20);
-        }
-        char *log = slurp(s->log_path);
-        fprintf(stderr, "auth_test: JWKS server on port %d did not start (attempt %d): %s\n", s->port, attempt,
-                log != NULL ? log : "");
-        free(log);
-        jwks_stop(s);
-    }
-    return -1;
-}
-
-static int jwks_start(jwks_server_t *s, const char *dir, const char *name)
+static int jwks_start(pwt_jwks_server_t *s, const char *dir, const char *name)
 {
     return jwks_start_max_age(s, dir, name, NULL);
 }
 
-/* How many requests the server has answered so far (its "jwks-request" lines). */
-static int jwks_fetches(const jwks_server_t *s)
-{
-    char *log = slurp(s->log_path);
-    int n = 0;
-    for (const char *p = log; p != NULL && *p != '\0';) {
-        if (strncmp(p, "jwks-request ", 13) == 0)
-            n++;
-        p = strchr(p, '\n');
-        if (p != NULL)
-            p++;
-    }
-    free(log);
-    return n;
-}
-
-/* Waits up to timeout_ms for at least n fetches; returns the count seen. */
-static int jwks_wait_fetches(const jwks_server_t *s, int n, long timeout_ms)
-{
-    long long deadline = mono_ms() + timeout_ms;
-    int got;
-    while ((got = jwks_fetches(s)) < n && mono_ms() < deadline)
-        sleep_ms(20);
-    return got;
-}
+/* How many requests the server has answered so far (its "jwks-request" lines); waiting up to timeout_ms for n of them. */
+#define jwks_fetches(s) pwt_jwks_count((s), "jwks-request ")
+#define jwks_wait_fetches(s, n, timeout_ms) pwt_jwks_wait_count((s), "jwks-request ", (n), (timeout_ms))
 
 /* ---- workers ---------------------------------------------------------------------------------------- */
 
-static jwks_server_t main_server;  /* keys_dir, for the whole binary */
+static pwt_jwks_server_t main_server;  /* keys_dir, for the whole binary */
 static pwt_worker_t worker;        /* verify mode against main_server; most tests talk to it */
 static pwt_worker_t claims_worker; /* PUBSUB_AUTH=claims, started by the first claims test */
 
 /* Per-test extras, stopped by the teardown whatever happened in the test. */
-static jwks_server_t test_server;
+static pwt_jwks_server_t test_server;
 static pwt_worker_t test_worker;
 static pwt_worker_t manual_worker; /* started without the harness's readiness wait */
 
@@ -459,7 +134,7 @@ static int start_main_worker(void)
 }
 
 /* A verify-mode worker against server s with this JWKS_MIN_REFRESH_MS. */
-static void start_test_worker(const jwks_server_t *s, const char *min_refresh_env, const char *threads_env)
+static void start_test_worker(const pwt_jwks_server_t *s, const char *min_refresh_env, const char *threads_env)
 {
     if (pwt_worker_start(&test_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
                                               s->url_env, min_refresh_env, threads_env)) != 0)
@@ -478,23 +153,20 @@ static void ensure_claims_worker(void)
 static int group_setup(void **state)
 {
     (void)state;
-    atexit(stop_all_servers);
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/pwt-auth-XXXXXX");
-    if (mkdtemp(tmp_root) == NULL) {
-        perror("auth_test: mkdtemp");
-        tmp_root[0] = '\0';
+    atexit(pwt_jwks_stop_all);
+    if (pwt_make_work_dir("pwt-auth", tmp_root, sizeof tmp_root) != 0)
         return -1;
-    }
     atexit(remove_tmp_root);
+    char mint_err[300];
     snprintf(mint_err, sizeof mint_err, "%s/mint-token.stderr", tmp_root);
     snprintf(keys_dir, sizeof keys_dir, "%s/keys", tmp_root);
     snprintf(other_dir, sizeof other_dir, "%s/other", tmp_root);
-    if (find_mint() != 0)
+    if (pwt_mint_init(mint_err) != 0)
         return -1;
     /* other_dir's test-key-1 has key A's kid but not its key: its signatures are bad ones. */
-    if (keygen(keys_dir, KID_A) != 0 || keygen(other_dir, KID_A) != 0 || keygen(other_dir, KID_UNKNOWN) != 0)
+    if (pwt_mint_keygen(keys_dir, KID_A) != 0 || pwt_mint_keygen(other_dir, KID_A) != 0 || pwt_mint_keygen(other_dir, KID_UNKNOWN) != 0)
         return -1;
-    if (pwt_db_create("auth") != 0 || pwt_migrate() != 0)
+    if (pwt_suite_start("auth", NULL, NULL) != 0)
         return -1;
     if (jwks_start(&main_server, keys_dir, "main") != 0)
         return -1;
@@ -515,7 +187,7 @@ static int group_teardown(void **state)
         fprintf(stderr, "claims worker exited with %d after SIGTERM (expected 0)\n", code);
         ok = 0;
     }
-    jwks_stop(&main_server);
+    pwt_jwks_stop(&main_server);
     pwt_db_drop();
     return ok ? 0 : -1;
 }
@@ -549,7 +221,7 @@ static int cleanup_and_check_alive(void **state)
     }
     if (manual_worker.pid > 0)
         pwt_worker_stop(&manual_worker);
-    jwks_stop(&test_server);
+    pwt_jwks_stop(&test_server);
     if (!pwt_worker_alive(&worker)) {
         fprintf(stderr, "the main worker died during this test\n");
         pwt_worker_print_log(&worker, 60);
@@ -578,7 +250,7 @@ static char *sent_push(const char *message_id)
 static long post_authz(const pwt_worker_t *w, const char *authz, const char *message_id, pwt_response_t *resp)
 {
     char *body = sent_push(message_id);
-    char *h = authz != NULL ? xasprintf("Authorization: %s", authz) : NULL;
+    char *h = authz != NULL ? pwt_xasprintf("Authorization: %s", authz) : NULL;
     long status = pwt_post(w, "/", body, strlen(body), h != NULL ? PARAMS(h) : NULL, resp);
     free(h);
     free(body);
@@ -588,7 +260,7 @@ static long post_authz(const pwt_worker_t *w, const char *authz, const char *mes
 /* The same with "Authorization: Bearer <token>". */
 static long post_token(const pwt_worker_t *w, const char *token, const char *message_id, pwt_response_t *resp)
 {
-    char *authz = xasprintf("Bearer %s", token);
+    char *authz = pwt_xasprintf("Bearer %s", token);
     long status = post_authz(w, authz, message_id, resp);
     free(authz);
     return status;
@@ -600,7 +272,7 @@ static void assert_nothing_stored_(const char *file, int line)
     static const char *const tables[] = {"pubsub_receipts", "dead_letters",     "message_logs",
                                          "status_events",   "inbound_messages", "contacts"};
     for (size_t i = 0; i < sizeof tables / sizeof *tables; i++) {
-        char *sql = xasprintf("SELECT t::text FROM %s t", tables[i]);
+        char *sql = pwt_xasprintf("SELECT t::text FROM %s t", tables[i]);
         pwt__assert_rows(file, line, sql, NULL, "");
         free(sql);
     }
@@ -637,7 +309,7 @@ static void expect_rejected_(const char *file, int line, const char *authz, long
 
 static void expect_token_rejected_(const char *file, int line, const char *token, long status)
 {
-    char *authz = xasprintf("Bearer %s", token);
+    char *authz = pwt_xasprintf("Bearer %s", token);
     expect_rejected_(file, line, authz, status);
     free(authz);
 }
@@ -647,7 +319,7 @@ static void expect_token_rejected_(const char *file, int line, const char *token
 static void expect_accepted_(const char *file, int line, const pwt_worker_t *w, const char *token, const char *message_id)
 {
     pwt__assert_status(file, line, post_token(w, token, message_id, NULL), 204);
-    char *receipt = xasprintf(SUB "|%s|" PUBLISH_TIME_PG "|stored", message_id);
+    char *receipt = pwt_xasprintf(SUB "|%s|" PUBLISH_TIME_PG "|stored", message_id);
     pwt__assert_rows(file, line,
                      "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts WHERE message_id = $1",
                      PARAMS(message_id), receipt);
@@ -680,7 +352,7 @@ static void bearer_scheme_is_case_insensitive(void **state)
 {
     (void)state;
     char *tok = MINT(keys_dir, "--exp-in", "3590");
-    char *authz = xasprintf("bearer %s", tok);
+    char *authz = pwt_xasprintf("bearer %s", tok);
     pwt_assert_status(post_authz(&worker, authz, "1102", NULL), 204);
     pwt_assert_rows(Q_RECEIPTS, RECEIPT("1102", "stored"));
     free(authz);
@@ -744,7 +416,7 @@ static void unknown_kid_with_a_fresh_key_set_is_401_and_fetches_nothing(void **s
     int before = jwks_fetches(&main_server);
     char *tok = MINT(other_dir, "--kid", KID_UNKNOWN);
     expect_token_rejected(tok, 401);
-    sleep_ms(300); /* a fetch, had one been asked for, starts at once */
+    pwt_sleep_ms(300); /* a fetch, had one been asked for, starts at once */
     assert_int_equal(jwks_fetches(&main_server), before);
     free(tok);
 }
@@ -772,7 +444,7 @@ static void token_cut_to_header_and_claims_is_401(void **state)
     char *tok = MINT(keys_dir);
     *strrchr(tok, '.') = '\0'; /* "header.claims": two parts */
     expect_token_rejected(tok, 401);
-    char *with_dot = xasprintf("%s.", tok); /* "header.claims.": an empty signature */
+    char *with_dot = pwt_xasprintf("%s.", tok); /* "header.claims.": an empty signature */
     expect_token_rejected(with_dot, 401);
     free(with_dot);
     free(tok);
@@ -784,7 +456,7 @@ static void padded_base64_signature_is_401(void **state)
     char *tok = MINT(keys_dir);
     /* 256 signature bytes are 342 base64url characters: "==" is the padding a lenient decoder would accept. */
     assert_int_equal(strlen(last_part(tok)), 342);
-    char *padded = xasprintf("%s==", tok);
+    char *padded = pwt_xasprintf("%s==", tok);
     expect_token_rejected(padded, 401);
     free(padded);
     free(tok);
@@ -819,7 +491,7 @@ static void oversized_token_over_8192_bytes_is_401(void **state)
     char pad[9001];
     memset(pad, 'A', sizeof pad - 1);
     pad[sizeof pad - 1] = '\0';
-    char *claims = xasprintf("{\"aud\":\"" AUD "\",\"email\":\"" SA "\",\"email_verified\":true,\"exp\":%lld,\"iat\":%lld,"
+    char *claims = pwt_xasprintf("{\"aud\":\"" AUD "\",\"email\":\"" SA "\",\"email_verified\":true,\"exp\":%lld,\"iat\":%lld,"
                              "\"iss\":\"https://accounts.google.com\",\"sub\":\"100000000000000000001\",\"pad\":\"%s\"}",
                              now + 3600, now, pad);
     char *tok = MINT(keys_dir, "--claims-json", claims);
@@ -942,7 +614,7 @@ static void rotated_in_key_is_fetched_once_and_its_token_accepted(void **state)
     if (jwks_start(&test_server, dir, "rotation") != 0)
         fail_msg("JWKS server did not start");
     start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2");
-    long long loaded_at = mono_ms(); /* the worker was ready, so its one fetch was done */
+    long long loaded_at = pwt_now_ms(); /* the worker was ready, so its one fetch was done */
     int f0 = jwks_fetches(&test_server);
     assert_int_equal(f0, 1);
 
@@ -950,15 +622,15 @@ static void rotated_in_key_is_fetched_once_and_its_token_accepted(void **state)
     expect_accepted(&test_worker, tok_a, "3001");
 
     /* Key B appears in the served set (keygen rebuilds jwks.json from every *.jwk: A and B). */
-    if (keygen(dir, KID_B) != 0)
+    if (pwt_mint_keygen(dir, KID_B) != 0)
         fail_msg("keygen B failed");
     char *tok_b = MINT(dir, "--kid", KID_B);
     /* The cached set must be older than JWKS_MIN_REFRESH_MS, or an unknown kid is (rightly) a 401. */
-    long long wait = loaded_at + 1200 - mono_ms();
+    long long wait = loaded_at + 1200 - pwt_now_ms();
     if (wait > 0)
-        sleep_ms((long)wait);
+        pwt_sleep_ms((long)wait);
 
-    long long deadline = mono_ms() + 3000;
+    long long deadline = pwt_now_ms() + 3000;
     long status;
     int attempts = 0;
     for (;;) {
@@ -970,9 +642,9 @@ static void rotated_in_key_is_fetched_once_and_its_token_accepted(void **state)
             assert_rejection_headers_(__FILE__, __LINE__, &r);
         }
         pwt_response_free(&r);
-        if (status == 204 || mono_ms() > deadline)
+        if (status == 204 || pwt_now_ms() > deadline)
             break;
-        sleep_ms(250);
+        pwt_sleep_ms(250);
     }
     pwt_assert_status(status, 204);
     fprintf(stderr, "rotation: key B accepted after %d attempt(s)\n", attempts);
@@ -980,7 +652,7 @@ static void rotated_in_key_is_fetched_once_and_its_token_accepted(void **state)
     pwt_assert_rows(Q_EVENTS, SENT_EVENT("3001")); /* 3002 carries the same status event again */
 
     /* Exactly one fetch more than at start, also after JWKS_MIN_REFRESH_MS more (no second, coalesced one). */
-    sleep_ms(1500);
+    pwt_sleep_ms(1500);
     assert_int_equal(jwks_fetches(&test_server), f0 + 1);
     /* And key A still works after the rotation (a new token: not from the verified-token cache). */
     char *tok_a2 = MINT(dir, "--exp-in", "3500");
@@ -999,7 +671,7 @@ static void jwks_server_failing_or_gone_keeps_the_cached_keys(void **state)
     if (jwks_start(&test_server, dir, "down") != 0)
         fail_msg("JWKS server did not start");
     start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2");
-    long long loaded_at = mono_ms();
+    long long loaded_at = pwt_now_ms();
     assert_int_equal(jwks_fetches(&test_server), 1);
     char *tok_unknown = MINT(other_dir, "--kid", KID_UNKNOWN);
     char *tok_1 = MINT(dir, "--exp-in", "3600");
@@ -1012,26 +684,26 @@ static void jwks_server_failing_or_gone_keeps_the_cached_keys(void **state)
     FILE *f = fopen(fail_path, "w");
     assert_non_null(f);
     fclose(f);
-    long long wait = loaded_at + 1200 - mono_ms();
+    long long wait = loaded_at + 1200 - pwt_now_ms();
     if (wait > 0)
-        sleep_ms((long)wait);
+        pwt_sleep_ms((long)wait);
     pwt_response_t r = {0};
     pwt_assert_status(post_token(&test_worker, tok_unknown, "4000", &r), 503);
     assert_rejection_headers_(__FILE__, __LINE__, &r);
     pwt_response_free(&r);
     assert_true(jwks_wait_fetches(&test_server, 2, 3000) >= 2); /* then retries with backoff while it fails */
-    char *log = slurp(test_server.log_path);
+    char *log = pwt_read_text(test_server.log_path);
     assert_non_null(strstr(log, " 500\n"));
     free(log);
-    sleep_ms(200); /* let the worker finish handling the failed fetch */
+    pwt_sleep_ms(200); /* let the worker finish handling the failed fetch */
     expect_accepted(&test_worker, tok_1, "4001");
     pwt_assert_status(pwt_get(&test_worker, "/readyz", NULL), 200);
 
     /* 2. The server is gone altogether. */
-    jwks_stop(&test_server);
-    sleep_ms(1200); /* the set is stale again: the next unknown kid asks for a fetch, which cannot connect */
+    pwt_jwks_stop(&test_server);
+    pwt_sleep_ms(1200); /* the set is stale again: the next unknown kid asks for a fetch, which cannot connect */
     pwt_assert_status(post_token(&test_worker, tok_unknown, "4002", NULL), 503);
-    sleep_ms(300);
+    pwt_sleep_ms(300);
     expect_accepted(&test_worker, tok_2, "4003");
     expect_accepted(&test_worker, tok_3, "4004");
     pwt_assert_status(pwt_get(&test_worker, "/readyz", NULL), 200);
@@ -1049,17 +721,11 @@ static void jwks_server_failing_or_gone_keeps_the_cached_keys(void **state)
 /* A quiet GET: the status, or -1 when nothing answers. */
 static long quiet_get(const pwt_worker_t *w, const char *path)
 {
-    CURL *c = curl_easy_init();
     char url[160];
     snprintf(url, sizeof url, "%s%s", w->base_url, path);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
+    CURL *c = pwt_http_easy(url, 1000L, NULL);
     curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    long status = pwt_http_perform(c);
     curl_easy_cleanup(c);
     return status;
 }
@@ -1073,12 +739,12 @@ static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
     (void)state;
     char dir[400];
     dir_with_key_a("revoked", dir, sizeof dir);
-    if (keygen(dir, KID_B) != 0) /* jwks.json now holds A and B */
+    if (pwt_mint_keygen(dir, KID_B) != 0) /* jwks.json now holds A and B */
         fail_msg("keygen B failed");
     if (jwks_start(&test_server, dir, "revoked") != 0)
         fail_msg("JWKS server did not start");
     start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=1");
-    long long loaded_at = mono_ms();
+    long long loaded_at = pwt_now_ms();
     int f0 = jwks_fetches(&test_server);
     char *tok_a = MINT(dir);
     char *tok_b = MINT(dir, "--kid", KID_B);
@@ -1090,25 +756,25 @@ static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
     char from[400], to[450];
     snprintf(from, sizeof from, "%s/jwks.json", keys_dir);
     snprintf(to, sizeof to, "%s/jwks.json", dir);
-    if (copy_file(from, to) != 0)
+    if (pwt_copy_file(from, to) != 0)
         fail_msg("copy %s failed", from);
     /* The worker fetches the new set: an unknown kid on a set older than JWKS_MIN_REFRESH_MS asks for it. */
-    long long wait = loaded_at + 1200 - mono_ms();
+    long long wait = loaded_at + 1200 - pwt_now_ms();
     if (wait > 0)
-        sleep_ms((long)wait);
+        pwt_sleep_ms((long)wait);
     pwt_assert_status(post_token(&test_worker, tok_unknown, "6003", NULL), 503);
     assert_true(jwks_wait_fetches(&test_server, f0 + 1, 5000) >= f0 + 1);
     /* The fetch is logged when the new set is installed. */
-    long long deadline = mono_ms() + 5000;
+    long long deadline = pwt_now_ms() + 5000;
     for (;;) {
         char *log = pwt_worker_log(&test_worker);
         int n = 0;
         for (const char *p = log; (p = strstr(p, "JWKS fetched")) != NULL; p++)
             n++;
         free(log);
-        if (n >= 2 || mono_ms() > deadline)
+        if (n >= 2 || pwt_now_ms() > deadline)
             break;
-        sleep_ms(50);
+        pwt_sleep_ms(50);
     }
     pwt_truncate_all();
     /* The token that passed (and was cached) a moment ago is now refused, and nothing is written. */
@@ -1152,12 +818,12 @@ static void keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_s
     assert_non_null(f);
     fclose(f);
     /* An unknown kid asks for a refetch, which fails while the keys are stale: a warning, keys kept. */
-    sleep_ms(1200);
+    pwt_sleep_ms(1200);
     pwt_assert_status(post_token(&test_worker, tok_unknown, "7002", NULL), 503);
-    long long deadline = mono_ms() + 30000;
+    long long deadline = pwt_now_ms() + 30000;
     long ready = 200;
-    while (mono_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) == 200)
-        sleep_ms(100);
+    while (pwt_now_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) == 200)
+        pwt_sleep_ms(100);
     pwt_assert_status(ready, 503);
 
     /* Dropped: a cached token gets 503, not 204, and nothing is written. */
@@ -1179,9 +845,9 @@ static void keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_s
 
     /* The server recovers: the keys come back (retries back off: 1, 2, 4, 8 s...). */
     unlink(fail_path);
-    deadline = mono_ms() + 30000;
-    while (mono_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) != 200)
-        sleep_ms(100);
+    deadline = pwt_now_ms() + 30000;
+    while (pwt_now_ms() < deadline && (ready = quiet_get(&test_worker, "/readyz")) != 200)
+        pwt_sleep_ms(100);
     pwt_assert_status(ready, 200);
     expect_accepted(&test_worker, tok, "7004");
     free(tok);
@@ -1205,63 +871,18 @@ static void service_account_any_accepts_every_account_and_warns(void **state)
     free(tok);
 }
 
-/* Starts `$PW_WORKER serve` with env added to the test's environment, without waiting for /readyz (which
- * may never be 200): waits for /healthz instead. Fills w so the harness's HTTP and stop calls work on it. */
+/* Starts `$PW_WORKER serve` with env, without waiting for /readyz (which may never be 200): waits for /healthz instead. */
 static void start_worker_unready(pwt_worker_t *w, const char *const *env)
 {
-    memset(w, 0, sizeof *w);
-    const char *bin = getenv("PW_WORKER");
-    if (bin == NULL)
-        fail_msg("PW_WORKER is not set");
-    w->port = free_port();
-    snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
-    snprintf(w->log_path, sizeof w->log_path, "%s/worker-unready-%d.log", tmp_root, w->port);
-    char *port_env = xasprintf("PORT=%d", w->port);
-    char *db_env = xasprintf("DATABASE_URL=%s", pwt_db_url());
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(w->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
-        setenv("LOG_LEVEL", "debug", 1);
-        putenv(port_env);
-        putenv(db_env);
-        for (size_t i = 0; env[i] != NULL; i++)
-            putenv((char *)env[i]);
-        char *argv[] = {(char *)bin, "serve", NULL};
-        execv(bin, argv);
-        _exit(127);
-    }
-    free(port_env);
-    free(db_env);
-    w->pid = pid;
-    long long deadline = mono_ms() + 15000;
-    while (mono_ms() < deadline) {
-        if (!pwt_worker_alive(w)) {
-            pwt_worker_print_log(w, 40);
-            fail_msg("the worker exited during start-up");
-        }
-        if (quiet_get(w, "/healthz") == 200)
-            return;
-        sleep_ms(50);
-    }
-    pwt_worker_print_log(w, 40);
-    fail_msg("the worker did not answer /healthz");
+    if (pwt_worker_start_at(w, 0, "/healthz", env) != 0)
+        fail_msg("the worker did not answer /healthz");
 }
 
 static void without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives(void **state)
 {
     (void)state;
     /* A JWKS URL on a port nothing listens on: the first fetch and every retry fail. */
-    char *url_env = xasprintf("OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", free_port());
+    char *url_env = pwt_xasprintf("OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", pwt_free_port());
     start_worker_unready(&manual_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA, url_env,
                                                 "JWKS_MIN_REFRESH_MS=1000", "WORKER_THREADS=2"));
     char *tok = MINT(keys_dir);
@@ -1274,7 +895,7 @@ static void without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives(v
         pwt_response_free(&r);
         assert_nothing_stored();
         if (round == 0)
-            sleep_ms(2500); /* through a few failed fetches (backoff 1 s, 2 s) */
+            pwt_sleep_ms(2500); /* through a few failed fetches (backoff 1 s, 2 s) */
     }
     pwt_assert_status(pwt_get(&manual_worker, "/healthz", NULL), 200);
     char *log = pwt_worker_log(&manual_worker);
@@ -1293,49 +914,29 @@ typedef struct {
     long other_status;
 } tally_t;
 
-static size_t discard(char *data, size_t size, size_t nmemb, void *ud)
-{
-    (void)data, (void)ud;
-    return size * nmemb;
-}
-
 /* total POSTs of body with these headers to w, `concurrency` at a time (libcurl multi). */
 static void burst(const pwt_worker_t *w, const char *body, const char *authz, int total, int concurrency, tally_t *t)
 {
     memset(t, 0, sizeof *t);
     char url[160];
     snprintf(url, sizeof url, "%s/", w->base_url);
-    char *h = xasprintf("Authorization: %s", authz);
-    struct curl_slist *list = NULL;
-    list = curl_slist_append(list, "Content-Type: application/json");
-    list = curl_slist_append(list, "Expect:");
-    list = curl_slist_append(list, h);
+    char *h = pwt_xasprintf("Authorization: %s", authz);
+    struct curl_slist *list = pwt_http_headers(PWT_LIST(h));
     CURLM *m = curl_multi_init();
     CURL **hs = calloc((size_t)concurrency, sizeof *hs);
     int started = 0, done = 0, running = 0;
     for (int i = 0; i < concurrency && started < total; i++, started++) {
-        hs[i] = curl_easy_init();
-        curl_easy_setopt(hs[i], CURLOPT_URL, url);
-        curl_easy_setopt(hs[i], CURLOPT_NOPROXY, "*");
-        curl_easy_setopt(hs[i], CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(hs[i], CURLOPT_TIMEOUT_MS, 20000L);
-        curl_easy_setopt(hs[i], CURLOPT_HTTPHEADER, list);
-        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(hs[i], CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-        curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, discard);
+        hs[i] = pwt_http_easy(url, 20000L, list);
+        pwt_http_set_post(hs[i], body, strlen(body));
+        curl_easy_setopt(hs[i], CURLOPT_WRITEFUNCTION, pwt_http_discard);
         curl_multi_add_handle(m, hs[i]);
     }
     while (done < total) {
         curl_multi_perform(m, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            CURL *e = msg->easy_handle;
-            long status = -1;
-            if (msg->data.result == CURLE_OK)
-                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        CURL *e;
+        long status;
+        CURLcode rc;
+        while ((e = pwt_http_multi_done(m, &status, &rc)) != NULL) {
             if (status == 204)
                 t->n204++;
             else if (status == 401)
@@ -1349,7 +950,6 @@ static void burst(const pwt_worker_t *w, const char *body, const char *authz, in
                 t->other_status = status;
             }
             done++;
-            curl_multi_remove_handle(m, e);
             if (started < total) {
                 started++;
                 curl_multi_add_handle(m, e); /* same options, the next request */
@@ -1377,20 +977,20 @@ static void burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_
     if (jwks_start(&test_server, dir, "burst") != 0)
         fail_msg("JWKS server did not start");
     start_test_worker(&test_server, "JWKS_MIN_REFRESH_MS=3000", "WORKER_THREADS=4");
-    long long loaded_at = mono_ms();
+    long long loaded_at = pwt_now_ms();
     char *tok = MINT(other_dir, "--kid", KID_UNKNOWN);
-    char *authz = xasprintf("Bearer %s", tok);
+    char *authz = pwt_xasprintf("Bearer %s", tok);
     char *body = sent_push("6001");
     /* A stale set, so the unknown kid does ask for a refetch: the rate limit is what is under test. */
-    long long wait = loaded_at + MIN_REFRESH_MS + 200 - mono_ms();
+    long long wait = loaded_at + MIN_REFRESH_MS + 200 - pwt_now_ms();
     if (wait > 0)
-        sleep_ms((long)wait);
+        pwt_sleep_ms((long)wait);
 
     int before = jwks_fetches(&test_server);
-    long long t0 = mono_ms();
+    long long t0 = pwt_now_ms();
     tally_t t;
     burst(&test_worker, body, authz, 1000, 32, &t);
-    long long took = mono_ms() - t0;
+    long long took = pwt_now_ms() - t0;
     fprintf(stderr, "burst: %d x 401, %d x 503, %d x 204, %d other (last %ld), %d transport errors, %lld ms\n", t.n401, t.n503,
             t.n204, t.nother, t.other_status, t.nerr, took);
     assert_int_equal(t.n204, 0);
@@ -1399,7 +999,7 @@ static void burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_
     assert_int_equal(t.n401 + t.n503, 1000);
     assert_true(t.n503 >= 1); /* the stale set made the first ones ask for a refetch */
     /* Past another JWKS_MIN_REFRESH_MS, so that a second (rate-limited) fetch they asked for would show too. */
-    sleep_ms(MIN_REFRESH_MS + 700);
+    pwt_sleep_ms(MIN_REFRESH_MS + 700);
     int after = jwks_fetches(&test_server);
     fprintf(stderr, "burst: JWKS fetches before %d, after %d\n", before, after);
     if (took < MIN_REFRESH_MS && after - before > 1)
@@ -1433,7 +1033,7 @@ static void claims_mode_token_with_exp_int64_max_is_accepted_twice_without_overf
 {
     (void)state;
     ensure_claims_worker();
-    char *claims = xasprintf("{\"aud\":\"" AUD "\",\"azp\":\"1\",\"email\":\"" SA "\",\"email_verified\":true,"
+    char *claims = pwt_xasprintf("{\"aud\":\"" AUD "\",\"azp\":\"1\",\"email\":\"" SA "\",\"email_verified\":true,"
                              "\"exp\":9223372036854775807,\"iat\":%lld,\"iss\":\"https://accounts.google.com\",\"sub\":\"1\"}",
                              (long long)time(NULL));
     char *tok = MINT(keys_dir, "--claims-json", claims, "--signature", "SIGNATURE_REMOVED_BY_GOOGLE");

@@ -35,89 +35,16 @@ static char *padded_push(size_t size, const char *message_id)
     return body;
 }
 
-/* The value of one sample of GET /metrics (-1 when absent). */
 static long long metric(const char *sample)
 {
-    pwt_response_t r;
-    pwt_get(&worker, "/metrics", &r);
-    long long v = -1;
-    size_t n = strlen(sample);
-    for (const char *line = r.body; line != NULL && *line != '\0';) {
-        if (strncmp(line, sample, n) == 0 && line[n] == ' ')
-            v = atoll(line + n + 1);
-        line = strchr(line, '\n');
-        if (line != NULL)
-            line++;
-    }
-    pwt_response_free(&r);
-    return v;
+    return pwt_metric(&worker, sample);
 }
 
 /* Waits up to 20 s for pushworker_inflight_bytes to reach at least bytes. */
-static void wait_inflight_at_least(long long bytes)
-{
-    for (int i = 0; i < 400; i++) {
-        if (metric("pushworker_inflight_bytes") >= bytes)
-            return;
-        usleep(50 * 1000);
-    }
-    pwt_fail(__FILE__, __LINE__, "pushworker_inflight_bytes never reached %lld (now %lld)", bytes, metric("pushworker_inflight_bytes"));
-}
+#define wait_inflight_at_least(bytes) pwt_wait_metric_at_least(&worker, "pushworker_inflight_bytes", (bytes))
 
 /* Waits up to 20 s for every byte of the budget to be given back (a push gives its bytes once freed, just after its answer). */
-static void wait_inflight_zero(int line)
-{
-    for (int i = 0; i < 400; i++) {
-        if (metric("pushworker_inflight_bytes") == 0)
-            return;
-        usleep(50 * 1000);
-    }
-    pwt_fail(__FILE__, line, "pushworker_inflight_bytes stayed at %lld, expected 0", metric("pushworker_inflight_bytes"));
-}
-
-/* A push sent from a thread of its own, for the pushes that wait on a lock. */
-typedef struct {
-    pthread_t tid;
-    char *body;
-    long status;
-} bg_push_t;
-
-static void *bg_send(void *arg)
-{
-    bg_push_t *p = arg;
-    p->status = pwt_post(&worker, "/", p->body, strlen(p->body), NULL, NULL);
-    return NULL;
-}
-
-static void bg_start(bg_push_t *p, char *body)
-{
-    p->body = body;
-    p->status = 0;
-    pthread_create(&p->tid, NULL, bg_send, p);
-}
-
-static long bg_join(bg_push_t *p)
-{
-    pthread_join(p->tid, NULL);
-    free(p->body);
-    return p->status;
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (pwt_db_create("budget") != 0 || pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PWT_LIST("WORKER_THREADS=2", "INFLIGHT_BYTES_MAX=1048576", "PUSH_DEADLINE_MS=60000"));
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_worker_stop(&worker);
-    pwt_db_drop();
-    return 0;
-}
+#define wait_inflight_zero() pwt_wait_metric(&worker, "pushworker_inflight_bytes", 0)
 
 static int fresh_tables(void **state)
 {
@@ -140,10 +67,10 @@ static void large_pushes_over_the_budget_get_503_and_a_normal_push_204(void **st
 
     pwt_exec("BEGIN");
     pwt_exec("LOCK TABLE pubsub_receipts IN ACCESS EXCLUSIVE MODE");
-    bg_push_t held, normal;
+    pwt_bg_post_t held, normal;
     char *held_body = padded_push(LARGE, "9001");
     size_t held_len = strlen(held_body);
-    bg_start(&held, held_body);
+    pwt_bg_post_start(&held, &worker, held_body);
     wait_inflight_at_least((long long)held_len);
 
     for (int i = 0; i < 2; i++) {
@@ -168,18 +95,18 @@ static void large_pushes_over_the_budget_get_503_and_a_normal_push_204(void **st
 
     size_t normal_len;
     char *status_read = pwt_read_fixture("meta/status_read.json", &normal_len);
-    bg_start(&normal, pwt_wrap(status_read, normal_len, "9005", SUB, PUBLISH_TIME));
+    pwt_bg_post_start(&normal, &worker, pwt_wrap(status_read, normal_len, "9005", SUB, PUBLISH_TIME));
     free(status_read);
     wait_inflight_at_least((long long)held_len + 1000);
     pwt_exec("COMMIT");
 
-    pwt_assert_status(bg_join(&held), 204);
-    pwt_assert_status(bg_join(&normal), 204);
+    pwt_assert_status(pwt_bg_post_join(&held), 204);
+    pwt_assert_status(pwt_bg_post_join(&normal), 204);
     pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts ORDER BY message_id", "9001|ignored\n9005|stored");
     pwt_assert_rows("SELECT count(*) FROM dead_letters", "0");
     pwt_assert_rows("SELECT current_status FROM message_logs", "read");
     assert_int_equal(metric("pushworker_pushes_total{outcome=\"over_budget\"}"), 3);
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
 
     /* Refused, not lost: sent again once the budget is free, they are taken (one at a time: each alone in flight). */
     for (int i = 2; i <= 4; i++) {
@@ -188,10 +115,10 @@ static void large_pushes_over_the_budget_get_503_and_a_normal_push_204(void **st
         char *body = padded_push(LARGE, id);
         pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
         free(body);
-        wait_inflight_zero(__LINE__);
+        wait_inflight_zero();
     }
     pwt_assert_rows("SELECT count(*) FROM pubsub_receipts", "5");
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
 
     char *log = pwt_worker_log(&worker);
     assert_non_null(strstr(log, "\"outcome\":\"over_budget\""));
@@ -209,22 +136,22 @@ static void a_push_larger_than_the_budget_alone_is_taken(void **state)
     free(body);
     pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts", "9101|ignored");
     assert_int_equal(metric("pushworker_pushes_total{outcome=\"over_budget\"}"), refused_before);
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
 }
 
 /* Requests that are no push (a body on another path) give their bytes back too. */
 static void bodies_on_other_paths_give_the_budget_back(void **state)
 {
     (void)state;
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
     char *body = padded_push(LARGE, "9201");
     pwt_assert_status(pwt_post(&worker, "/metrics", body, strlen(body), NULL, NULL), 405);
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
     pwt_assert_status(pwt_post(&worker, "/nowhere", body, strlen(body), NULL, NULL), 404);
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), PWT_LIST("Connection: keep-alive"), NULL), 204);
     free(body);
-    wait_inflight_zero(__LINE__);
+    wait_inflight_zero();
 }
 
 int main(void)
@@ -234,5 +161,6 @@ int main(void)
         cmocka_unit_test_setup(a_push_larger_than_the_budget_alone_is_taken, fresh_tables),
         cmocka_unit_test_setup(bodies_on_other_paths_give_the_budget_back, fresh_tables),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    pwt_suite_init("budget", &worker, PWT_LIST("WORKER_THREADS=2", "INFLIGHT_BYTES_MAX=1048576", "PUSH_DEADLINE_MS=60000"));
+    return cmocka_run_group_tests(tests, pwt_suite_setup, pwt_suite_teardown_any_exit);
 }

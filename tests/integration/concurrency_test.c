@@ -31,6 +31,8 @@
 #include <json-c/json.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/util.h"
 
 #define SUBSCRIPTION "projects/pw-test/subscriptions/concurrency"
 #define N_EVENTS 1000
@@ -42,9 +44,7 @@
 
 static double now_s(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)pwt_now_ms() / 1e3;
 }
 
 /* splitmix64: a small deterministic PRNG, so both runs and every machine see the same events. */
@@ -64,14 +64,6 @@ static int rng_below(int n)
     return (int)(rng_next() % (uint64_t)n);
 }
 
-static char *xstrdup_(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 /* A growable string. */
 typedef struct {
     char *p;
@@ -87,9 +79,7 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
     va_end(ap);
     if (b->len + (size_t)n + 1 > b->cap) {
         b->cap = (b->len + (size_t)n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (b->p == NULL)
-            abort();
+        b->p = pwt_xrealloc(b->p, b->cap);
     }
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -99,7 +89,7 @@ static void sb_printf(sbuf_t *b, const char *fmt, ...)
 
 static char *sb_take(sbuf_t *b)
 {
-    return b->p != NULL ? b->p : xstrdup_("");
+    return b->p != NULL ? b->p : pwt_xstrdup("");
 }
 
 /* 'YYYY-MM-DDTHH:MM:SSZ' of a Unix time (seconds). */
@@ -306,7 +296,7 @@ static char *webhook_json(const webhook_t *w)
     json_object *root = json_object_new_object();
     json_object_object_add(root, "object", json_object_new_string("whatsapp_business_account"));
     json_object_object_add(root, "entry", entries);
-    char *out = xstrdup_(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+    char *out = pwt_xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
     json_object_put(root);
     return out;
 }
@@ -612,9 +602,7 @@ static size_t collect_answer(char *data, size_t size, size_t nmemb, void *userda
 {
     push_t *p = userdata;
     size_t n = size * nmemb;
-    char *q = realloc(p->answer, p->answer_len + n + 1);
-    if (q == NULL)
-        abort();
+    char *q = pwt_xrealloc(p->answer, p->answer_len + n + 1);
     memcpy(q + p->answer_len, data, n);
     p->answer_len += n;
     q[p->answer_len] = '\0';
@@ -624,16 +612,10 @@ static size_t collect_answer(char *data, size_t size, size_t nmemb, void *userda
 
 static CURL *push_handle(const pwt_worker_t *w, push_t *p, struct curl_slist *headers)
 {
-    CURL *c = curl_easy_init();
     char url[128];
     snprintf(url, sizeof url, "%s/", w->base_url);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(p->body));
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, p->body);
+    CURL *c = pwt_http_easy(url, 30000L, headers);
+    pwt_http_set_post(c, p->body, strlen(p->body));
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_answer);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(c, CURLOPT_PRIVATE, p);
@@ -646,9 +628,7 @@ static CURL *push_handle(const pwt_worker_t *w, push_t *p, struct curl_slist *he
  */
 static void send_all(const pwt_worker_t *workers, int n_workers, push_t *pushes, int n, int per_worker)
 {
-    struct curl_slist *headers = NULL;
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
+    struct curl_slist *headers = pwt_http_headers(NULL);
     CURLM *multi = curl_multi_init();
     int next[8] = {0}, in_flight[8] = {0}, running = 0;
     for (;;) {
@@ -669,21 +649,15 @@ static void send_all(const pwt_worker_t *workers, int n_workers, push_t *pushes,
             break;
         int still;
         curl_multi_perform(multi, &still);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            char *priv = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-            push_t *p = (push_t *)priv;
-            p->status = -1;
-            if (msg->data.result == CURLE_OK)
-                curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &p->status);
-            else
-                fprintf(stderr, "push to worker %d: %s\n", p->worker, curl_easy_strerror(msg->data.result));
-            curl_multi_remove_handle(multi, msg->easy_handle);
-            curl_easy_cleanup(msg->easy_handle);
+        CURL *e;
+        CURLcode rc;
+        long status;
+        while ((e = pwt_http_multi_done(multi, &status, &rc)) != NULL) {
+            push_t *p = pwt_http_private(e);
+            p->status = status;
+            if (rc != CURLE_OK)
+                fprintf(stderr, "push to worker %d: %s\n", p->worker, curl_easy_strerror(rc));
+            curl_easy_cleanup(e);
             in_flight[p->worker]--;
             running--;
         }
@@ -968,15 +942,12 @@ static void test_four_loops_share_the_database_connections(void **state)
 static int group_setup(void **state)
 {
     (void)state;
-    if (pwt_db_create("concurrency") != 0)
-        return -1;
-    return pwt_migrate() == 0 ? 0 : -1;
+    return pwt_suite_start("concurrency", NULL, NULL);
 }
 
 static int group_teardown(void **state)
 {
-    (void)state;
-    pwt_db_drop();
+    pwt_teardown_db(state);
     dump_free(&reference);
     for (int i = 0; i < n_webhooks; i++)
         free(webhooks[i].payload);

@@ -9,48 +9,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 
 #define PASSWORD "s3cr3t-Pa55"  /* must never appear in the worker's output */
 #define EXIT_TIMEOUT_MS 10000   /* a refusal is immediate; this only bounds a worker that serves instead */
 #define PREFIX "{\"severity\":\"CRITICAL\""
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* A loopback port nothing listens on right now. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t salen = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 typedef struct {
     int code;     /* exit status; -1 when it was still running after EXIT_TIMEOUT_MS (then killed) */
@@ -68,7 +38,7 @@ static void run_worker(const char *cmd, const char *const *env, long timeout_ms,
     assert_non_null(bin);
     char db_env[1024], port_env[32], log_path[] = "/tmp/pwt-config-XXXXXX";
     snprintf(db_env, sizeof db_env, "DATABASE_URL=%s", pwt_db_url());
-    snprintf(port_env, sizeof port_env, "PORT=%d", free_port());
+    snprintf(port_env, sizeof port_env, "PORT=%d", pwt_free_port());
     const char *envp[32];
     size_t k = 0;
     envp[k++] = "PATH=/usr/bin:/bin";
@@ -101,20 +71,16 @@ static void run_worker(const char *cmd, const char *const *env, long timeout_ms,
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
+        pwt_child_redirect_fd(fd);
         char *argv[] = {(char *)bin, (char *)cmd, NULL};
         execve(bin, argv, (char *const *)envp);
         _exit(127);
     }
     int wstatus = 0;
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = pwt_now_ms() + timeout_ms;
     pid_t got;
-    while ((got = waitpid(pid, &wstatus, WNOHANG)) == 0 && mono_ms() < deadline)
-        sleep_ms(20);
+    while ((got = waitpid(pid, &wstatus, WNOHANG)) == 0 && pwt_now_ms() < deadline)
+        pwt_sleep_ms(20);
     if (got == 0) {
         kill(pid, SIGKILL);
         waitpid(pid, &wstatus, 0);
@@ -239,13 +205,6 @@ static int group_setup(void **state)
     return pwt_db_create("config");
 }
 
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_db_drop();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -255,5 +214,5 @@ int main(void)
         cmocka_unit_test(bad_jwks_settings_refuse_to_start_even_when_unused),
         cmocka_unit_test(claims_mode_without_service_account_still_starts),
     };
-    return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);
+    return cmocka_run_group_tests_name("config", tests, group_setup, pwt_teardown_db);
 }

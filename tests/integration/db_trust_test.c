@@ -30,6 +30,8 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 #include "tests/integration/redeliver.h"
 
 #define SUB "projects/pw-test/subscriptions/db-trust"
@@ -38,26 +40,6 @@
 #define W_BAD "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSVFJVU1RCQUQwMDAwMDAwMDAxAA=="
 #define W_A "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSVFJVU1RMT0NLQTAwMDAwMDAxAA=="
 #define W_B "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSVFJVU1RMT0NLQjAwMDAwMDAxAA=="
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
 
 static int pooled(void)
 {
@@ -70,12 +52,12 @@ static char *statuses_webhook(const char *const *pairs)
 {
     char *items = strdup("");
     for (size_t i = 0; pairs[i] != NULL; i += 2) {
-        char *next = xasprintf("%s%s{\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%ld\",\"recipient_id\":\"919876543210\"}",
+        char *next = pwt_xasprintf("%s%s{\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%ld\",\"recipient_id\":\"919876543210\"}",
                                items, i > 0 ? "," : "", pairs[i], pairs[i + 1], 1709668800L + (long)i);
         free(items);
         items = next;
     }
-    char *wh = xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
+    char *wh = pwt_xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
                          "\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"display_phone_number\":\"15550783881\","
                          "\"phone_number_id\":\"106540352242922\"},\"statuses\":[%s]},\"field\":\"messages\"}]}]}",
                          items);
@@ -155,7 +137,7 @@ static void a_conflicting_push_is_retried_alone_with_backoff_and_does_not_hold_a
     assert_int_equal(pwt_worker_stop(&w), 0);
     long long x = 0;
     if (!pooled()) {
-        sleep_ms(1500);
+        pwt_sleep_ms(1500);
         x = xacts() - x0;
     }
     printf("# conflict: %lld commits of the conflicting push tried; %lld transactions in the database in all%s\n", tries, x,
@@ -278,67 +260,32 @@ static void text_is_stored_as_sent_whatever_the_client_encoding_of_the_environme
     free(body);
 }
 
-/* Runs `$PW_WORKER migrate` with DATABASE_URL=url; its exit status, its output in *out. */
-static int migrate_url(const char *url, char **out)
-{
-    char *cmd = xasprintf("DATABASE_URL='%s' '%s' migrate 2>&1", url, getenv("PW_WORKER"));
-    FILE *f = popen(cmd, "r");
-    free(cmd);
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0, n;
-    char *buf = malloc(cap);
-    while ((n = fread(buf + len, 1, cap - 1 - len, f)) > 0)
-        len += n;
-    buf[len] = '\0';
-    int status = pclose(f);
-    *out = buf;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static void admin_exec(const char *sql)
-{
-    PGconn *c = PQconnectdb(getenv("PW_TEST_DATABASE_URL"));
-    assert_int_equal(PQstatus(c), CONNECTION_OK);
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-}
-
 static void migrate_refuses_a_database_that_is_not_utf8(void **state)
 {
     (void)state;
-    char *name = xasprintf("pwt_latin1_%ld", (long)getpid());
-    char *drop = xasprintf("DROP DATABASE IF EXISTS %s", name);
-    char *create = xasprintf("CREATE DATABASE %s ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", name);
-    admin_exec(drop);
-    admin_exec(create);
+    char *name = pwt_xasprintf("pwt_latin1_%ld", (long)getpid());
+    char *drop = pwt_xasprintf("DROP DATABASE IF EXISTS %s", name);
+    char *create = pwt_xasprintf("CREATE DATABASE %s ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", name);
+    pwt_admin_exec(drop);
+    pwt_admin_exec(create);
     /* The test database's conninfo with the other database's name (the last dbname wins). */
-    char *url = xasprintf("%s dbname=%s", pwt_db_url(), name);
+    char *url = pwt_xasprintf("%s dbname=%s", pwt_db_url(), name);
     char *out;
-    int code = migrate_url(url, &out);
+    int code = pwt_worker_command("", url, "migrate", &out);
     printf("# migrate on a LATIN1 database: exit %d: %s", code, out);
     assert_int_not_equal(code, 0);
     if (strstr(out, "server encoding is LATIN1, not UTF8") == NULL)
         fail_msg("expected the refusal to name the encoding; output:\n%s", out);
     free(out);
     /* The worker refuses it too: it never says ready, and says why. */
-    char *cmd = xasprintf("DATABASE_URL='%s' PORT=%d PUBSUB_AUTH=off timeout -s TERM 3 '%s' serve 2>&1", url,
+    char *cmd = pwt_xasprintf("DATABASE_URL='%s' PORT=%d PUBSUB_AUTH=off timeout -s TERM 3 '%s' serve 2>&1", url,
                           20000 + (int)(getpid() % 20000), getenv("PW_WORKER"));
-    FILE *f = popen(cmd, "r");
+    pwt_popen_read(cmd, &out);
     free(cmd);
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0, got;
-    out = malloc(cap);
-    while ((got = fread(out + len, 1, cap - 1 - len, f)) > 0)
-        len += got;
-    out[len] = '\0';
-    pclose(f);
     if (strstr(out, "server encoding is LATIN1, not UTF8: refusing to write to it") == NULL ||
         strstr(out, "connected and ready") != NULL)
         fail_msg("expected the worker to refuse the LATIN1 database; its output:\n%s", out);
-    admin_exec(drop);
+    pwt_admin_exec(drop);
     free(out);
     free(url);
     free(create);
@@ -363,7 +310,7 @@ static void settings_do_not_leak_into_other_clients_of_a_transaction_pooler(void
     pwt_truncate_all();
     pwt_worker_t w;
     assert_int_equal(pwt_worker_start(&w, PWT_LIST("DB_POOLER=none")), 0);
-    sleep_ms(1500); /* its statements prepared, a probe or two sent */
+    pwt_sleep_ms(1500); /* its statements prepared, a probe or two sent */
     assert_int_equal(pwt_worker_stop(&w), 0);
     /* Enough clients at once, each in a transaction, to be handed every server connection of the pool. */
     enum { N = 12 };
@@ -451,7 +398,7 @@ static void install_refusing_triggers(const char *dead_letter_condition)
     pwt_exec("CREATE TRIGGER trust_refuse BEFORE INSERT ON status_events FOR EACH ROW"
              " WHEN (NEW.bsp_msg_id = '" W_BAD "') EXECUTE FUNCTION trust_refuse()");
     if (dead_letter_condition != NULL) {
-        char *sql = xasprintf("CREATE TRIGGER trust_refuse_dl BEFORE INSERT ON dead_letters FOR EACH ROW WHEN (%s)"
+        char *sql = pwt_xasprintf("CREATE TRIGGER trust_refuse_dl BEFORE INSERT ON dead_letters FOR EACH ROW WHEN (%s)"
                               " EXECUTE FUNCTION trust_refuse()",
                               dead_letter_condition);
         pwt_exec(sql);
@@ -487,12 +434,9 @@ static void a_refused_item_costs_the_push_nothing_else_and_is_kept_as_a_dead_let
     /* Redelivered: nothing changes. */
     char *before = pwt_dump_tables();
     pwt_assert_status(post(&w, body), 204);
-    char *after = pwt_dump_tables();
-    pwt_assert_text(after, before);
+    pwt_assert_tables_unchanged(before);
     assert_int_equal(pwt_worker_stop(&w), 0);
     drop_refusing_triggers();
-    free(before);
-    free(after);
     free(body);
 }
 
@@ -538,21 +482,6 @@ static void when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and
     free(body);
 }
 
-/* ---- fixtures -------------------------------------------------------------------------------------------- */
-
-static int group_setup(void **state)
-{
-    (void)state;
-    return pwt_db_create("dbtrust") != 0 || pwt_migrate() != 0 ? -1 : 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_db_drop();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -567,5 +496,5 @@ int main(void)
         cmocka_unit_test(when_the_dead_letter_is_refused_too_the_raw_body_is_kept_with_a_fixed_reason),
         cmocka_unit_test(when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and_nothing_is_written),
     };
-    return cmocka_run_group_tests_name("db_trust", tests, group_setup, group_teardown);
+    return pwt_suite_run("db_trust", NULL, NULL, tests);
 }

@@ -36,122 +36,18 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/cluster.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 
 #define EMULATOR_DEFAULT "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
 #define NOT_INSTALLED "Pub/Sub emulator not installed (package google-cloud-cli-pubsub-emulator): skipping"
 #define PROJECT "pw-test"
 #define EMULATOR_START_TIMEOUT_MS 60000
 #define DELIVERY_TIMEOUT_MS 20000
-#define PG_BIN "/usr/lib/postgresql/15/bin"
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = n > 0 ? fread(s, 1, (size_t)n, f) : 0;
-    s[got] = '\0';
-    fclose(f);
-    return s;
-}
-
-/* Prints the last lines of a file to stderr. */
-static void print_tail(const char *title, const char *path, int max_lines)
-{
-    char *text = read_text(path);
-    size_t len = strlen(text), start = len;
-    int lines = 0;
-    while (start > 0 && !(text[start - 1] == '\n' && start != len && ++lines >= max_lines))
-        start--;
-    fprintf(stderr, "---- %s (%s), last %d lines ----\n%s\n---- end of %s ----\n", title, path, max_lines,
-            text + start, title);
-    free(text);
-}
-
-/* Number of (non-overlapping) occurrences of needle in hay. */
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    return n;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t salen = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-/* In a forked child: closes every descriptor above stderr, so nothing of ours leaks into it. */
-static void close_inherited_fds(void)
-{
-    long max = sysconf(_SC_OPEN_MAX);
-    for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
-        close(fd);
-}
-
-/*
- * Runs argv (PATH searched) with cwd "/", extra "NAME=value" env (NULL-terminated, may be NULL),
- * stdout and stderr appended to out_path. Returns the exit status (or -1).
- */
-static volatile pid_t running_cmd; /* the child run_cmd waits for, for the signal handler */
-
-static int run_cmd(const char *const *argv, const char *const *env, const char *out_path)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        close_inherited_fds();
-        if (chdir("/") != 0)
-            _exit(126);
-        for (int i = 0; env != NULL && env[i] != NULL; i++)
-            putenv((char *)env[i]);
-        execvp(argv[0], (char *const *)argv);
-        dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    if (pid < 0)
-        return -1;
-    running_cmd = pid;
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    running_cmd = 0;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
 
 static void json_add_str(json_object *o, const char *key, const char *val)
 {
@@ -166,14 +62,13 @@ static void json_add_str(json_object *o, const char *key, const char *val)
  *   pg/            the private PostgreSQL cluster (scripts/dev-db)  pg.log         dev-db, pg_ctl, migrate output
  */
 static char work_dir[64];
-static char emulator_dir[128], emulator_log[128], pg_dir[128], pg_cmd_log[128];
-static char dev_db[PATH_MAX + 32]; /* scripts/dev-db */
+static char emulator_dir[128], emulator_log[128];
+static pwt_cluster_t cluster; /* the private PostgreSQL cluster, in work_dir/pg */
 
 static const char *emulator_path;
 static int emulator_installed;
 static pid_t emulator_pid; /* also its process group */
 static int emulator_port;
-static int pg_running;     /* the private cluster may exist: stop it before removing work_dir */
 static pwt_worker_t worker; /* the worker of the running test (the harness does not kill it on a signal) */
 
 static void kill_emulator_now(void)
@@ -182,40 +77,21 @@ static void kill_emulator_now(void)
         kill(-emulator_pid, SIGKILL);
 }
 
-/* Runs argv and waits, using only async-signal-safe calls (for the signal handler). */
-static void run_in_handler(char *const *argv)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
-
 /* Interrupted (Ctrl-C, a test driver's timeout) or crashed: leave no Java, no PostgreSQL, no files. */
 static void on_fatal_signal(int sig)
 {
     kill_emulator_now();
     if (worker.pid > 0)
         kill(worker.pid, SIGKILL);
+    pid_t running_cmd = pwt_running_child();
     if (running_cmd > 0) {
         kill(running_cmd, SIGTERM);
         waitpid(running_cmd, NULL, 0);
     }
-    if (pg_running) {
-        char *const stop[] = {dev_db, "stop", pg_dir, NULL};
-        run_in_handler(stop);
-    }
+    pwt_cluster_stop_in_handler(&cluster);
     if (work_dir[0] != '\0') {
         char *const rm[] = {"/bin/rm", "-rf", work_dir, NULL};
-        run_in_handler(rm);
+        pwt_run_in_handler(rm);
     }
     signal(sig, SIG_DFL);
     raise(sig);
@@ -223,51 +99,16 @@ static void on_fatal_signal(int sig)
 
 static void stop_emulator(void)
 {
-    if (emulator_pid <= 0)
-        return;
-    kill(-emulator_pid, SIGTERM);
-    long long deadline = now_ms() + 5000;
-    int st;
-    pid_t r;
-    while ((r = waitpid(emulator_pid, &st, WNOHANG)) == 0 && now_ms() < deadline)
-        sleep_ms(50);
-    kill(-emulator_pid, SIGKILL); /* whatever is left of the group */
-    if (r == 0)
-        waitpid(emulator_pid, &st, 0);
+    pwt_stop_group(emulator_pid, 5000);
     emulator_pid = 0;
 }
 
 /* One HTTP request to the emulator's REST API. Returns the status (-1: transport error); *out gets the body. */
 static long emu_http(const char *method, const char *path, const char *json, char **out)
 {
-    CURL *c = curl_easy_init();
     char url[512];
     snprintf(url, sizeof url, "http://127.0.0.1:%d%s", emulator_port, path);
-    FILE *mem;
-    char *body = NULL;
-    size_t body_len = 0;
-    mem = open_memstream(&body, &body_len);
-    struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
-    if (json != NULL)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(c);
-    fclose(mem);
-    if (out != NULL)
-        *out = body;
-    else
-        free(body);
-    return status;
+    return pwt_http_request(method, url, json, NULL, 10000L, out);
 }
 
 /* Starts the emulator and waits until its REST API answers. 0, or -1 with the reason printed. */
@@ -277,7 +118,7 @@ static int start_emulator(void)
         fprintf(stderr, "emulator: mkdir %s: %s\n", emulator_dir, strerror(errno));
         return -1;
     }
-    emulator_port = free_port();
+    emulator_port = pwt_free_port();
     char port_arg[32], java_opts[700], home[300];
     snprintf(port_arg, sizeof port_arg, "--port=%d", emulator_port);
     snprintf(java_opts, sizeof java_opts, "JAVA_OPTS=-Djava.io.tmpdir=%s -Duser.home=%s", emulator_dir, emulator_dir);
@@ -291,15 +132,7 @@ static int start_emulator(void)
         prctl(PR_SET_PDEATHSIG, SIGKILL); /* survives the exec: Java dies with this process */
         if (getppid() != parent)
             _exit(1);
-        int fd = open(emulator_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        close_inherited_fds();
+        pwt_child_redirect(emulator_log, PWT_SPAWN_TRUNC);
         if (chdir(emulator_dir) != 0)
             _exit(126);
         putenv(java_opts);
@@ -313,23 +146,23 @@ static int start_emulator(void)
     setpgid(pid, pid); /* also from here, so the group exists before we might signal it */
     emulator_pid = pid;
 
-    long long t0 = now_ms();
-    while (now_ms() - t0 < EMULATOR_START_TIMEOUT_MS) {
+    long long t0 = pwt_now_ms();
+    while (pwt_now_ms() - t0 < EMULATOR_START_TIMEOUT_MS) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             emulator_pid = 0;
             fprintf(stderr, "emulator: exited during start-up\n");
-            print_tail("emulator log", emulator_log, 30);
+            pwt_print_file_tail("emulator log", emulator_log, 30);
             return -1;
         }
         if (emu_http("GET", "/", NULL, NULL) == 200) {
-            printf("# Pub/Sub emulator up on 127.0.0.1:%d after %lld ms\n", emulator_port, now_ms() - t0);
+            printf("# Pub/Sub emulator up on 127.0.0.1:%d after %lld ms\n", emulator_port, pwt_now_ms() - t0);
             return 0;
         }
-        sleep_ms(100);
+        pwt_sleep_ms(100);
     }
     fprintf(stderr, "emulator: no answer on port %d after %d ms\n", emulator_port, EMULATOR_START_TIMEOUT_MS);
-    print_tail("emulator log", emulator_log, 30);
+    pwt_print_file_tail("emulator log", emulator_log, 30);
     stop_emulator();
     return -1;
 }
@@ -339,7 +172,7 @@ static int start_emulator(void)
 static void emu_expect(long status, const char *what, const char *answer, const char *file, int line)
 {
     if (status != 200) {
-        print_tail("emulator log", emulator_log, 20);
+        pwt_print_file_tail("emulator log", emulator_log, 20);
         pwt_fail(file, line, "emulator %s answered %ld: %s", what, status, answer ? answer : "");
     }
 }
@@ -373,6 +206,17 @@ static void make_push_subscription(const char *name, const pwt_worker_t *w, int 
     json_object_put(sub);
     emu_expect(st, "create subscription", answer, file, line);
     free(answer);
+}
+
+/* Empty tables, a new worker (a failed test's one stopped) and push subscription NAME-push to it. */
+#define FRESH_WORKER_AND_SUBSCRIPTION(name, unwrapped) fresh_worker_and_subscription((name), (unwrapped), __FILE__, __LINE__)
+static void fresh_worker_and_subscription(const char *name, int unwrapped, const char *file, int line)
+{
+    pwt_worker_stop(&worker); /* a failed test's worker, if any */
+    pwt_truncate_all();
+    if (pwt_worker_start(&worker, NULL) != 0)
+        fail_msg("worker did not start");
+    make_push_subscription(name, &worker, unwrapped, file, line);
 }
 
 /* Publishes the fixture to topic NAME (attribute fixture=<rel>); id_out gets the emulator's messageId. */
@@ -414,14 +258,14 @@ static void publish_fixture(const char *topic, const char *rel, char id_out[64],
 #define WAIT_FOR_COUNT(sql, want) wait_for_count((sql), (want), __FILE__, __LINE__)
 static long long wait_for_count(const char *sql, long long want, const char *file, int line)
 {
-    long long t0 = now_ms(), got = -1;
-    while (now_ms() - t0 < DELIVERY_TIMEOUT_MS) {
+    long long t0 = pwt_now_ms(), got = -1;
+    while (pwt_now_ms() - t0 < DELIVERY_TIMEOUT_MS) {
         got = pwt_scalar_int(sql);
         if (got >= want)
-            return now_ms() - t0;
-        sleep_ms(100);
+            return pwt_now_ms() - t0;
+        pwt_sleep_ms(100);
     }
-    print_tail("emulator log", emulator_log, 20);
+    pwt_print_file_tail("emulator log", emulator_log, 20);
     pwt_fail(file, line, "after %d ms, %s gives %lld, expected %lld", DELIVERY_TIMEOUT_MS, sql, got, want);
     return -1;
 }
@@ -456,111 +300,9 @@ static char *fill(const char *tmpl, ...)
     return out;
 }
 
-/* ---- a private PostgreSQL cluster (for the test that stops it) ---------------------------------- */
+/* ---- the private PostgreSQL cluster (for the test that stops it) ---------------------------------- */
 
-static char pg_url[512];
-
-/* The repository's root: PW_FIXTURES is <root>/tests/fixtures. Fills dev_db. */
-static void find_dev_db(void)
-{
-    char fixtures[PATH_MAX], root[PATH_MAX + 16], real[PATH_MAX];
-    const char *f = getenv("PW_FIXTURES");
-    if (f == NULL || realpath(f, fixtures) == NULL)
-        snprintf(fixtures, sizeof fixtures, "%s", "tests/fixtures");
-    snprintf(root, sizeof root, "%s/../..", fixtures);
-    snprintf(dev_db, sizeof dev_db, "%s/scripts/dev-db", realpath(root, real) != NULL ? real : root);
-}
-
-/* pg_ctl as the cluster's owner: `runuser -u postgres --` when root (as scripts/dev-db does). */
-static int pg_ctl(const char *const *args)
-{
-    const char *argv[16];
-    int n = 0;
-    if (geteuid() == 0) {
-        argv[n++] = "runuser";
-        argv[n++] = "-u";
-        argv[n++] = "postgres";
-        argv[n++] = "--";
-    }
-    argv[n++] = PG_BIN "/pg_ctl";
-    for (int i = 0; args[i] != NULL && n < 15; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    return run_cmd(argv, NULL, pg_cmd_log);
-}
-
-static void private_pg_stop(void)
-{
-    if (!pg_running)
-        return;
-    const char *argv[] = {dev_db, "stop", pg_dir, NULL};
-    if (run_cmd(argv, NULL, pg_cmd_log) != 0) {
-        fprintf(stderr, "emulator_test: `scripts/dev-db stop %s` failed\n", pg_dir);
-        print_tail("dev-db/pg_ctl output", pg_cmd_log, 20);
-    }
-    pg_running = 0;
-}
-
-/* `scripts/dev-db start --fast work_dir/pg`; fills pg_url from its DATABASE_URL line. */
-static int private_pg_start(void)
-{
-    char out[160];
-    snprintf(out, sizeof out, "%s/dev-db-start.out", work_dir);
-    const char *argv[] = {dev_db, "start", "--fast", pg_dir, NULL};
-    pg_running = 1;
-    int rc = run_cmd(argv, NULL, out);
-    char *text = read_text(out);
-    const char *line = strstr(text, "DATABASE_URL=");
-    pg_url[0] = '\0';
-    if (line != NULL)
-        snprintf(pg_url, sizeof pg_url, "%.*s", (int)strcspn(line + 13, "\r\n"), line + 13);
-    if (rc != 0 || pg_url[0] == '\0') {
-        fprintf(stderr, "emulator_test: scripts/dev-db start %s failed (%d):\n%s\n", pg_dir, rc, text);
-        free(text);
-        return -1;
-    }
-    free(text);
-    return 0;
-}
-
-/* Rows of sql on the private cluster, formatted like pwt_rows ('|' and '\n', NULL); NULL when unreachable. */
-static char *private_rows(const char *sql)
-{
-    PGconn *c = PQconnectdb(pg_url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        PQfinish(c);
-        return NULL;
-    }
-    PQclear(PQexec(c, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'"));
-    PGresult *r = PQexec(c, sql);
-    char *out = NULL;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-        size_t len = 0;
-        FILE *f = open_memstream(&out, &len);
-        for (int i = 0; i < PQntuples(r); i++)
-            for (int j = 0; j < PQnfields(r); j++)
-                fprintf(f, "%s%s", j ? "|" : (i ? "\n" : ""), PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j));
-        fclose(f);
-    } else {
-        fprintf(stderr, "private cluster: %s: %s", sql, PQerrorMessage(c));
-    }
-    PQclear(r);
-    PQfinish(c);
-    return out;
-}
-
-#define ASSERT_PRIVATE_ROWS(sql, expected) assert_private_rows((sql), (expected), __FILE__, __LINE__)
-static void assert_private_rows(const char *sql, const char *expected, const char *file, int line)
-{
-    char *actual = private_rows(sql);
-    if (actual == NULL || strcmp(actual, expected) != 0) {
-        fprintf(stderr, "\n%s:%d: rows differ (private cluster)\n  query: %s\n---- expected ----\n%s\n---- actual ----\n%s\n",
-                file, line, sql, expected, actual ? actual : "(query failed)");
-        free(actual);
-        pwt_fail(file, line, "rows differ (see above)");
-    }
-    free(actual);
-}
+#define ASSERT_PRIVATE_ROWS(sql, expected) pwt_assert_rows_at(cluster.url, (sql), (expected))
 
 /* ---- cleanup on every exit -------------------------------------------------------------------- */
 
@@ -568,10 +310,9 @@ static void assert_private_rows(const char *sql, const char *expected, const cha
 static void cleanup(void)
 {
     stop_emulator();
-    private_pg_stop();
+    pwt_cluster_stop(&cluster);
     if (work_dir[0] != '\0') {
-        const char *rm[] = {"rm", "-rf", work_dir, NULL};
-        run_cmd(rm, NULL, "/dev/null");
+        pwt_rm_rf(work_dir);
         work_dir[0] = '\0';
     }
 }
@@ -612,11 +353,7 @@ static void test_emulator_wrapped_pushes_in_any_order_become_exact_rows_and_rece
 {
     (void)state;
     SKIP_WITHOUT_EMULATOR();
-    pwt_worker_stop(&worker); /* a failed test's worker, if any */
-    pwt_truncate_all();
-    if (pwt_worker_start(&worker, NULL) != 0)
-        fail_msg("worker did not start");
-    MAKE_PUSH_SUBSCRIPTION("wrapped", &worker, 0);
+    FRESH_WORKER_AND_SUBSCRIPTION("wrapped", 0);
 
     long long published_from = (long long)time(NULL);
     char read_id[64], sent_id[64], delivered_id[64], text_id[64], aisensy_id[64], template_id[64];
@@ -691,11 +428,7 @@ static void test_emulator_unwrapped_push_gets_its_receipt_from_the_metadata_head
 {
     (void)state;
     SKIP_WITHOUT_EMULATOR();
-    pwt_worker_stop(&worker); /* a failed test's worker, if any */
-    pwt_truncate_all();
-    if (pwt_worker_start(&worker, NULL) != 0)
-        fail_msg("worker did not start");
-    MAKE_PUSH_SUBSCRIPTION("unwrapped", &worker, 1);
+    FRESH_WORKER_AND_SUBSCRIPTION("unwrapped", 1);
 
     long long published_from = (long long)time(NULL);
     char failed_id[64];
@@ -742,16 +475,16 @@ static void test_emulator_redelivers_a_push_nacked_with_503_while_the_database_i
     (void)state;
     SKIP_WITHOUT_EMULATOR();
     pwt_worker_stop(&worker); /* a failed test's worker, if any */
-    long long t0 = now_ms();
-    if (private_pg_start() != 0)
+    long long t0 = pwt_now_ms();
+    if (pwt_cluster_start(&cluster) != 0)
         fail_msg("could not start a private PostgreSQL cluster with scripts/dev-db");
     char dburl[600], log[300];
-    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", pg_url);
+    snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", cluster.url);
     snprintf(log, sizeof log, "%s/migrate.log", work_dir);
     const char *migrate[] = {getenv("PW_WORKER"), "migrate", NULL};
     const char *menv[] = {dburl, NULL};
-    if (run_cmd(migrate, menv, log) != 0) {
-        print_tail("migrate log", log, 20);
+    if (pwt_run(migrate, menv, log) != 0) {
+        pwt_print_file_tail("migrate log", log, 20);
         fail_msg("`worker migrate` failed on the private cluster");
     }
 
@@ -760,10 +493,8 @@ static void test_emulator_redelivers_a_push_nacked_with_503_while_the_database_i
         fail_msg("worker did not start against the private cluster");
     MAKE_PUSH_SUBSCRIPTION("nacked", &worker, 0);
 
-    char data_dir[300];
-    snprintf(data_dir, sizeof data_dir, "%s/data", pg_dir);
-    const char *stop[] = {"-D", data_dir, "-m", "immediate", "-w", "stop", NULL};
-    if (pg_ctl(stop) != 0)
+    const char *stop[] = {"-D", cluster.data, "-m", "immediate", "-w", "stop", NULL};
+    if (pwt_pg_ctl(&cluster, stop) != 0)
         fail_msg("pg_ctl stop failed");
 
     long long published_from = (long long)time(NULL);
@@ -771,46 +502,46 @@ static void test_emulator_redelivers_a_push_nacked_with_503_while_the_database_i
     PUBLISH_FIXTURE("nacked", "meta/statuses_batch.json", id);
 
     /* The worker must have refused it (and the emulator retried) before the database returns. */
-    long long t_nack = now_ms();
+    long long t_nack = pwt_now_ms();
     int nacks = 0;
-    while (now_ms() - t_nack < DELIVERY_TIMEOUT_MS) {
+    while (pwt_now_ms() - t_nack < DELIVERY_TIMEOUT_MS) {
         char *text = pwt_worker_log(&worker);
-        nacks = count_substr(text, "push not committed, answered 503");
+        nacks = pwt_count_substr(text, "push not committed, answered 503");
         free(text);
         if (nacks >= 2)
             break;
-        sleep_ms(100);
+        pwt_sleep_ms(100);
     }
     if (nacks < 1)
         pwt_fail(__FILE__, __LINE__, "the worker never answered 503 while its database was down");
-    printf("# database down: the worker answered 503 %d time(s) in %lld ms\n", nacks, now_ms() - t_nack);
-    if (private_rows("SELECT 1") != NULL)
+    printf("# database down: the worker answered 503 %d time(s) in %lld ms\n", nacks, pwt_now_ms() - t_nack);
+    char *probe = pwt_rows_at(cluster.url, "SELECT 1");
+    free(probe);
+    if (probe != NULL)
         fail_msg("the private cluster still answers after pg_ctl stop");
 
-    char pg_log[300];
-    snprintf(pg_log, sizeof pg_log, "%s/postgres.log", pg_dir);
-    const char *start[] = {"-D", data_dir, "-l", pg_log, "-w", "-t", "30", "start", NULL};
-    if (pg_ctl(start) != 0)
+    const char *start[] = {"-D", cluster.data, "-l", cluster.log, "-w", "-t", "30", "start", NULL};
+    if (pwt_pg_ctl(&cluster, start) != 0)
         fail_msg("pg_ctl start failed");
 
-    long long t_up = now_ms();
+    long long t_up = pwt_now_ms();
     char *receipts = NULL;
-    while (now_ms() - t_up < DELIVERY_TIMEOUT_MS) {
+    while (pwt_now_ms() - t_up < DELIVERY_TIMEOUT_MS) {
         free(receipts);
-        receipts = private_rows("SELECT count(*) FROM pubsub_receipts");
+        receipts = pwt_rows_at(cluster.url, "SELECT count(*) FROM pubsub_receipts");
         if (receipts != NULL && strcmp(receipts, "0") != 0)
             break;
-        sleep_ms(100);
+        pwt_sleep_ms(100);
     }
-    printf("# database back: the redelivered push was committed after %lld ms\n", now_ms() - t_up);
+    printf("# database back: the redelivered push was committed after %lld ms\n", pwt_now_ms() - t_up);
     if (receipts == NULL || strcmp(receipts, "0") == 0) {
         free(receipts);
-        print_tail("emulator log", emulator_log, 20);
+        pwt_print_file_tail("emulator log", emulator_log, 20);
         pwt_fail(__FILE__, __LINE__, "no receipt %d ms after the database came back", DELIVERY_TIMEOUT_MS);
     }
     free(receipts);
     /* Give a late redelivery (one answered 503 just before the restart) the chance to show up twice. */
-    sleep_ms(1500);
+    pwt_sleep_ms(1500);
 
     char *sql = receipts_sql("projects/" PROJECT "/subscriptions/nacked-push", published_from);
     char *want = fill("projects/pw-test/subscriptions/nacked-push|{id}|stored|t", "id", id, NULL);
@@ -840,8 +571,8 @@ static void test_emulator_redelivers_a_push_nacked_with_503_while_the_database_i
     ASSERT_PRIVATE_ROWS("SELECT count(*) FROM dead_letters", "0");
 
     pwt_worker_stop(&worker);
-    private_pg_stop();
-    printf("# nack/redelivery test: %lld ms in all\n", now_ms() - t0);
+    pwt_cluster_stop(&cluster);
+    printf("# nack/redelivery test: %lld ms in all\n", pwt_now_ms() - t0);
 }
 
 /* ---- group setup -------------------------------------------------------------------------------- */
@@ -857,24 +588,20 @@ static int group_setup(void **state)
     }
 
     atexit(cleanup);
-    static const int fatal[] = {SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGABRT, SIGBUS, SIGFPE};
-    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
-        signal(fatal[i], on_fatal_signal);
+    pwt_on_fatal_signals(on_fatal_signal);
 
     /* 0755: as root, scripts/dev-db runs the cluster as `postgres`, who must reach work_dir/pg. */
-    snprintf(work_dir, sizeof work_dir, "/tmp/pwt-emu-XXXXXX");
-    if (mkdtemp(work_dir) == NULL || chmod(work_dir, 0755) != 0) {
-        fprintf(stderr, "emulator_test: mkdtemp/chmod %s: %s\n", work_dir, strerror(errno));
-        work_dir[0] = '\0';
+    if (pwt_make_work_dir("pwt-emu", work_dir, sizeof work_dir) != 0)
         return -1;
-    }
     snprintf(emulator_dir, sizeof emulator_dir, "%s/emulator", work_dir);
     snprintf(emulator_log, sizeof emulator_log, "%s/emulator.log", work_dir);
+    char pg_dir[128], pg_cmd_log[128];
     snprintf(pg_dir, sizeof pg_dir, "%s/pg", work_dir);
     snprintf(pg_cmd_log, sizeof pg_cmd_log, "%s/pg.log", work_dir);
-    find_dev_db();
+    if (pwt_cluster_init(&cluster, pg_dir, pg_cmd_log) != 0)
+        return -1;
 
-    if (pwt_db_create("emulator") != 0 || pwt_migrate() != 0)
+    if (pwt_suite_start("emulator", NULL, NULL) != 0)
         return -1;
     if (start_emulator() != 0)
         fprintf(stderr, "emulator_test: the Pub/Sub emulator at %s did not start\n", emulator_path);

@@ -52,6 +52,11 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/cluster.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/jwks.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 #include "tests/integration/redeliver.h"
 
 #define SUB "projects/pw-test/subscriptions/faults-push"
@@ -64,233 +69,28 @@
 
 /* ---- small helpers ------------------------------------------------------------------------------- */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (q == NULL)
-        abort();
-    return q;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
+/* The file's text, "" when it cannot be read. */
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return strdup("");
-    size_t cap = 4096, len = 0, n;
-    char *p = xrealloc(NULL, cap);
-    while ((n = fread(p + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len < 2048)
-            p = xrealloc(p, cap *= 2);
-    }
-    fclose(f);
-    p[len] = '\0';
-    return p;
+    char *text = pwt_read_text(path);
+    return text != NULL ? text : pwt_xstrdup("");
 }
 
-static int write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "wb");
-    if (f == NULL)
-        return -1;
-    int ok = fputs(text, f) >= 0;
-    ok &= fclose(f) == 0;
-    return ok ? 0 : -1;
-}
-
-static int count_substr(const char *hay, const char *needle)
-{
-    int n = 0;
-    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    return n;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t salen = sizeof sa;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static void close_inherited_fds(void)
-{
-    long max = sysconf(_SC_OPEN_MAX);
-    for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
-        close(fd);
-}
-
-/* Starts argv (argv[0] searched in PATH) with stdout+stderr appended to out_path, in its own process
- * group when own_group; does not wait. Returns the pid or -1. */
-static pid_t spawn(const char *const *argv, const char *out_path, int own_group)
-{
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (own_group)
-            setpgid(0, 0);
-        int fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
-        close_inherited_fds();
-        if (chdir("/") != 0)
-            _exit(126);
-        execvp(argv[0], (char *const *)argv);
-        dprintf(STDERR_FILENO, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    if (pid > 0 && own_group)
-        setpgid(pid, pid);
-    return pid;
-}
-
-static int exit_code(int st)
-{
-    return WIFEXITED(st) ? WEXITSTATUS(st) : WIFSIGNALED(st) ? 128 + WTERMSIG(st) : -1;
-}
-
-/* 1 when pid has ended (its exit code in *code), 0 while it runs. */
-static int reap(pid_t pid, int *code)
-{
-    int st;
-    pid_t r = waitpid(pid, &st, WNOHANG);
-    if (r == 0)
-        return 0;
-    *code = r == pid ? exit_code(st) : -1;
-    return 1;
-}
-
-static int run_wait(const char *const *argv, const char *out_path)
-{
-    pid_t pid = spawn(argv, out_path, 0);
-    if (pid < 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return exit_code(st);
-}
-
-/* Runs argv with stdout captured (malloc'd, trailing newlines cut) and stderr to err_path. Exit code or -1. */
-static int run_capture(const char *const *argv, const char *err_path, char **out)
-{
-    int pfd[2];
-    if (pipe(pfd) != 0)
-        return -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pfd[1], STDOUT_FILENO);
-        int e = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (e >= 0)
-            dup2(e, STDERR_FILENO);
-        close_inherited_fds();
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(pfd[1]);
-    size_t cap = 4096, len = 0;
-    char *buf = xrealloc(NULL, cap);
-    for (;;) {
-        if (cap - len < 1024)
-            buf = xrealloc(buf, cap *= 2);
-        ssize_t n = read(pfd[0], buf + len, cap - len - 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(pfd[0]);
-    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
-        len--;
-    buf[len] = '\0';
-    int st = 0;
-    while (pid > 0 && waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    *out = buf;
-    return pid > 0 ? exit_code(st) : -1;
-}
-
-/* One quiet request; the status or -1. */
+/* One quiet request (POST when body is not NULL); the status or -1. */
 static long quiet_request(const char *base_url, const char *path, const char *body, const char *auth_header, long timeout_ms)
 {
-    CURL *c = curl_easy_init();
     char url[256];
     snprintf(url, sizeof url, "%s%s", base_url, path);
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    h = curl_slist_append(h, "Expect:");
-    if (auth_header != NULL)
-        h = curl_slist_append(h, auth_header);
-    FILE *sink = fopen("/dev/null", "w");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-    }
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    if (sink != NULL)
-        fclose(sink);
-    return status;
+    return pwt_http_request(body != NULL ? "POST" : "GET", url, body, auth_header != NULL ? PWT_LIST(auth_header) : NULL, timeout_ms,
+                            NULL);
 }
 
 /* ---- this binary's directory, its PostgreSQL cluster, its child processes ------------------------------- */
 
 static const char *skip_reason; /* set in the group setup: every test is skipped with it */
 static char work_dir[64];       /* /tmp/pwt-faults-XXXXXX (0755: the cluster runs as `postgres`) */
-static char pg_dir[128], pg_data[160], pg_log[160], cmd_log[128], logs_dir[128];
-static char repo_root[PATH_MAX];
-static char dev_db[PATH_MAX + 32], mint_path[PATH_MAX + 32], hang_py[160];
-static char pg_url[512];
-static volatile sig_atomic_t pg_running;
+static char logs_dir[128], hang_py[160];
+static pwt_cluster_t cluster; /* work_dir/pg; its dev-db and pg_ctl output in work_dir/commands.log */
 static int keep_files; /* a test failed: keep work_dir's logs (not the cluster) at exit */
 
 /* Workers started by this binary (not the harness): killed on any exit. */
@@ -298,32 +98,8 @@ static int keep_files; /* a test failed: keep work_dir's logs (not the cluster) 
 static pwt_worker_t workers[MAX_WORKERS];
 
 /* JWKS servers (scripts/mint-token serve, or the hanging one): each in its own process group. */
-typedef struct {
-    pid_t pid;
-    int port;
-    char dir[200];
-    char log_path[260];
-    char url_env[96]; /* OIDC_JWKS_URL=... */
-} server_t;
 #define MAX_SERVERS 8
-static server_t servers[MAX_SERVERS];
-
-/* Interrupted or crashed: leave no worker, server, PostgreSQL or files behind (async-signal-safe calls only). */
-static void run_in_handler(char *const *argv)
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
+static pwt_jwks_server_t servers[MAX_SERVERS];
 
 static void resume_postgres(void);
 
@@ -333,27 +109,20 @@ static void kill_children_now(void)
     for (int i = 0; i < MAX_WORKERS; i++)
         if (workers[i].pid > 0)
             kill(workers[i].pid, SIGKILL);
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (servers[i].pid > 0)
-            kill(-servers[i].pid, SIGKILL);
+    pwt_jwks_kill_all_now();
 }
 
 static void on_fatal_signal(int sig)
 {
     kill_children_now();
-    if (pg_running) {
-        char *const stop[] = {dev_db, "stop", pg_dir, NULL};
-        run_in_handler(stop);
-    }
+    pwt_cluster_stop_in_handler(&cluster);
     if (work_dir[0] != '\0' && getenv("PWT_KEEP_LOGS") == NULL) {
         char *const rm[] = {"/bin/rm", "-rf", work_dir, NULL};
-        run_in_handler(rm);
+        pwt_run_in_handler(rm);
     }
     signal(sig, SIG_DFL);
     raise(sig);
 }
-
-static void server_stop(server_t *s);
 
 static void cleanup_at_exit(void)
 {
@@ -361,105 +130,39 @@ static void cleanup_at_exit(void)
         if (workers[i].pid > 0)
             pwt_worker_stop(&workers[i]);
     for (int i = 0; i < MAX_SERVERS; i++)
-        server_stop(&servers[i]);
-    if (pg_running) {
-        const char *argv[] = {dev_db, "stop", pg_dir, NULL};
-        if (run_wait(argv, cmd_log) != 0)
-            fprintf(stderr, "faults_test: `scripts/dev-db stop %s` failed\n", pg_dir);
-        pg_running = 0;
-    }
+        pwt_jwks_stop(&servers[i]);
+    pwt_cluster_stop(&cluster);
     if (work_dir[0] != '\0') {
         if (getenv("PWT_KEEP_LOGS") != NULL || keep_files) {
             fprintf(stderr, "faults_test: worker, JWKS server and pg_ctl logs kept in %s\n", work_dir);
         } else {
-            const char *rm[] = {"rm", "-rf", work_dir, NULL};
-            run_wait(rm, "/dev/null");
+            pwt_rm_rf(work_dir);
         }
         work_dir[0] = '\0';
     }
 }
 
-/* pg_ctl as the cluster's owner (`runuser -u postgres --` when root, as scripts/dev-db does); not waited for. */
-static pid_t pg_ctl_spawn(const char *const *args)
-{
-    const char *argv[20];
-    int n = 0;
-    if (geteuid() == 0) {
-        argv[n++] = "runuser";
-        argv[n++] = "-u";
-        argv[n++] = "postgres";
-        argv[n++] = "--";
-    }
-    argv[n++] = PG_BIN "/pg_ctl";
-    for (int i = 0; args[i] != NULL && n < 19; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    return spawn(argv, cmd_log, 0);
-}
-
-static int pg_ctl_wait(const char *const *args)
-{
-    pid_t pid = pg_ctl_spawn(args);
-    if (pid < 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-        ;
-    return exit_code(st);
-}
-
-static const char *const PG_STOP_IMMEDIATE[] = {"-D", pg_data, "-m", "immediate", "-w", "-t", "30", "stop", NULL};
-static const char *const PG_START[] = {"-D", pg_data, "-l", pg_log, "-w", "-t", "30", "start", NULL};
-static const char *const PG_STATUS[] = {"-D", pg_data, "status", NULL};
+static const char *const PG_STOP_IMMEDIATE[] = {"-D", cluster.data, "-m", "immediate", "-w", "-t", "30", "stop", NULL};
+static const char *const PG_START[] = {"-D", cluster.data, "-l", cluster.log, "-w", "-t", "30", "start", NULL};
+static const char *const PG_STATUS[] = {"-D", cluster.data, "status", NULL};
 
 /* Makes sure the private cluster runs (after a test that failed while it was down). */
 static void ensure_pg_up(void)
 {
-    if (!pg_running || pg_ctl_wait(PG_STATUS) == 0)
+    if (!cluster.running || pwt_pg_ctl(&cluster, PG_STATUS) == 0)
         return;
     fprintf(stderr, "faults_test: the private cluster is down; starting it again\n");
-    if (pg_ctl_wait(PG_START) != 0)
-        fprintf(stderr, "faults_test: pg_ctl start failed (see %s)\n", cmd_log);
-}
-
-static int private_pg_start(void)
-{
-    char out[200];
-    snprintf(out, sizeof out, "%s/dev-db-start.out", work_dir);
-    const char *argv[] = {dev_db, "start", "--fast", pg_dir, NULL};
-    pg_running = 1;
-    int rc = run_wait(argv, out);
-    char *text = slurp(out);
-    const char *line = strstr(text, "DATABASE_URL=");
-    pg_url[0] = '\0';
-    if (line != NULL)
-        snprintf(pg_url, sizeof pg_url, "%.*s", (int)strcspn(line + 13, "\r\n"), line + 13);
-    if (rc != 0 || pg_url[0] == '\0') {
-        fprintf(stderr, "faults_test: scripts/dev-db start %s failed (%d):\n%s\n", pg_dir, rc, text);
-        free(text);
-        return -1;
-    }
-    free(text);
-    return 0;
+    if (pwt_pg_ctl(&cluster, PG_START) != 0)
+        fprintf(stderr, "faults_test: pg_ctl start failed (see %s)\n", cluster.cmd_log);
 }
 
 /* SQL on a fresh connection to the test database (the harness's checker does not survive a restart). */
 static void db_exec(const char *sql)
 {
-    PGconn *c = PQconnectdb(pwt_db_url());
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "faults_test: cannot connect: %s", PQerrorMessage(c));
-        PQfinish(c);
-        fail_msg("database unreachable");
-    }
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf(stderr, "faults_test: %s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-    if (!ok)
+    char *rows = pwt_rows_at(pwt_db_url(), sql);
+    if (rows == NULL)
         fail_msg("SQL failed (see above)");
+    free(rows);
 }
 
 static void truncate_tables(void)
@@ -494,70 +197,16 @@ static pwt_worker_t *new_worker(void)
 }
 
 /*
- * Starts `$PW_WORKER serve` on port (0: a free one) with DATABASE_URL (the test database), PUBSUB_AUTH=off,
- * LOG_LEVEL=info, WORKER_THREADS=2, then env (NULL-terminated "NAME=value", overriding). Waits up to 15 s for
- * /readyz 200 (wait_ready) or /healthz 200. Returns 0, or -1 when it exited (e.g. the port was taken) or never
- * answered (it is then stopped).
+ * Starts `$PW_WORKER serve` on port (0: a free one) with the harness's settings, LOG_LEVEL=info, WORKER_THREADS=2,
+ * then env (NULL-terminated "NAME=value", overriding). Waits up to 15 s for /readyz 200 (wait_ready) or /healthz 200.
+ * Returns 0, or -1 when it exited (e.g. the port was taken) or never answered (it is then stopped).
  */
 static int start_worker(pwt_worker_t *w, int port, const char *const *env, int wait_ready)
 {
-    static int seq;
-    const char *bin = getenv("PW_WORKER");
-    if (bin == NULL)
-        fail_msg("PW_WORKER is not set (tests/run sets it)");
-    memset(w, 0, sizeof *w);
-    w->port = port > 0 ? port : free_port();
-    snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
-    snprintf(w->log_path, sizeof w->log_path, "%s/worker-%02d-port%d.log", logs_dir, ++seq, w->port);
-    char *db_env = xasprintf("DATABASE_URL=%s", pwt_db_url());
-    char *port_env = xasprintf("PORT=%d", w->port);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(w->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, STDOUT_FILENO);
-            dup2(fd, STDERR_FILENO);
-        }
-        int dn = open("/dev/null", O_RDONLY);
-        if (dn >= 0)
-            dup2(dn, STDIN_FILENO);
-        close_inherited_fds();
-        unsetenv("DB_POOLER");
-        setenv("PUBSUB_AUTH", "off", 1);
-        setenv("LOG_LEVEL", "info", 1);
-        setenv("WORKER_THREADS", "2", 1);
-        putenv(db_env);
-        putenv(port_env);
-        for (size_t i = 0; env != NULL && env[i] != NULL; i++)
-            putenv((char *)env[i]);
-        char *argv[] = {(char *)bin, "serve", NULL};
-        execv(bin, argv);
-        _exit(127);
-    }
-    free(db_env);
-    free(port_env);
-    w->pid = pid;
-    long long deadline = now_ms() + 15000;
-    while (now_ms() < deadline) {
-        int code;
-        if (reap(w->pid, &code)) {
-            fprintf(stderr, "faults_test: worker on port %d exited with %d during start-up\n", w->port, code);
-            pwt_worker_print_log(w, 20);
-            w->pid = 0;
-            return -1;
-        }
-        if (quiet_request(w->base_url, wait_ready ? "/readyz" : "/healthz", NULL, NULL, 1000) == 200)
-            return 0;
-        sleep_ms(50);
-    }
-    fprintf(stderr, "faults_test: worker on port %d did not answer %s 200 within 15 s\n", w->port,
-            wait_ready ? "/readyz" : "/healthz");
-    pwt_worker_print_log(w, 30);
-    pwt_worker_stop(w);
-    return -1;
+    const char *all[24] = {"LOG_LEVEL=info", "WORKER_THREADS=2"};
+    for (size_t i = 0, k = 2; env != NULL && env[i] != NULL && k < 23; i++)
+        all[k++] = env[i];
+    return pwt_worker_start_at(w, port, wait_ready ? "/readyz" : "/healthz", all);
 }
 
 static pwt_worker_t *must_start_worker(const char *const *env, int wait_ready)
@@ -660,7 +309,7 @@ static int test_teardown(void **state)
     resume_postgres();
     int bad = stop_workers();
     for (int i = 0; i < MAX_SERVERS; i++)
-        server_stop(&servers[i]);
+        pwt_jwks_stop(&servers[i]);
     ensure_pg_up();
     return bad == 0 ? 0 : -1;
 }
@@ -692,7 +341,7 @@ static void pg_fault_tick(void *ctx, const pwt_rd_stats_t *st)
     switch (f->state) {
     case 0:
         if (st->acked >= f->stop_at_acked) {
-            f->cmd = pg_ctl_spawn(PG_STOP_IMMEDIATE);
+            f->cmd = pwt_pg_ctl_spawn(&cluster, PG_STOP_IMMEDIATE);
             f->t_stop_begin = st->elapsed_ms;
             f->n503_at_stop = st->n503;
             f->transport_at_stop = st->transport_errors;
@@ -701,7 +350,7 @@ static void pg_fault_tick(void *ctx, const pwt_rd_stats_t *st)
         }
         break;
     case 1:
-        if (reap(f->cmd, &code)) {
+        if (pwt_reap(f->cmd, &code)) {
             f->stop_rc = code;
             f->t_down = st->elapsed_ms;
             f->state = 2;
@@ -709,13 +358,13 @@ static void pg_fault_tick(void *ctx, const pwt_rd_stats_t *st)
         break;
     case 2:
         if (st->elapsed_ms - f->t_down >= 3000) {
-            f->cmd = pg_ctl_spawn(PG_START);
+            f->cmd = pwt_pg_ctl_spawn(&cluster, PG_START);
             f->t_start_begin = st->elapsed_ms;
             f->state = 3;
         }
         break;
     case 3:
-        if (reap(f->cmd, &code)) {
+        if (pwt_reap(f->cmd, &code)) {
             f->start_rc = code;
             f->t_up = st->elapsed_ms;
             f->n503_at_up = st->n503;
@@ -764,7 +413,7 @@ static void test_postgres_stopped_immediately_mid_load_and_restarted_loses_and_d
            f.acked_at_stop, f.t_stop_begin, f.t_down, f.t_start_begin, f.t_up, f.n503_at_up - f.n503_at_stop,
            f.transport_at_up - f.transport_at_stop, f.t_first_ack_after > 0 ? f.t_first_ack_after - f.t_up : -1.0);
     if (f.stop_rc != 0 || f.start_rc != 0) {
-        char *t = slurp(cmd_log);
+        char *t = slurp(cluster.cmd_log);
         fprintf(stderr, "pg_ctl output:\n%s\n", t);
         free(t);
         FAULT_FAIL("pg_ctl stop exited with %d, pg_ctl start with %d", f.stop_rc, f.start_rc);
@@ -778,7 +427,7 @@ static void test_postgres_stopped_immediately_mid_load_and_restarted_loses_and_d
         FAULT_FAIL("%ld requests got no answer within 10 s", st.timeouts);
     char *log = pwt_worker_log(w);
     printf("# pg stop: worker log: %d 'connection unavailable', %d 'connected and ready' lines\n",
-           count_substr(log, "connection unavailable"), count_substr(log, "connected and ready"));
+           pwt_count_substr(log, "connection unavailable"), pwt_count_substr(log, "connected and ready"));
     free(log);
     ASSERT_EXACT(set, "pg stop");
     pwt_rd_set_free(set);
@@ -829,7 +478,7 @@ static void term_fault_tick(void *ctx, const pwt_rd_stats_t *st)
     }
     if (f->state == 1) {
         int code;
-        int done = reap(f->old_pid, &code);
+        int done = pwt_reap(f->old_pid, &code);
         if (!done && st->elapsed_ms - f->t_term > 10000) { /* record it; the test fails after the run */
             kill(f->old_pid, SIGKILL);
             while (waitpid(f->old_pid, NULL, 0) < 0 && errno == EINTR)
@@ -846,7 +495,7 @@ static void term_fault_tick(void *ctx, const pwt_rd_stats_t *st)
         f->old->pid = 0;
         /* A new worker on the same port (SO_REUSEADDR); if that fails, on another port the client switches to. */
         pwt_worker_t *nw = new_worker();
-        long long ts = now_ms();
+        long long ts = pwt_now_ms();
         if (start_worker(nw, f->old->port, PWT_LIST("LOG_LEVEL=info"), 1) == 0) {
             f->same_port = 1;
         } else {
@@ -855,7 +504,7 @@ static void term_fault_tick(void *ctx, const pwt_rd_stats_t *st)
                 FAULT_FAIL("the replacement worker did not start");
         }
         f->tg->w[0] = nw;
-        f->replace_ms = now_ms() - ts;
+        f->replace_ms = pwt_now_ms() - ts;
         f->state = 2;
     }
 }
@@ -909,7 +558,7 @@ static void test_sigterm_mid_load_drains_exits_0_within_10_s_and_a_new_worker_fi
     free(f.in_flight);
     free(f.outcome);
     char *old_log = pwt_worker_log(w); /* w's log_path is kept after the exit */
-    int drain_lines = count_substr(old_log, "draining"), stopped_lines = count_substr(old_log, "\"stopped\"");
+    int drain_lines = pwt_count_substr(old_log, "draining"), stopped_lines = pwt_count_substr(old_log, "\"stopped\"");
     free(old_log);
     printf("# sigterm: old worker's log: %d 'draining' line(s), %d 'stopped' line(s)\n", drain_lines, stopped_lines);
     if (f.killed)
@@ -1115,8 +764,8 @@ static void resume_postgres(void)
 /* SIGSTOP to the postmaster (first: it forks no more), then to each of its children. Returns how many. */
 static int stop_postgres(void)
 {
-    char path[200];
-    snprintf(path, sizeof path, "%s/postmaster.pid", pg_data);
+    char path[340];
+    snprintf(path, sizeof path, "%s/postmaster.pid", cluster.data);
     char *text = slurp(path);
     pid_t pm = (pid_t)atol(text);
     free(text);
@@ -1147,32 +796,32 @@ static void test_stuck_database_makes_readyz_503_within_seconds_and_recovers(voi
     (void)state;
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
-    sleep_ms(1500);
+    pwt_sleep_ms(1500);
     if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) != 200)
         FAULT_FAIL("/readyz was not 200 before the fault");
     int n = stop_postgres();
-    long long t0 = now_ms();
+    long long t0 = pwt_now_ms();
     if (n < 2)
         FAULT_FAIL("could not stop the cluster's processes (%d stopped)", n);
     long long t_unready = -1;
-    while (now_ms() - t0 < 20000) {
+    while (pwt_now_ms() - t0 < 20000) {
         if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) == 503) {
-            t_unready = now_ms() - t0;
+            t_unready = pwt_now_ms() - t0;
             break;
         }
-        sleep_ms(200);
+        pwt_sleep_ms(200);
     }
     pwt_rd_set_t *set = pwt_rd_set_new();
     pwt_rd_generate(set, SUB, "stuck", 2, 6, 1);
     long stuck_code = quiet_request(w->base_url, "/", set->pushes[0].body, NULL, 12000);
     resume_postgres();
-    long long t1 = now_ms(), t_ready = -1;
-    while (now_ms() - t1 < 20000) {
+    long long t1 = pwt_now_ms(), t_ready = -1;
+    while (pwt_now_ms() - t1 < 20000) {
         if (quiet_request(w->base_url, "/readyz", NULL, NULL, 2000) == 200) {
-            t_ready = now_ms() - t1;
+            t_ready = pwt_now_ms() - t1;
             break;
         }
-        sleep_ms(200);
+        pwt_sleep_ms(200);
     }
     printf("# stuck database: %d processes stopped; /readyz 503 after %lld ms; a push while stopped: %ld;"
            " /readyz 200 again %lld ms after SIGCONT\n",
@@ -1200,26 +849,10 @@ static void test_stuck_database_makes_readyz_503_within_seconds_and_recovers(voi
 
 /* ---- 4. JWKS endpoint failures ---------------------------------------------------------------------------------- */
 
-static char keys_dir[200], other_dir[200], mint_err[200];
+static char keys_dir[200], other_dir[200];
 static char *token, *token_unknown_kid;
 
-static void server_stop(server_t *s)
-{
-    if (s->pid <= 0)
-        return;
-    kill(-s->pid, SIGTERM);
-    long long deadline = now_ms() + 3000;
-    int code;
-    while (!reap(s->pid, &code) && now_ms() < deadline)
-        sleep_ms(10);
-    if (now_ms() >= deadline) {
-        kill(-s->pid, SIGKILL);
-        waitpid(s->pid, NULL, 0);
-    }
-    s->pid = 0;
-}
-
-static server_t *new_server(void)
+static pwt_jwks_server_t *new_server(void)
 {
     for (int i = 0; i < MAX_SERVERS; i++)
         if (servers[i].pid <= 0) {
@@ -1240,7 +873,7 @@ static void make_jwks_dir(const char *name, char *out, size_t outlen)
     snprintf(from, sizeof from, "%s/jwks.json", keys_dir);
     snprintf(to, sizeof to, "%s/jwks.json", out);
     char *text = slurp(from);
-    if (text[0] == '\0' || write_text(to, text) != 0)
+    if (text[0] == '\0' || pwt_write_text(to, text) != 0)
         fail_msg("copying %s to %s failed", from, to);
     free(text);
 }
@@ -1251,68 +884,24 @@ static void dir_file(const char *dir, const char *name, const char *text)
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (text == NULL) {
         unlink(path);
-    } else if (write_text(path, text) != 0) {
+    } else if (pwt_write_text(path, text) != 0) {
         fail_msg("write %s: %s", path, strerror(errno));
     }
 }
 
 /* `scripts/mint-token serve dir port` (hang = 0) or the hanging server (hang = 1) on port (0: free). Waits until it listens. */
-static void server_start(server_t *s, const char *dir, int port, int hang)
+static void server_start(pwt_jwks_server_t *s, const char *dir, int port, int hang)
 {
-    snprintf(s->dir, sizeof s->dir, "%s", dir);
-    for (int attempt = 1; attempt <= 3; attempt++) {
-        s->port = port > 0 ? port : free_port();
-        snprintf(s->log_path, sizeof s->log_path, "%s/%s-%d.log", logs_dir, hang ? "hang-server" : "jwks-server", s->port);
-        snprintf(s->url_env, sizeof s->url_env, "OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", s->port);
-        char portbuf[16];
-        snprintf(portbuf, sizeof portbuf, "%d", s->port);
-        const char *mint[] = {mint_path, "serve", dir, portbuf, NULL};
-        const char *py[] = {"python3", "-u", hang_py, dir, portbuf, NULL};
-        s->pid = spawn(hang ? py : mint, s->log_path, 1);
-        long long deadline = now_ms() + 10000;
-        while (now_ms() < deadline) {
-            int code;
-            if (reap(s->pid, &code)) {
-                s->pid = 0;
-                break;
-            }
-            char *log = slurp(s->log_path);
-            int up = strstr(log, "listening") != NULL;
-            free(log);
-            if (up)
-                return;
-            sleep_ms(20);
-        }
-        char *log = slurp(s->log_path);
-        fprintf(stderr, "faults_test: JWKS server on port %d did not start (attempt %d): %s\n", s->port, attempt, log);
-        free(log);
-        server_stop(s);
-        if (port > 0)
-            break;
-    }
-    fail_msg("a JWKS server did not start");
-}
-
-static int server_requests(const server_t *s, const char *what)
-{
-    char *log = slurp(s->log_path);
-    int n = count_substr(log, what);
-    free(log);
-    return n;
+    char prefix[200];
+    snprintf(prefix, sizeof prefix, "%s/%s", logs_dir, hang ? "hang-server" : "jwks-server");
+    if (pwt_jwks_start(s, hang ? PWT_LIST("python3", "-u", hang_py) : NULL, dir, port, NULL, prefix) != 0)
+        fail_msg("a JWKS server did not start");
 }
 
 static char *mint_token(const char *dir, const char *kid)
 {
-    const char *argv[] = {mint_path, "sign", dir, "--kid", kid, "--aud", AUD, "--email", SA, "--exp-in", "3600", NULL};
-    char *out = NULL;
-    int rc = run_capture(argv, mint_err, &out);
-    if (rc != 0 || out == NULL || out[0] == '\0') {
-        char *e = slurp(mint_err);
-        fprintf(stderr, "mint-token sign: %s\n", e);
-        free(e);
-        fail_msg("mint-token sign exited with %d", rc);
-    }
-    char *h = xasprintf("Authorization: Bearer %s", out);
+    char *out = pwt__mint_sign(__FILE__, __LINE__, dir, PWT_LIST("--kid", kid, "--aud", AUD, "--email", SA, "--exp-in", "3600"));
+    char *h = pwt_xasprintf("Authorization: Bearer %s", out);
     free(out);
     return h;
 }
@@ -1323,20 +912,9 @@ static void ensure_keys(void)
         return;
     snprintf(keys_dir, sizeof keys_dir, "%s/keys", work_dir);
     snprintf(other_dir, sizeof other_dir, "%s/other", work_dir);
-    snprintf(mint_err, sizeof mint_err, "%s/mint-token.stderr", logs_dir);
-    const char *k1[] = {mint_path, "keygen", keys_dir, "--kid", KID, NULL};
-    const char *k2[] = {mint_path, "keygen", other_dir, "--kid", KID_UNKNOWN, NULL};
-    char *out = NULL;
-    int rc1 = run_capture(k1, mint_err, &out);
-    free(out);
-    int rc2 = run_capture(k2, mint_err, &out);
-    free(out);
-    if (rc1 != 0 || rc2 != 0) {
-        char *e = slurp(mint_err);
-        fprintf(stderr, "mint-token keygen: %s\n", e);
-        free(e);
+    int rc1 = pwt_mint_keygen(keys_dir, KID), rc2 = pwt_mint_keygen(other_dir, KID_UNKNOWN);
+    if (rc1 != 0 || rc2 != 0)
         fail_msg("mint-token keygen failed (%d, %d)", rc1, rc2);
-    }
     token = mint_token(keys_dir, KID);
     token_unknown_kid = mint_token(other_dir, KID_UNKNOWN);
 }
@@ -1355,8 +933,8 @@ static long push_unknown_kid(const pwt_worker_t *w)
 }
 
 typedef struct {
-    server_t *s_mint; /* W1's server: 500, then garbage, then down */
-    server_t *s_hang; /* W2's server: hangs */
+    pwt_jwks_server_t *s_mint; /* W1's server: 500, then garbage, then down */
+    pwt_jwks_server_t *s_hang; /* W2's server: hangs */
     pwt_worker_t *w1, *w2;
     int step;
     long unknown_answers[8];
@@ -1372,7 +950,7 @@ static void cached_tick(void *ctx, const pwt_rd_stats_t *st)
         f->unknown_answers[f->n_unknown++] = push_unknown_kid(f->w1);
         f->step = 1;
     } else if (f->step == 1 && st->elapsed_ms >= 4000) {
-        server_stop(f->s_mint);
+        pwt_jwks_stop(f->s_mint);
         f->unknown_answers[f->n_unknown++] = push_unknown_kid(f->w1);
         f->unknown_answers[f->n_unknown++] = push_unknown_kid(f->w2);
         f->step = 2;
@@ -1381,7 +959,7 @@ static void cached_tick(void *ctx, const pwt_rd_stats_t *st)
 
 typedef struct {
     const char *mode;
-    server_t *server; /* NULL for "down" until fixed */
+    pwt_jwks_server_t *server; /* NULL for "down" until fixed */
     int down_port;
     char dir[200];
     pwt_worker_t *w;
@@ -1401,7 +979,7 @@ typedef struct {
 static void nokeys_tick(void *ctx, const pwt_rd_stats_t *st)
 {
     nokeys_fault_t *f = ctx;
-    long long now = now_ms();
+    long long now = pwt_now_ms();
     if (st->elapsed_ms < 2000 || now - f->last_look < 200)
         return;
     f->last_look = now;
@@ -1410,7 +988,7 @@ static void nokeys_tick(void *ctx, const pwt_rd_stats_t *st)
         if (k->fixed)
             continue;
         char *log = pwt_worker_log(k->w);
-        int failed = count_substr(log, "no keys yet");
+        int failed = pwt_count_substr(log, "no keys yet");
         free(log);
         int hang = strcmp(k->mode, "hang") == 0;
         if (failed < (hang ? 1 : 2))
@@ -1443,9 +1021,9 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     char dir_a[200], dir_h[200];
     make_jwks_dir("jwks-cached-a", dir_a, sizeof dir_a);
     make_jwks_dir("jwks-cached-h", dir_h, sizeof dir_h);
-    server_t *sa = new_server();
+    pwt_jwks_server_t *sa = new_server();
     server_start(sa, dir_a, 0, 0);
-    server_t *sh = new_server();
+    pwt_jwks_server_t *sh = new_server();
     server_start(sh, dir_h, 0, 1);
     const char *common[] = {"PUBSUB_AUTH=verify",      "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
                             "JWKS_MIN_REFRESH_MS=500", "WORKER_THREADS=1",     "LOG_LEVEL=info"};
@@ -1454,7 +1032,7 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     pwt_worker_t *w2 =
         must_start_worker(PWT_LIST(common[0], common[1], common[2], common[3], common[4], common[5], sh->url_env), 1);
     /* Let the key sets age past JWKS_MIN_REFRESH_MS (the worker counts whole seconds): an unknown kid then triggers a refetch. */
-    sleep_ms(2100);
+    pwt_sleep_ms(2100);
     dir_file(dir_a, "fail", "");
     dir_file(dir_h, "hang", "");
     cached_fault_t cf = {.s_mint = sa, .s_hang = sh, .w1 = w1, .w2 = w2};
@@ -1478,14 +1056,14 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     size_t left = pwt_rd_run(set, &o, &st);
     pwt_rd_print_stats("jwks, keys cached", &st);
     /* The hanging fetch ends with the worker's 5 s fetch timeout: wait for it to be counted. */
-    long long deadline = now_ms() + 8000;
-    while (metric(w2, "pushworker_jwks_fetch_failures_total") < 1 && now_ms() < deadline)
-        sleep_ms(100);
+    long long deadline = pwt_now_ms() + 8000;
+    while (metric(w2, "pushworker_jwks_fetch_failures_total") < 1 && pwt_now_ms() < deadline)
+        pwt_sleep_ms(100);
     long long f1 = metric(w1, "pushworker_jwks_fetch_failures_total"), f2 = metric(w2, "pushworker_jwks_fetch_failures_total");
     long long k1 = metric(w1, "pushworker_jwks_keys"), k2 = metric(w2, "pushworker_jwks_keys");
     printf("# jwks, keys cached: failed fetches: W1 (500, garbage, down) %lld, W2 (hanging) %lld; keys still loaded: %lld, %lld;"
            " JWKS requests: W1's server %d (500: %d), W2's server %d hung; unknown-kid pushes answered",
-           f1, f2, k1, k2, server_requests(sa, "jwks-request"), server_requests(sa, " 500"), server_requests(sh, "hang-request"));
+           f1, f2, k1, k2, pwt_jwks_count(sa, "jwks-request"), pwt_jwks_count(sa, " 500"), pwt_jwks_count(sh, "hang-request"));
     for (int i = 0; i < cf.n_unknown; i++)
         printf(" %ld", cf.unknown_answers[i]);
     printf("\n");
@@ -1507,7 +1085,7 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     pwt_rd_set_free(set);
     if (stop_workers() != 0)
         FAULT_FAIL("a worker did not exit with 0 after SIGTERM");
-    server_stop(sh);
+    pwt_jwks_stop(sh);
     truncate_tables();
 
     /* (b) No keys yet: workers started while their JWKS is down, answers 500, serves garbage, or hangs. */
@@ -1519,8 +1097,8 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
         make_jwks_dir(name, k[i].dir, sizeof k[i].dir);
         char *url_env;
         if (strcmp(k[i].mode, "down") == 0) {
-            k[i].down_port = free_port();
-            url_env = xasprintf("OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", k[i].down_port);
+            k[i].down_port = pwt_free_port();
+            url_env = pwt_xasprintf("OIDC_JWKS_URL=http://127.0.0.1:%d/oauth2/v3/certs", k[i].down_port);
         } else {
             if (strcmp(k[i].mode, "500") == 0)
                 dir_file(k[i].dir, "fail", "");
@@ -1530,7 +1108,7 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
                 dir_file(k[i].dir, "hang", "");
             k[i].server = new_server();
             server_start(k[i].server, k[i].dir, 0, strcmp(k[i].mode, "hang") == 0);
-            url_env = xasprintf("%s", k[i].server->url_env);
+            url_env = pwt_xasprintf("%s", k[i].server->url_env);
         }
         k[i].w = must_start_worker(PWT_LIST(common[0], common[1], common[2], common[3], common[4], common[5], url_env), 0);
         free(url_env);
@@ -1576,7 +1154,7 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
         char *log = pwt_worker_log(k[i].w);
         printf("# jwks, no keys (%s): %d failed fetches logged; source repaired at %.0f ms into the run; first push"
                " acknowledged at %.0f ms; %ld attempts refused\n",
-               k[i].mode, count_substr(log, "no keys yet"), k[i].fixed ? k[i].t_fixed : -1.0, first_ack[i], refused[i]);
+               k[i].mode, pwt_count_substr(log, "no keys yet"), k[i].fixed ? k[i].t_fixed : -1.0, first_ack[i], refused[i]);
         free(log);
     }
     for (int i = 0; i < 4; i++)
@@ -1619,7 +1197,7 @@ static void test_a_second_sigterm_during_the_drain_does_not_kill_a_verify_mode_w
     ensure_keys();
     char dir[200];
     make_jwks_dir("jwks-sigterm", dir, sizeof dir);
-    server_t *js = new_server();
+    pwt_jwks_server_t *js = new_server();
     server_start(js, dir, 0, 0);
     pwt_worker_t *w = must_start_worker(
         PWT_LIST("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA, "WORKER_THREADS=1", js->url_env), 1);
@@ -1643,23 +1221,23 @@ static void test_a_second_sigterm_during_the_drain_does_not_kill_a_verify_mode_w
         long code = quiet_request(w->base_url, "/", set->pushes[0].body, token, 15000);
         _exit(code == 204 ? 0 : code == 503 ? 1 : code < 0 ? 2 : 3);
     }
-    sleep_ms(500);
-    long long t_term = now_ms();
+    pwt_sleep_ms(500);
+    long long t_term = pwt_now_ms();
     kill(w->pid, SIGTERM);
-    sleep_ms(300);
+    pwt_sleep_ms(300);
     kill(w->pid, SIGTERM);
     int worker_code = -1, client_code = -1, released = 0;
     long long exited_after = -1;
-    while (now_ms() - t_term < 12000) {
-        if (!released && now_ms() - t_term >= 2000) {
+    while (pwt_now_ms() - t_term < 12000) {
+        if (!released && pwt_now_ms() - t_term >= 2000) {
             PQclear(PQexec(lock, "ROLLBACK"));
             released = 1;
         }
-        if (exited_after < 0 && reap(w->pid, &worker_code))
-            exited_after = now_ms() - t_term;
+        if (exited_after < 0 && pwt_reap(w->pid, &worker_code))
+            exited_after = pwt_now_ms() - t_term;
         if (exited_after >= 0 && released)
             break;
-        sleep_ms(20);
+        pwt_sleep_ms(20);
     }
     PQfinish(lock);
     if (exited_after < 0) {
@@ -1705,7 +1283,7 @@ static void slowloris_tick(void *ctx, const pwt_rd_stats_t *st)
 {
     (void)st;
     slowloris_t *s = ctx;
-    long long now = now_ms();
+    long long now = pwt_now_ms();
     if (now - s->start > 10000 || now - s->last < 200 || s->sent >= sizeof SLOW_REQUEST - 1)
         return;
     s->last = now;
@@ -1736,7 +1314,7 @@ static int open_connections(int port, int *fds, int n)
     }
     struct pollfd *p = calloc((size_t)n, sizeof *p);
     int ok = 0;
-    long long deadline = now_ms() + 5000;
+    long long deadline = pwt_now_ms() + 5000;
     for (;;) {
         int pending = 0;
         for (int i = 0; i < n; i++) {
@@ -1759,7 +1337,7 @@ static int open_connections(int port, int *fds, int n)
                 pending++;
             }
         }
-        if (pending == 0 || now_ms() > deadline)
+        if (pending == 0 || pwt_now_ms() > deadline)
             break;
     }
     free(p);
@@ -1802,15 +1380,15 @@ static void test_idle_connection_flood_and_slowloris_do_not_starve_normal_pushes
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
     int *idle = malloc(IDLE_CONNECTIONS * sizeof *idle);
     int *slow = malloc(SLOW_CONNECTIONS * sizeof *slow);
-    long long t_open = now_ms();
+    long long t_open = pwt_now_ms();
     int idle_ok = open_connections(w->port, idle, IDLE_CONNECTIONS);
     int slow_ok = open_connections(w->port, slow, SLOW_CONNECTIONS);
     printf("# flood: %d of %d idle connections and %d of %d slowloris connections established in %lld ms\n", idle_ok,
-           IDLE_CONNECTIONS, slow_ok, SLOW_CONNECTIONS, now_ms() - t_open);
+           IDLE_CONNECTIONS, slow_ok, SLOW_CONNECTIONS, pwt_now_ms() - t_open);
     if (idle_ok < IDLE_CONNECTIONS * 9 / 10)
         FAULT_FAIL("only %d of %d connections could be opened", idle_ok, IDLE_CONNECTIONS);
 
-    slowloris_t sl = {.fds = slow, .n = SLOW_CONNECTIONS, .start = now_ms()};
+    slowloris_t sl = {.fds = slow, .n = SLOW_CONNECTIONS, .start = pwt_now_ms()};
     pwt_rd_set_t *set = pwt_rd_set_new();
     pwt_rd_generate(set, SUB, "flood", 2000, 8, 10);
     targets_t tg = {.w = {w}, .n = 1};
@@ -1946,47 +1524,31 @@ static int group_setup(void **state)
         return 0;
     }
 
-    const char *fx = getenv("PW_FIXTURES");
-    char guess[PATH_MAX];
-    snprintf(guess, sizeof guess, "%s/../..", fx != NULL ? fx : "tests/fixtures");
-    if (realpath(guess, repo_root) == NULL) {
-        fprintf(stderr, "faults_test: cannot find the repository from PW_FIXTURES=%s\n", fx ? fx : "(unset)");
-        return -1;
-    }
-    snprintf(dev_db, sizeof dev_db, "%s/scripts/dev-db", repo_root);
-    snprintf(mint_path, sizeof mint_path, "%s/scripts/mint-token", repo_root);
-
     atexit(cleanup_at_exit);
-    static const int fatal[] = {SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGABRT, SIGBUS, SIGFPE};
-    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
-        signal(fatal[i], on_fatal_signal);
+    pwt_on_fatal_signals(on_fatal_signal);
     signal(SIGPIPE, SIG_IGN);
 
-    snprintf(work_dir, sizeof work_dir, "/tmp/pwt-faults-XXXXXX");
-    if (mkdtemp(work_dir) == NULL || chmod(work_dir, 0755) != 0) {
-        fprintf(stderr, "faults_test: mkdtemp/chmod %s: %s\n", work_dir, strerror(errno));
-        work_dir[0] = '\0';
+    if (pwt_make_work_dir("pwt-faults", work_dir, sizeof work_dir) != 0)
         return -1;
-    }
+    char pg_dir[128], cmd_log[128], mint_err[200];
     snprintf(pg_dir, sizeof pg_dir, "%s/pg", work_dir);
-    snprintf(pg_data, sizeof pg_data, "%s/data", pg_dir);
-    snprintf(pg_log, sizeof pg_log, "%s/postgres.log", pg_dir);
     snprintf(cmd_log, sizeof cmd_log, "%s/commands.log", work_dir);
     snprintf(logs_dir, sizeof logs_dir, "%s/logs", work_dir);
     snprintf(hang_py, sizeof hang_py, "%s/hang_server.py", work_dir);
-    if (mkdir(logs_dir, 0755) != 0 || write_text(hang_py, HANG_SERVER_PY) != 0) {
+    snprintf(mint_err, sizeof mint_err, "%s/mint-token.stderr", logs_dir);
+    if (mkdir(logs_dir, 0755) != 0 || pwt_write_text(hang_py, HANG_SERVER_PY) != 0) {
         fprintf(stderr, "faults_test: cannot prepare %s\n", work_dir);
         return -1;
     }
+    if (pwt_cluster_init(&cluster, pg_dir, cmd_log) != 0 || pwt_mint_init(mint_err) != 0)
+        return -1;
 
-    long long t0 = now_ms();
-    if (private_pg_start() != 0)
+    long long t0 = pwt_now_ms();
+    if (pwt_cluster_start(&cluster) != 0)
         return -1;
-    printf("# faults: private PostgreSQL cluster in %s started in %lld ms\n", pg_dir, now_ms() - t0);
-    setenv("PW_TEST_DATABASE_URL", pg_url, 1);
-    if (pwt_db_create("faults") != 0 || pwt_migrate() != 0)
-        return -1;
-    return 0;
+    printf("# faults: private PostgreSQL cluster in %s started in %lld ms\n", pg_dir, pwt_now_ms() - t0);
+    setenv("PW_TEST_DATABASE_URL", cluster.url, 1);
+    return pwt_suite_start("faults", NULL, NULL);
 }
 
 static int group_teardown(void **state)
@@ -1996,7 +1558,7 @@ static int group_teardown(void **state)
         return 0;
     stop_workers();
     for (int i = 0; i < MAX_SERVERS; i++)
-        server_stop(&servers[i]);
+        pwt_jwks_stop(&servers[i]);
     ensure_pg_up();
     pwt_db_drop();
     free(token);

@@ -1,5 +1,8 @@
 /* Integration-test harness: a fresh database, the real worker as a child process, HTTP over libcurl, row checks over libpq. */
 #include "tests/integration/harness.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/proc.h"
+#include "tests/integration/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,10 @@ extern char **environ;
 #define PWT_STOP_TIMEOUT_MS 10000
 #define PWT_HTTP_TIMEOUT_MS 30000
 #define PWT_LOG_TAIL_LINES 40
+#define PWT_METRIC_POLLS 400   /* pwt_wait_metric: 400 polls 50 ms apart, 20 s */
+#define PWT_METRIC_POLL_MS 50
+/* Every checking connection: timestamptz printed in UTC whatever TZ/PGTZ say, ISO dates, floats printed exactly. */
+#define CHECKER_SETTINGS "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1"
 
 /* The tables the worker writes, in dump order. */
 static const char *const worker_tables[] = {
@@ -51,22 +58,6 @@ static pwt_worker_t *live_workers[PWT_MAX_WORKERS];
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL) {
-        fprintf(stderr, "harness: out of memory\n");
-        abort();
-    }
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    return memcpy(xmalloc(n), s, n);
-}
-
 /* A growable byte buffer, always NUL-terminated. */
 typedef struct {
     char *p;
@@ -79,12 +70,7 @@ static void buf_append(buf_t *b, const void *data, size_t n)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL) {
-            fprintf(stderr, "harness: out of memory\n");
-            abort();
-        }
-        b->p = p;
+        b->p = pwt_xrealloc(b->p, cap);
         b->cap = cap;
     }
     memcpy(b->p + b->len, data, n);
@@ -100,24 +86,11 @@ static void buf_puts(buf_t *b, const char *s)
 static char *buf_take(buf_t *b)
 {
     if (b->p == NULL)
-        return xstrdup("");
+        return pwt_xstrdup("");
     char *p = b->p;
     b->p = NULL;
     b->len = b->cap = 0;
     return p;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 static const char *env_or_die(const char *name)
@@ -128,22 +101,6 @@ static const char *env_or_die(const char *name)
         return NULL;
     }
     return v;
-}
-
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    buf_t b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        buf_append(&b, chunk, n);
-    fclose(f);
-    if (len != NULL)
-        *len = b.len;
-    return buf_take(&b);
 }
 
 static void print_all_worker_logs(void)
@@ -288,7 +245,7 @@ int pwt_db_create(const char *name)
         fprintf(stderr, "harness: cannot connect to %s: %s", db_name, PQerrorMessage(checker));
         return -1;
     }
-    PGresult *r = PQexec(checker, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1");
+    PGresult *r = PQexec(checker, CHECKER_SETTINGS);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     return ok ? 0 : -1;
@@ -313,9 +270,7 @@ void pwt_db_drop(void)
         if (keep_logs) {
             fprintf(stderr, "harness: worker logs kept in %s\n", log_dir);
         } else {
-            char cmd[600];
-            snprintf(cmd, sizeof cmd, "rm -rf '%s'", log_dir);
-            if (system(cmd) != 0)
+            if (pwt_rm_rf(log_dir) != 0)
                 fprintf(stderr, "harness: could not remove %s\n", log_dir);
         }
         log_dir[0] = '\0';
@@ -338,7 +293,7 @@ static char **child_env(const char *const *extra)
         n_env++;
     while (extra[n_extra] != NULL)
         n_extra++;
-    char **envp = xmalloc((n_env + n_extra + 1) * sizeof *envp);
+    char **envp = pwt_xmalloc((n_env + n_extra + 1) * sizeof *envp);
     size_t k = 0;
     for (size_t i = 0; i < n_env; i++) {
         int overridden = 0;
@@ -380,11 +335,7 @@ static pid_t spawn_worker(const char *arg, const char *const *extra_env, const c
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
-        dup2(fd, STDOUT_FILENO);
-        dup2(fd, STDERR_FILENO);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
+        pwt_child_redirect_fd(fd);
         char *argv[] = {(char *)bin, (char *)arg, NULL};
         execve(bin, argv, envp);
         dprintf(STDERR_FILENO, "harness: exec %s: %s\n", bin, strerror(errno));
@@ -395,36 +346,6 @@ static pid_t spawn_worker(const char *arg, const char *const *extra_env, const c
     if (pid < 0)
         fprintf(stderr, "harness: fork: %s\n", strerror(errno));
     return pid;
-}
-
-static int exit_code(int wstatus)
-{
-    if (WIFEXITED(wstatus))
-        return WEXITSTATUS(wstatus);
-    if (WIFSIGNALED(wstatus))
-        return 128 + WTERMSIG(wstatus);
-    return -1;
-}
-
-static void print_file_tail(const char *title, const char *path, int max_lines)
-{
-    size_t len = 0;
-    char *text = read_file(path, &len);
-    fprintf(stderr, "---- %s (%s), last %d lines ----\n", title, path, max_lines);
-    if (text == NULL) {
-        fprintf(stderr, "(unreadable: %s)\n", strerror(errno));
-        return;
-    }
-    size_t start = len;
-    int lines = 0;
-    while (start > 0) {
-        if (text[start - 1] == '\n' && start != len && ++lines >= max_lines)
-            break;
-        start--;
-    }
-    fprintf(stderr, "%s%s", text + start, len > 0 && text[len - 1] != '\n' ? "\n" : "");
-    fprintf(stderr, "---- end of %s ----\n", title);
-    free(text);
 }
 
 int pwt_migrate(void)
@@ -441,28 +362,13 @@ int pwt_migrate(void)
     int wstatus;
     while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR)
         ;
-    int code = exit_code(wstatus);
+    int code = pwt_exit_code(wstatus);
     if (code != 0) {
         fprintf(stderr, "harness: `worker migrate` exited with %d\n", code);
-        print_file_tail("migrate log", log_path, PWT_LOG_TAIL_LINES);
+        pwt_print_file_tail("migrate log", log_path, PWT_LOG_TAIL_LINES);
         keep_logs = 1;
     }
     return code;
-}
-
-/* A port nothing listens on right now (the kernel's pick for an ephemeral bind). */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = 0};
-    socklen_t salen = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && getsockname(fd, (struct sockaddr *)&sa, &salen) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
 }
 
 static void track(pwt_worker_t *w, int on)
@@ -486,53 +392,39 @@ int pwt_worker_alive(pwt_worker_t *w)
     if (r == 0)
         return 1;
     if (r == w->pid)
-        fprintf(stderr, "harness: worker on port %d exited with %d\n", w->port, exit_code(wstatus));
+        fprintf(stderr, "harness: worker on port %d exited with %d\n", w->port, pwt_exit_code(wstatus));
     w->pid = 0;
     track(w, 0);
     return 0;
 }
 
-/* One readiness probe: the /readyz status, or -1 when nothing answers yet. */
-static long probe_ready(const pwt_worker_t *w)
+/* One readiness probe: the status of GET path, or -1 when nothing answers yet. */
+static long probe_ready(const pwt_worker_t *w, const char *path)
 {
-    CURL *c = curl_easy_init();
     char url[128];
-    snprintf(url, sizeof url, "%s/readyz", w->base_url);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 1000L);
-    curl_easy_setopt(c, CURLOPT_NOBODY, 0L);
-    FILE *sink = fopen("/dev/null", "w");
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
-    long status = -1;
-    if (curl_easy_perform(c) == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (sink != NULL)
-        fclose(sink);
-    curl_easy_cleanup(c);
-    return status;
+    snprintf(url, sizeof url, "%s%s", w->base_url, path);
+    return pwt_http_request("GET", url, NULL, NULL, 1000, NULL);
 }
 
-static int worker_start_once(pwt_worker_t *w, const char *const *env)
+static int worker_start_once(pwt_worker_t *w, int port, const char *ready_path, const char *const *env)
 {
     size_t n_extra = 0;
     while (env != NULL && env[n_extra] != NULL)
         n_extra++;
-    char dburl[2100], port[32];
+    char dburl[2100], port_env[32];
     snprintf(dburl, sizeof dburl, "DATABASE_URL=%s", worker_conninfo);
     const char *pooler = getenv("PW_TEST_POOLER_URL");
-    w->port = free_port();
+    w->port = port > 0 ? port : pwt_free_port();
     if (w->port < 0)
         return -1;
-    snprintf(port, sizeof port, "PORT=%d", w->port);
+    snprintf(port_env, sizeof port_env, "PORT=%d", w->port);
     snprintf(w->base_url, sizeof w->base_url, "http://127.0.0.1:%d", w->port);
     snprintf(w->log_path, sizeof w->log_path, "%s/worker-%d-port%d.log", log_dir, ++log_seq, w->port);
 
-    const char **all = xmalloc((n_extra + 6) * sizeof *all);
+    const char **all = pwt_xmalloc((n_extra + 6) * sizeof *all);
     size_t k = 0;
     all[k++] = dburl;
-    all[k++] = port;
+    all[k++] = port_env;
     all[k++] = "PUBSUB_AUTH=off";
     all[k++] = "LOG_LEVEL=debug";
     if (pooler != NULL && *pooler != '\0')
@@ -548,23 +440,23 @@ static int worker_start_once(pwt_worker_t *w, const char *const *env)
     }
     track(w, 1);
 
-    long long deadline = now_ms() + PWT_READY_TIMEOUT_MS;
+    long long deadline = pwt_now_ms() + PWT_READY_TIMEOUT_MS;
     long status = -1;
-    while (now_ms() < deadline) {
+    while (pwt_now_ms() < deadline) {
         if (!pwt_worker_alive(w))
             return -1;
-        status = probe_ready(w);
+        status = probe_ready(w, ready_path);
         if (status == 200)
             return 0;
-        sleep_ms(50);
+        pwt_sleep_ms(50);
     }
-    fprintf(stderr, "harness: worker on port %d not ready after %d ms (last /readyz: %ld)\n", w->port, PWT_READY_TIMEOUT_MS,
-            status);
+    fprintf(stderr, "harness: worker on port %d not ready after %d ms (last %s: %ld)\n", w->port, PWT_READY_TIMEOUT_MS,
+            ready_path, status);
     pwt_worker_stop(w);
     return -1;
 }
 
-int pwt_worker_start(pwt_worker_t *w, const char *const *env)
+int pwt_worker_start_at(pwt_worker_t *w, int port, const char *ready_path, const char *const *env)
 {
     memset(w, 0, sizeof *w);
     if (ensure_log_dir() != 0 || db_conninfo[0] == '\0') {
@@ -572,14 +464,19 @@ int pwt_worker_start(pwt_worker_t *w, const char *const *env)
         return -1;
     }
     /* A second attempt covers the rare race where another process took the port we picked. */
-    for (int attempt = 1; attempt <= 2; attempt++) {
-        if (worker_start_once(w, env) == 0)
+    for (int attempt = 1; attempt <= (port > 0 ? 1 : 2); attempt++) {
+        if (worker_start_once(w, port, ready_path, env) == 0)
             return 0;
         fprintf(stderr, "harness: worker start attempt %d failed\n", attempt);
         pwt_worker_print_log(w, PWT_LOG_TAIL_LINES);
     }
     keep_logs = 1;
     return -1;
+}
+
+int pwt_worker_start(pwt_worker_t *w, const char *const *env)
+{
+    return pwt_worker_start_at(w, 0, "/readyz", env);
 }
 
 int pwt_worker_stop(pwt_worker_t *w)
@@ -589,10 +486,10 @@ int pwt_worker_stop(pwt_worker_t *w)
     pid_t pid = w->pid;
     int wstatus = 0;
     kill(pid, SIGTERM);
-    long long deadline = now_ms() + PWT_STOP_TIMEOUT_MS;
+    long long deadline = pwt_now_ms() + PWT_STOP_TIMEOUT_MS;
     pid_t r;
-    while ((r = waitpid(pid, &wstatus, WNOHANG)) == 0 && now_ms() < deadline)
-        sleep_ms(10);
+    while ((r = waitpid(pid, &wstatus, WNOHANG)) == 0 && pwt_now_ms() < deadline)
+        pwt_sleep_ms(10);
     if (r == 0) {
         fprintf(stderr, "harness: worker on port %d ignored SIGTERM for %d ms; killing it\n", w->port, PWT_STOP_TIMEOUT_MS);
         kill(pid, SIGKILL);
@@ -601,20 +498,20 @@ int pwt_worker_stop(pwt_worker_t *w)
     }
     w->pid = 0;
     track(w, 0);
-    return r < 0 ? -1 : exit_code(wstatus);
+    return r < 0 ? -1 : pwt_exit_code(wstatus);
 }
 
 char *pwt_worker_log(const pwt_worker_t *w)
 {
-    char *text = read_file(w->log_path, NULL);
-    return text ? text : xstrdup("");
+    char *text = pwt_read_file(w->log_path, NULL);
+    return text ? text : pwt_xstrdup("");
 }
 
 void pwt_worker_print_log(const pwt_worker_t *w, int max_lines)
 {
     char title[64];
     snprintf(title, sizeof title, "worker log, port %d", w->port);
-    print_file_tail(title, w->log_path, max_lines);
+    pwt_print_file_tail(title, w->log_path, max_lines);
 }
 
 /* ---- HTTP ------------------------------------------------------------------------------------- */
@@ -702,7 +599,7 @@ char *pwt_response_header(const pwt_response_t *resp, const char *name)
             while (*v == ' ' || *v == '\t')
                 v++;
             size_t n = strcspn(v, "\r\n");
-            char *out = xmalloc(n + 1);
+            char *out = pwt_xmalloc(n + 1);
             memcpy(out, v, n);
             out[n] = '\0';
             return out;
@@ -725,7 +622,7 @@ void pwt_response_free(pwt_response_t *resp)
 
 char *pwt_base64(const void *data, size_t len)
 {
-    char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+    char *out = pwt_xmalloc(4 * ((len + 2) / 3) + 1);
     EVP_EncodeBlock((unsigned char *)out, data, (int)len);
     return out;
 }
@@ -747,10 +644,51 @@ char *pwt_wrap(const void *payload, size_t len, const char *message_id, const ch
     json_object_object_add(root, "message", msg);
     if (subscription != NULL)
         json_object_object_add(root, "subscription", json_object_new_string(subscription));
-    char *out = xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    char *out = pwt_xstrdup(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(root);
     free(data);
     return out;
+}
+
+long pwt_push(const pwt_worker_t *w, const void *payload, size_t len, const char *message_id, const char *subscription,
+              const char *publish_time)
+{
+    char *body = pwt_wrap(payload, len, message_id, subscription, publish_time);
+    long status = pwt_post(w, "/", body, strlen(body), NULL, NULL);
+    free(body);
+    return status;
+}
+
+long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *message_id, const char *subscription,
+                      const char *publish_time)
+{
+    size_t len;
+    char *payload = pwt_read_fixture(rel, &len);
+    long status = pwt_push(w, payload, len, message_id, subscription, publish_time);
+    free(payload);
+    return status;
+}
+
+char *pwt__pad_json(const char *file, int line, char *json, size_t len)
+{
+    size_t natural = strlen(json);
+    if (natural > len)
+        pwt_fail(file, line, "a JSON text of %zu bytes cannot be padded to %zu", natural, len);
+    char *out = pwt_xmalloc(len + 1);
+    memcpy(out, json, natural - 1); /* all but the final '}' */
+    memset(out + natural - 1, ' ', len - natural);
+    out[len - 1] = '}';
+    out[len] = '\0';
+    free(json);
+    return out;
+}
+
+char *pwt_meta_webhook(const char *value_members)
+{
+    return pwt_xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
+                         "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
+                         "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"106540352242922\"},%s}}]}]}",
+                         value_members);
 }
 
 char *pwt_read_fixture(const char *rel, size_t *len)
@@ -758,7 +696,7 @@ char *pwt_read_fixture(const char *rel, size_t *len)
     const char *dir = getenv("PW_FIXTURES");
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", rel);
-    char *text = read_file(path, len);
+    char *text = pwt_read_file(path, len);
     if (text == NULL)
         FAIL("cannot read fixture %s: %s", path, strerror(errno));
     return text;
@@ -772,7 +710,7 @@ static PGresult *checker_query(const char *sql, const char *const *params)
         FAIL("no checker connection (pwt_db_create failed or was not called)");
     if (PQstatus(checker) != CONNECTION_OK) {
         PQreset(checker);
-        PGresult *r = PQexec(checker, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1");
+        PGresult *r = PQexec(checker, CHECKER_SETTINGS);
         PQclear(r);
     }
     int n = 0;
@@ -789,9 +727,9 @@ static PGresult *checker_query(const char *sql, const char *const *params)
     return r;
 }
 
-char *pwt_rows_p(const char *sql, const char *const *params)
+/* Every row of r: columns joined by '|', rows by '\n', NULL for SQL NULL; malloc'd. */
+static char *format_rows(const PGresult *r)
 {
-    PGresult *r = checker_query(sql, params);
     buf_t b = {0};
     for (int i = 0; i < PQntuples(r); i++) {
         if (i > 0)
@@ -802,8 +740,15 @@ char *pwt_rows_p(const char *sql, const char *const *params)
             buf_puts(&b, PQgetisnull(r, i, j) ? "NULL" : PQgetvalue(r, i, j));
         }
     }
-    PQclear(r);
     return buf_take(&b);
+}
+
+char *pwt_rows_p(const char *sql, const char *const *params)
+{
+    PGresult *r = checker_query(sql, params);
+    char *rows = format_rows(r);
+    PQclear(r);
+    return rows;
 }
 
 char *pwt_rows(const char *sql)
@@ -889,4 +834,215 @@ void pwt__assert_status(const char *file, int line, long actual, long expected)
 {
     if (actual != expected)
         pwt_fail(file, line, "HTTP status %ld, expected %ld", actual, expected);
+}
+
+void pwt__assert_tables_unchanged(const char *file, int line, char *before)
+{
+    char *after = pwt_dump_tables();
+    pwt__assert_text(file, line, after, before);
+    free(after);
+    free(before);
+}
+
+char *pwt_rows_at(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "harness: cannot connect for %s: %s", sql, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(PQexec(c, CHECKER_SETTINGS));
+    PGresult *r = PQexec(c, sql);
+    char *rows = NULL;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK)
+        rows = format_rows(r);
+    else
+        fprintf(stderr, "harness: %s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return rows;
+}
+
+void pwt__assert_rows_at(const char *file, int line, const char *conninfo, const char *sql, const char *expected)
+{
+    char *actual = pwt_rows_at(conninfo, sql);
+    if (actual == NULL || strcmp(actual, expected) != 0) {
+        fprintf(stderr, "\n%s:%d: rows differ\n  query: %s\n---- expected ----\n%s\n---- actual ----\n%s\n------------------\n",
+                file, line, sql, expected, actual ? actual : "(query failed)");
+        free(actual);
+        pwt_fail(file, line, "rows differ (see above)");
+    }
+    free(actual);
+}
+
+void pwt_admin_exec(const char *sql)
+{
+    const char *admin = getenv("PW_TEST_DATABASE_URL");
+    char *rows = admin != NULL ? pwt_rows_at(admin, sql) : NULL;
+    if (rows == NULL)
+        FAIL("admin SQL failed: %s", sql);
+    free(rows);
+}
+
+int pwt_worker_command(const char *env, const char *url, const char *args, char **out)
+{
+    const char *bin = getenv("PW_WORKER");
+    char *q_url = pwt_shell_quote(url != NULL ? url : db_conninfo);
+    char *q_bin = pwt_shell_quote(bin != NULL ? bin : "PW_WORKER-is-not-set");
+    char *cmd = pwt_xasprintf("%s DATABASE_URL=%s %s %s 2>&1", env, q_url, q_bin, args);
+    int status = pwt_popen_read(cmd, out);
+    free(cmd);
+    free(q_bin);
+    free(q_url);
+    return status;
+}
+
+/* ---- the usual fixture ------------------------------------------------------------------------ */
+
+int pwt_suite_start(const char *name, pwt_worker_t *w, const char *const *env)
+{
+    if (pwt_db_create(name) != 0 || pwt_migrate() != 0)
+        return -1;
+    return w != NULL ? pwt_worker_start(w, env) : 0;
+}
+
+int pwt_suite_stop(pwt_worker_t *w)
+{
+    int code = 0;
+    if (w != NULL) {
+        code = pwt_worker_stop(w);
+        if (code != 0 && code != -1)
+            fprintf(stderr, "worker exited with %d after SIGTERM (expected 0)\n", code);
+    }
+    pwt_db_drop();
+    return code;
+}
+
+int pwt_teardown_db(void **state)
+{
+    (void)state;
+    pwt_db_drop();
+    return 0;
+}
+
+static struct {
+    const char *name;
+    pwt_worker_t *worker;
+    const char *const *env;
+} suite;
+
+void pwt_suite_init(const char *name, pwt_worker_t *w, const char *const *env)
+{
+    suite.name = name;
+    suite.worker = w;
+    suite.env = env;
+}
+
+int pwt_suite_setup(void **state)
+{
+    (void)state;
+    return pwt_suite_start(suite.name, suite.worker, suite.env);
+}
+
+int pwt_suite_teardown(void **state)
+{
+    (void)state;
+    return pwt_suite_stop(suite.worker) == 0 ? 0 : -1;
+}
+
+int pwt_suite_teardown_any_exit(void **state)
+{
+    (void)state;
+    pwt_suite_stop(suite.worker);
+    return 0;
+}
+
+int pwt_suite_fresh(void **state)
+{
+    (void)state;
+    if (suite.worker != NULL && pwt_worker_ensure(suite.worker, suite.env) != 0)
+        return -1;
+    pwt_truncate_all();
+    return 0;
+}
+
+int pwt_suite_alive(void **state)
+{
+    (void)state;
+    return suite.worker != NULL ? pwt_worker_check_alive(suite.worker) : 0;
+}
+
+int pwt_worker_ensure(pwt_worker_t *w, const char *const *env)
+{
+    if (pwt_worker_alive(w))
+        return 0;
+    fprintf(stderr, "the worker had died; restarting it\n");
+    pwt_worker_print_log(w, PWT_LOG_TAIL_LINES);
+    return pwt_worker_start(w, env);
+}
+
+int pwt_worker_check_alive(pwt_worker_t *w)
+{
+    if (pwt_worker_alive(w))
+        return 0;
+    fprintf(stderr, "the worker died during this test\n");
+    pwt_worker_print_log(w, 60);
+    return -1;
+}
+
+/* ---- metrics and background posts ----------------------------------------------------------- */
+
+long long pwt_metric(const pwt_worker_t *w, const char *sample)
+{
+    pwt_response_t r;
+    long long v = -1;
+    size_t n = strlen(sample);
+    if (pwt_get(w, "/metrics", &r) == 200) {
+        for (const char *line = r.body; line != NULL && *line != '\0';) {
+            if (strncmp(line, sample, n) == 0 && line[n] == ' ')
+                v = atoll(line + n + 1);
+            line = strchr(line, '\n');
+            if (line != NULL)
+                line++;
+        }
+    }
+    pwt_response_free(&r);
+    return v;
+}
+
+void pwt__wait_metric(const char *file, int line, const pwt_worker_t *w, const char *sample, long long value, int at_least)
+{
+    for (int i = 0; i < PWT_METRIC_POLLS; i++) {
+        long long v = pwt_metric(w, sample);
+        if (at_least ? v >= value : v == value)
+            return;
+        pwt_sleep_ms(PWT_METRIC_POLL_MS);
+    }
+    if (at_least)
+        pwt_fail(file, line, "%s never reached %lld (now %lld)", sample, value, pwt_metric(w, sample));
+    pwt_fail(file, line, "%s stayed at %lld, expected %lld", sample, pwt_metric(w, sample), value);
+}
+
+static void *bg_post(void *arg)
+{
+    pwt_bg_post_t *p = arg;
+    p->status = pwt_post(p->w, "/", p->body, strlen(p->body), NULL, NULL);
+    return NULL;
+}
+
+void pwt_bg_post_start(pwt_bg_post_t *p, const pwt_worker_t *w, char *body)
+{
+    p->w = w;
+    p->body = body;
+    p->status = 0;
+    pthread_create(&p->tid, NULL, bg_post, p);
+}
+
+long pwt_bg_post_join(pwt_bg_post_t *p)
+{
+    pthread_join(p->tid, NULL);
+    free(p->body);
+    p->body = NULL;
+    return p->status;
 }

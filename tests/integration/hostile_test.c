@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/util.h"
 
 /* clang-format off: expected rows are laid out by hand. */
 
@@ -54,51 +55,30 @@ static int canary_seq;
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 /* A Meta webhook whose one "messages" change holds `statuses` (JSON text of the array, as is). */
 static char *statuses_webhook(const char *statuses)
 {
-    return xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                     "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                     "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},\"statuses\":%s}}]}]}",
-                     statuses);
+    char *members = pwt_xasprintf("\"statuses\":%s", statuses);
+    char *wh = pwt_meta_webhook(members);
+    free(members);
+    return wh;
 }
 
 /* A Meta webhook with one inbound message (JSON text of the message object, as is) from 919812340099. */
 static char *message_webhook(const char *message)
 {
-    return xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                     "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                     "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},"
-                     "\"contacts\":[{\"profile\":{\"name\":\"Asha\"},\"wa_id\":\"919812340099\"}],"
-                     "\"messages\":[%s]}}]}]}",
-                     message);
+    char *members = pwt_xasprintf("\"contacts\":[{\"profile\":{\"name\":\"Asha\"},\"wa_id\":\"919812340099\"}],"
+                                  "\"messages\":[%s]",
+                                  message);
+    char *wh = pwt_meta_webhook(members);
+    free(members);
+    return wh;
 }
 
 /* An inbound text message whose text.body is `json_text` (already JSON-escaped, without quotes). */
 static char *text_message_webhook(const char *json_text)
 {
-    char *msg = xasprintf("{\"from\":\"919812340099\",\"id\":\"" W_IN "\",\"timestamp\":\"1709679600\",\"type\":\"text\","
+    char *msg = pwt_xasprintf("{\"from\":\"919812340099\",\"id\":\"" W_IN "\",\"timestamp\":\"1709679600\",\"type\":\"text\","
                           "\"text\":{\"body\":\"%s\"}}",
                           json_text);
     char *wh = message_webhook(msg);
@@ -124,10 +104,7 @@ static long post(const void *body, size_t len)
 /* Wraps payload (len bytes) under message_id and posts it to the main worker. */
 static long push(const void *payload, size_t len, const char *message_id)
 {
-    char *body = wrap(payload, len, message_id);
-    long status = post(body, strlen(body));
-    free(body);
-    return status;
+    return pwt_push(&worker, payload, len, message_id, SUB, PUBLISH_TIME);
 }
 
 /* The envelope of `wrap` with `member` (e.g. ",\"note\":1") inserted before its final '}'. */
@@ -136,26 +113,13 @@ static char *wrap_with_member(const char *payload, const char *message_id, const
 {
     char *w = wrap(payload, strlen(payload), message_id);
     size_t n = strlen(w);
-    char *out = xmalloc(n + member_len + 1);
+    char *out = pwt_xmalloc(n + member_len + 1);
     memcpy(out, w, n - 1);
     memcpy(out + n - 1, member, member_len);
     out[n - 1 + member_len] = '}';
     out[n + member_len] = '\0';
     *out_len = n + member_len;
     free(w);
-    return out;
-}
-
-static char *hex(const void *p, size_t n)
-{
-    static const char digits[] = "0123456789abcdef";
-    const unsigned char *u = p;
-    char *out = xmalloc(2 * n + 1);
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[u[i] >> 4];
-        out[2 * i + 1] = digits[u[i] & 15];
-    }
-    out[2 * n] = '\0';
     return out;
 }
 
@@ -169,8 +133,8 @@ static char *hex(const void *p, size_t n)
 static void assert_dead_letter_at(const char *file, int line, const void *body, size_t len, const char *sub,
                                   const char *mid, const char *prefix, const char *contains)
 {
-    char *h = hex(body, len);
-    char *expected = xasprintf("%s|%s|ok|t", sub, mid);
+    char *h = pwt_hex(body, len);
+    char *expected = pwt_xasprintf("%s|%s|ok|t", sub, mid);
     pwt__assert_rows(file, line,
                      "SELECT coalesce(subscription, 'NULL'), coalesce(message_id, 'NULL'),"
                      " CASE WHEN starts_with(reason, $1) AND position($2 in reason) > 0 THEN 'ok' ELSE reason END,"
@@ -202,7 +166,7 @@ static void assert_good_status_stored(const char *mid, long long dead)
 {
     pwt_assert_rows(Q_EVENTS, GOOD_EVENT);
     pwt_assert_rows(Q_LOGS, GOOD_LOG);
-    char *receipt = xasprintf(SUB "|%s|stored", mid);
+    char *receipt = pwt_xasprintf(SUB "|%s|stored", mid);
     pwt_assert_rows(Q_RECEIPTS, receipt);
     free(receipt);
     ASSERT_EMPTY("inbound_messages");
@@ -216,7 +180,7 @@ static void check_payload_dead_lettered(const char *payload, size_t len, const c
     char *body = wrap(payload, len, mid);
     pwt_assert_status(post(body, strlen(body)), 204);
     assert_one_dead_letter(body, strlen(body), SUB, mid, prefix, contains);
-    char *receipt = xasprintf(SUB "|%s|dead_letter", mid);
+    char *receipt = pwt_xasprintf(SUB "|%s|dead_letter", mid);
     pwt_assert_rows(Q_RECEIPTS, receipt);
     free(receipt);
     assert_no_data_rows();
@@ -226,14 +190,14 @@ static void check_payload_dead_lettered(const char *payload, size_t len, const c
 /* One status item (JSON object text) that must be rejected: kept as a dead letter, nothing stored. */
 static void check_status_item_rejected(const char *item, const char *mid, const char *why)
 {
-    char *arr = xasprintf("[%s]", item);
+    char *arr = pwt_xasprintf("[%s]", item);
     char *payload = statuses_webhook(arr);
     char *body = wrap(payload, strlen(payload), mid);
     pwt_assert_status(post(body, strlen(body)), 204);
-    char *prefix = xasprintf("rejected 1 item(s): entry[0].changes[0].value.statuses[0].%s", why);
+    char *prefix = pwt_xasprintf("rejected 1 item(s): entry[0].changes[0].value.statuses[0].%s", why);
     assert_one_dead_letter(body, strlen(body), SUB, mid, prefix, "");
     /* Behaviour chosen by observation: a webhook whose every item was rejected has receipt "ignored". */
-    char *receipt = xasprintf(SUB "|%s|ignored", mid);
+    char *receipt = pwt_xasprintf(SUB "|%s|ignored", mid);
     pwt_assert_rows(Q_RECEIPTS, receipt);
     assert_no_data_rows();
     free(receipt);
@@ -258,13 +222,6 @@ typedef struct {
     char *body;     /* NUL-terminated */
     size_t body_len;
 } raw_resp_t;
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void raw_connect(raw_conn_t *c, int port)
 {
@@ -315,9 +272,9 @@ static int raw_fill(raw_conn_t *c, int timeout_ms)
 static int raw_send(raw_conn_t *c, const void *data, size_t n)
 {
     const char *p = data;
-    long long deadline = mono_ms() + 20000;
+    long long deadline = pwt_now_ms() + 20000;
     while (n > 0) {
-        if (c->eof || mono_ms() > deadline)
+        if (c->eof || pwt_now_ms() > deadline)
             return -1;
         struct pollfd pf = {.fd = c->fd, .events = POLLOUT | POLLIN};
         if (poll(&pf, 1, 1000) <= 0)
@@ -352,7 +309,7 @@ static int raw_read_response(raw_conn_t *c, int is_head, int timeout_ms, raw_res
 {
     memset(r, 0, sizeof *r);
     r->status = -1;
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = pwt_now_ms() + timeout_ms;
     for (;;) {
         char *end = c->len > 0 ? memmem(c->buf, c->len, "\r\n\r\n", 4) : NULL;
         if (end != NULL) {
@@ -372,10 +329,10 @@ static int raw_read_response(raw_conn_t *c, int is_head, int timeout_ms, raw_res
             }
             if (c->len >= head_len + body_len) {
                 r->status = status;
-                r->head = xmalloc(head_len + 1);
+                r->head = pwt_xmalloc(head_len + 1);
                 memcpy(r->head, c->buf, head_len);
                 r->head[head_len] = '\0';
-                r->body = xmalloc(body_len + 1);
+                r->body = pwt_xmalloc(body_len + 1);
                 memcpy(r->body, c->buf + head_len, body_len);
                 r->body[body_len] = '\0';
                 r->body_len = body_len;
@@ -386,7 +343,7 @@ static int raw_read_response(raw_conn_t *c, int is_head, int timeout_ms, raw_res
         }
         if (c->eof)
             return -1; /* closed before a whole response */
-        long long left = deadline - mono_ms();
+        long long left = deadline - pwt_now_ms();
         if (left <= 0 || raw_fill(c, (int)left) < 0)
             return -1;
     }
@@ -408,9 +365,9 @@ static char *raw_header(const raw_resp_t *r, const char *name)
 /* 1 when the server closes the connection within timeout_ms (after any pending data), else 0. */
 static int raw_closed_within(raw_conn_t *c, int timeout_ms)
 {
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = pwt_now_ms() + timeout_ms;
     while (!c->eof) {
-        long long left = deadline - mono_ms();
+        long long left = deadline - pwt_now_ms();
         if (left <= 0 || raw_fill(c, (int)left) < 0)
             return 0;
     }
@@ -431,47 +388,12 @@ static void raw_exchange(int port, const void *req, size_t len, int is_head, raw
 
 /* ---- fixtures (cmocka) ------------------------------------------------------------------------ */
 
-static int start_everything(void **state)
-{
-    (void)state;
-    if (pwt_db_create("hostile") != 0 || pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PARAMS("WORKER_THREADS=1"));
-}
-
-static int stop_everything(void **state)
-{
-    (void)state;
-    int code = pwt_worker_stop(&worker);
-    if (code != 0 && code != -1)
-        fprintf(stderr, "worker exited with %d after SIGTERM (expected 0)\n", code);
-    pwt_db_drop();
-    return code == 0 ? 0 : -1;
-}
-
-/* Before each test: empty tables, and a live worker (restarted if an earlier test killed it). */
-static int fresh_tables(void **state)
-{
-    (void)state;
-    if (!pwt_worker_alive(&worker)) {
-        fprintf(stderr, "the worker had died; restarting it\n");
-        pwt_worker_print_log(&worker, 40);
-        if (pwt_worker_start(&worker, PARAMS("WORKER_THREADS=1")) != 0)
-            return -1;
-    }
-    pwt_truncate_all();
-    return 0;
-}
-
 /* After each test: the worker is alive and still answers a normal push with 204 and stores it. */
 static int alive_and_still_serving(void **state)
 {
     (void)state;
-    if (!pwt_worker_alive(&worker)) {
-        fprintf(stderr, "the worker died during this test\n");
-        pwt_worker_print_log(&worker, 60);
+    if (pwt_worker_check_alive(&worker) != 0)
         return -1;
-    }
     char mid[32];
     snprintf(mid, sizeof mid, "canary-%d", ++canary_seq);
     char *payload = statuses_webhook("[{\"id\":\"" W_CANARY "\",\"status\":\"read\",\"timestamp\":\"1709679600\"}]");
@@ -557,9 +479,9 @@ static void payload_with_comments_is_invalid_json(void **state)
 {
     (void)state;
     char *good = statuses_webhook("[" GOOD_STATUS "]");
-    char *block = xasprintf("/* hi */%s", good);
+    char *block = pwt_xasprintf("/* hi */%s", good);
     char *inner = statuses_webhook("[/* hi */" GOOD_STATUS "]");
-    char *line = xasprintf("%s // bye", good);
+    char *line = pwt_xasprintf("%s // bye", good);
     const char *const payloads[] = {block, inner, line};
     for (int i = 0; i < 3; i++) {
         pwt_truncate_all();
@@ -579,7 +501,7 @@ static void check_bad_envelope_member(const char *member, const char *mid)
     char *body = wrap_with_member(payload, mid, member, strlen(member), &len);
     pwt_assert_status(post(body, len), 204);
     assert_one_dead_letter(body, len, SUB, mid, "envelope: invalid JSON at offset ", "");
-    char *receipt = xasprintf(SUB "|%s|dead_letter", mid);
+    char *receipt = pwt_xasprintf(SUB "|%s|dead_letter", mid);
     pwt_assert_rows(Q_RECEIPTS, receipt);
     assert_no_data_rows();
     free(receipt);
@@ -615,7 +537,7 @@ static void envelope_with_comment_is_dead_lettered(void **state)
 
 static char *nested_arrays(size_t depth)
 {
-    char *s = xmalloc(2 * depth + 1);
+    char *s = pwt_xmalloc(2 * depth + 1);
     memset(s, '[', depth);
     memset(s + depth, ']', depth);
     s[2 * depth] = '\0';
@@ -626,7 +548,7 @@ static void envelope_nested_10000_deep_is_dead_lettered_as_too_deep(void **state
 {
     (void)state;
     char *deep = nested_arrays(10000);
-    char *member = xasprintf(",\"attributes_extra\":%s", deep);
+    char *member = pwt_xasprintf(",\"attributes_extra\":%s", deep);
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     size_t len;
     char *body = wrap_with_member(payload, "1101", member, strlen(member), &len);
@@ -645,7 +567,7 @@ static void payload_nested_10000_deep_is_dead_lettered_as_too_deep(void **state)
 {
     (void)state;
     char *deep = nested_arrays(10000);
-    char *payload = xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":%s}", deep);
+    char *payload = pwt_xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":%s}", deep);
     check_payload_dead_lettered(payload, strlen(payload), "1102", "payload: nesting too deep", "");
     free(payload);
     free(deep);
@@ -657,15 +579,7 @@ static void payload_nested_10000_deep_is_dead_lettered_as_too_deep(void **state)
 static char *good_push_of_size(size_t len, const char *mid)
 {
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *w = wrap(payload, strlen(payload), mid);
-    size_t natural = strlen(w);
-    assert_true(natural <= len);
-    char *body = xmalloc(len + 1);
-    memcpy(body, w, natural - 1);
-    memset(body + natural - 1, ' ', len - natural);
-    body[len - 1] = '}';
-    body[len] = '\0';
-    free(w);
+    char *body = pwt_pad_json(wrap(payload, strlen(payload), mid), len);
     free(payload);
     return body;
 }
@@ -712,12 +626,12 @@ static void body_over_max_body_bytes_is_413_and_writes_nothing(void **state)
 
 static void check_bad_data(const char *data, const char *mid, const char *prefix)
 {
-    char *body = xasprintf("{\"message\":{\"data\":\"%s\",\"messageId\":\"%s\",\"message_id\":\"%s\","
+    char *body = pwt_xasprintf("{\"message\":{\"data\":\"%s\",\"messageId\":\"%s\",\"message_id\":\"%s\","
                            "\"publishTime\":\"" PUBLISH_TIME "\"},\"subscription\":\"" SUB "\"}",
                            data, mid, mid);
     pwt_assert_status(post(body, strlen(body)), 204);
     assert_one_dead_letter(body, strlen(body), SUB, mid, prefix, "");
-    char *receipt = xasprintf(SUB "|%s|dead_letter", mid);
+    char *receipt = pwt_xasprintf(SUB "|%s|dead_letter", mid);
     pwt_assert_rows(Q_RECEIPTS, receipt);
     assert_no_data_rows();
     free(receipt);
@@ -749,7 +663,7 @@ static void base64_with_bad_length_is_dead_lettered(void **state)
     if (n % 4 == 0)
         n--; /* some length that is not a multiple of 4 */
     b64[n] = '\0';
-    char *prefix = xasprintf("envelope: message.data: invalid base64 length %zu", n);
+    char *prefix = pwt_xasprintf("envelope: message.data: invalid base64 length %zu", n);
     check_bad_data(b64, "1302", prefix);
     free(prefix);
     free(b64);
@@ -775,7 +689,7 @@ static void base64_with_whitespace_or_newlines_is_dead_lettered(void **state)
     const char *const seps[] = {"\\n", "\\r\\n", " ", "\\t"};
     for (int i = 0; i < 4; i++) {
         pwt_truncate_all();
-        char *broken = xasprintf("%.76s%s%s", b64, seps[i], b64 + (n > 76 ? 76 : n));
+        char *broken = pwt_xasprintf("%.76s%s%s", b64, seps[i], b64 + (n > 76 ? 76 : n));
         check_bad_data(broken, "1304", "envelope: message.data: invalid base64");
         free(broken);
     }
@@ -805,7 +719,7 @@ static void envelope_with_invalid_utf8_is_dead_lettered(void **state)
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     for (size_t i = 0; i < N_BAD_UTF8; i++) {
         pwt_truncate_all();
-        char *member = xasprintf(",\"note\":\"x%sy\"", BAD_UTF8[i].bytes);
+        char *member = pwt_xasprintf(",\"note\":\"x%sy\"", BAD_UTF8[i].bytes);
         size_t len;
         char *body = wrap_with_member(payload, "1401", member, strlen(member), &len);
         fprintf(stderr, "  case: %s\n", BAD_UTF8[i].name);
@@ -835,11 +749,11 @@ static void envelope_ids_with_invalid_utf8_are_dead_lettered_not_refused(void **
         const char *at = strstr(w, where[k]);
         assert_non_null(at);
         size_t cut = (size_t)(at - w) + strlen(where[k]);
-        char *body = xasprintf("%.*s\xC0\xAF%s", (int)cut, w, w + cut);
+        char *body = pwt_xasprintf("%.*s\xC0\xAF%s", (int)cut, w, w + cut);
         size_t len = strlen(body);
         fprintf(stderr, "  case: invalid UTF-8 in %s\n", where[k]);
         pwt_assert_status(post(body, len), 204);
-        char *h = hex(body, len);
+        char *h = pwt_hex(body, len);
         pwt_assert_rows_p("SELECT starts_with(reason, 'envelope: '), body = decode($1, 'hex') FROM dead_letters", PARAMS(h),
                           "t|t");
         assert_no_data_rows();
@@ -854,7 +768,7 @@ static void unwrapped_message_id_header_with_invalid_utf8_is_dead_lettered_not_r
 {
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                           "x-goog-pubsub-message-id: 14\xFF" "03\r\nx-goog-pubsub-subscription-name: " SUB "\r\n"
                           "Content-Length: %zu\r\n\r\n%s",
                           strlen(payload), payload);
@@ -874,7 +788,7 @@ static void check_payload_utf8(const char *bytes, const char *mid)
     char *payload = text_message_webhook("hello ");
     char *p = strstr(payload, "hello ");
     assert_non_null(p);
-    char *bad = xasprintf("%.*shello %s%s", (int)(p - payload), payload, bytes, p + 6);
+    char *bad = pwt_xasprintf("%.*shello %s%s", (int)(p - payload), payload, bytes, p + 6);
     check_payload_dead_lettered(bad, strlen(bad), mid, "payload: invalid JSON at offset ", "invalid UTF-8");
     free(bad);
     free(payload);
@@ -1091,7 +1005,7 @@ static void fifty_thousand_statuses_in_one_body_are_all_stored(void **state)
                      0);
     /* 25,000 messages x (sent, delivered): 50,000 distinct (id, status) pairs. */
     size_t cap = 50000 * 130 + 64, len = 0;
-    char *arr = xmalloc(cap);
+    char *arr = pwt_xmalloc(cap);
     arr[len++] = '[';
     for (int i = 0; i < 50000; i++) {
         int m = i / 2, delivered = i % 2;
@@ -1103,9 +1017,9 @@ static void fifty_thousand_statuses_in_one_body_are_all_stored(void **state)
     arr[len] = '\0';
     char *payload = statuses_webhook(arr);
     char *body = wrap(payload, strlen(payload), "1801");
-    long long t0 = mono_ms();
+    long long t0 = pwt_now_ms();
     pwt_assert_status(post_to(&big, body, strlen(body)), 204);
-    fprintf(stderr, "  50,000 statuses (%zu bytes) committed in %lld ms\n", strlen(body), mono_ms() - t0);
+    fprintf(stderr, "  50,000 statuses (%zu bytes) committed in %lld ms\n", strlen(body), pwt_now_ms() - t0);
     pwt_assert_rows("SELECT status, count(*), count(DISTINCT bsp_msg_id) FROM status_events GROUP BY 1 ORDER BY 1",
                     "delivered|25000|25000\nsent|25000|25000");
     pwt_assert_rows("SELECT current_status, count(*) FROM message_logs GROUP BY 1", "delivered|25000");
@@ -1154,12 +1068,12 @@ static void duplicate_data_member_in_envelope_last_one_wins(void **state)
     const char *at = strstr(w, "\"data\":\"");
     assert_non_null(at);
     /* A bad first "data", the good one last: stored. */
-    char *good_last = xasprintf("%.*s\"data\":\"!!!!\",%s", (int)(at - w), w, at);
+    char *good_last = pwt_xasprintf("%.*s\"data\":\"!!!!\",%s", (int)(at - w), w, at);
     pwt_assert_status(post(good_last, strlen(good_last)), 204);
     assert_good_status_stored("1903", 0);
     /* The good one first, a bad one last: the last counts, so a dead letter. */
     pwt_truncate_all();
-    char *bad_last = xasprintf("%.*s,\"data\":\"!!!!\"}%s", (int)(strstr(w, "},\"subscription\"") - w), w,
+    char *bad_last = pwt_xasprintf("%.*s,\"data\":\"!!!!\"}%s", (int)(strstr(w, "},\"subscription\"") - w), w,
                                strstr(w, "},\"subscription\"") + 1);
     pwt_assert_status(post(bad_last, strlen(bad_last)), 204);
     assert_one_dead_letter(bad_last, strlen(bad_last), SUB, "1903", "envelope: message.data: invalid base64 character '!'",
@@ -1190,7 +1104,7 @@ static void missing_content_type_is_still_a_push(void **state)
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2002");
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
     raw_resp_t r;
     raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
     pwt_assert_status(r.status, 204);
@@ -1206,7 +1120,7 @@ static void http_1_0_request_gets_204_and_connection_closed(void **state)
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2003");
-    char *req = xasprintf("POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
+    char *req = pwt_xasprintf("POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
                           body);
     raw_resp_t r;
     int closed = 0;
@@ -1230,7 +1144,7 @@ static void chunked_request_body_is_stored(void **state)
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2004");
     size_t n = strlen(body), a = n / 3, b = n / 3;
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                           "%zx\r\n%.*s\r\n%zx;ext=1\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n",
                           a, (int)a, body, b, (int)b, body + a, n - a - b, body + a + b);
     raw_resp_t r;
@@ -1301,10 +1215,10 @@ static void header_value_of_64_kib_is_accepted_and_push_stored(void **state)
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2006");
-    char *value = xmalloc(65536 + 1);
+    char *value = pwt_xmalloc(65536 + 1);
     memset(value, 'a', 65536);
     value[65536] = '\0';
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Type: application/json\r\n"
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Type: application/json\r\n"
                           "Content-Length: %zu\r\n\r\n%s",
                           value, strlen(body), body);
     raw_resp_t r;
@@ -1322,10 +1236,10 @@ static void header_block_over_h2o_limit_is_400_and_closed(void **state)
 {
     (void)state;
     size_t n = 512 * 1024;
-    char *value = xmalloc(n + 1);
+    char *value = pwt_xmalloc(n + 1);
     memset(value, 'a', n);
     value[n] = '\0';
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\n{}", value);
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\n{}", value);
     raw_resp_t r;
     int closed = 0;
     raw_exchange(worker.port, req, strlen(req), 0, &r, &closed);
@@ -1340,13 +1254,13 @@ static void header_block_over_h2o_limit_is_400_and_closed(void **state)
 static void more_than_100_headers_is_400_and_closed(void **state)
 {
     (void)state;
-    char *req = xasprintf("%s", "POST / HTTP/1.1\r\nHost: x\r\n");
+    char *req = pwt_xasprintf("%s", "POST / HTTP/1.1\r\nHost: x\r\n");
     for (int i = 0; i < 150; i++) {
-        char *more = xasprintf("%sX-H%d: v\r\n", req, i);
+        char *more = pwt_xasprintf("%sX-H%d: v\r\n", req, i);
         free(req);
         req = more;
     }
-    char *full = xasprintf("%sContent-Length: 2\r\n\r\n{}", req);
+    char *full = pwt_xasprintf("%sContent-Length: 2\r\n\r\n{}", req);
     raw_resp_t r;
     int closed = 0;
     raw_exchange(worker.port, full, strlen(full), 0, &r, &closed);
@@ -1363,7 +1277,7 @@ static void expect_100_continue_gets_100_then_204(void **state)
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2007");
-    char *head = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    char *head = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
                            "Content-Length: %zu\r\n\r\n",
                            strlen(body));
     raw_conn_t c;
@@ -1390,7 +1304,7 @@ static void body_shorter_than_content_length_then_close_writes_nothing(void **st
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2008");
-    char *req = xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%.*s", strlen(body) + 100,
+    char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%.*s", strlen(body) + 100,
                           (int)strlen(body), body);
     raw_conn_t c;
     raw_connect(&c, worker.port);
@@ -1421,7 +1335,7 @@ static void percent_encoded_dot_dot_path_is_404(void **state)
     (void)state;
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     char *body = wrap(payload, strlen(payload), "2010");
-    char *req = xasprintf("POST /%%2e%%2e/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+    char *req = pwt_xasprintf("POST /%%2e%%2e/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                           strlen(body), body);
     raw_resp_t r;
     raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
@@ -1487,7 +1401,7 @@ static void unknown_fields_in_envelope_and_payload_are_ignored(void **state)
 {
     (void)state;
     char *wh = statuses_webhook("[" GOOD_STATUS "]");
-    char *payload = xasprintf("{\"zzz\":[1,{\"a\":null}],\"version\":\"v99\",%s", wh + 1);
+    char *payload = pwt_xasprintf("{\"zzz\":[1,{\"a\":null}],\"version\":\"v99\",%s", wh + 1);
     const char *member = ",\"zzz\":{\"q\":[1,2,3]},\"deliveryAttempt\":3";
     size_t len;
     char *body = wrap_with_member(payload, "2103", member, strlen(member), &len);
@@ -1539,7 +1453,7 @@ static void wamid_of_100_kb_is_dead_lettered_by_the_database(void **state)
     (void)state;
     static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     size_t n = 100000;
-    char *id = xmalloc(n + 7);
+    char *id = pwt_xmalloc(n + 7);
     memcpy(id, "wamid.", 6);
     uint32_t x = 12345;
     for (size_t i = 0; i < n; i++) {
@@ -1547,7 +1461,7 @@ static void wamid_of_100_kb_is_dead_lettered_by_the_database(void **state)
         id[6 + i] = alphabet[(x >> 16) % 62];
     }
     id[6 + n] = '\0';
-    char *item = xasprintf("[{\"id\":\"%s\",\"status\":\"sent\",\"timestamp\":\"1709679600\"}]", id);
+    char *item = pwt_xasprintf("[{\"id\":\"%s\",\"status\":\"sent\",\"timestamp\":\"1709679600\"}]", id);
     char *payload = statuses_webhook(item);
     char *body = wrap(payload, strlen(payload), "2107");
     pwt_assert_status(post(body, strlen(body)), 204);
@@ -1560,7 +1474,7 @@ static void wamid_of_100_kb_is_dead_lettered_by_the_database(void **state)
     free(id);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fresh_tables, alive_and_still_serving)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, pwt_suite_fresh, alive_and_still_serving)
 
 int main(void)
 {
@@ -1639,6 +1553,6 @@ int main(void)
         T(meta_status_array_with_non_object_keeps_the_objects),
         T(wamid_of_100_kb_is_dead_lettered_by_the_database),
     };
-    return cmocka_run_group_tests_name("hostile", tests, start_everything, stop_everything);
+    return pwt_suite_run("hostile", &worker, PARAMS("WORKER_THREADS=1"), tests);
 }
 /* clang-format on */

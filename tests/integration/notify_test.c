@@ -24,6 +24,7 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/util.h"
 
 /* clang-format off */
 
@@ -60,13 +61,6 @@ static void notes_free(notes_t *ns)
 
 /* ---- listening --------------------------------------------------------------------------------- */
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int listen_start(void)
 {
     listener = PQconnectdb(pwt_db_url());
@@ -95,7 +89,7 @@ static void collect_until_sentinel(notes_t *out, const char *file, int line)
     free(pwt_rows_p("SELECT pg_notify('" CHANNEL "', $1)", PARAMS(sentinel)));
 
     out->n = 0;
-    long long deadline = now_ms() + WAIT_MS;
+    long long deadline = pwt_now_ms() + WAIT_MS;
     for (;;) {
         if (PQconsumeInput(listener) != 1)
             pwt_fail(file, line, "listener connection failed: %s", PQerrorMessage(listener));
@@ -121,7 +115,7 @@ static void collect_until_sentinel(notes_t *out, const char *file, int line)
         }
         if (done)
             break;
-        long long left = deadline - now_ms();
+        long long left = deadline - pwt_now_ms();
         if (left <= 0)
             pwt_fail(file, line, "the sentinel NOTIFY did not arrive within %d ms", WAIT_MS);
         struct pollfd p = {.fd = PQsocket(listener), .events = POLLIN};
@@ -220,12 +214,9 @@ static char *texts_webhook(const char *const *ids, int n)
                  i ? "," : "", ids[i], 1709690000 + i, i);
         strncat(msgs, one, sizeof msgs - strlen(msgs) - 1);
     }
-    char *s = NULL;
-    if (asprintf(&s, "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                     "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                     "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},"
-                     "\"messages\":[%s]}}]}]}", msgs) < 0)
-        abort();
+    char *members = pwt_xasprintf("\"messages\":[%s]", msgs);
+    char *s = pwt_meta_webhook(members);
+    free(members);
     return s;
 }
 
@@ -234,9 +225,7 @@ static char *texts_webhook(const char *const *ids, int n)
 static int start_everything(void **state)
 {
     (void)state;
-    if (pwt_db_create("notify") != 0 || pwt_migrate() != 0)
-        return -1;
-    if (listen_start() != 0)
+    if (pwt_suite_start("notify", NULL, NULL) != 0 || listen_start() != 0)
         return -1;
     return pwt_worker_start(&worker, PARAMS("WORKER_THREADS=2"));
 }
@@ -248,7 +237,7 @@ static int stop_everything(void **state)
     if (listener != NULL)
         PQfinish(listener);
     listener = NULL;
-    pwt_db_drop();
+    pwt_suite_stop(NULL);
     return code == 0 ? 0 : -1;
 }
 

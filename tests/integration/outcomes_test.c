@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/httpc.h"
 
 #define SUB "projects/acme-prod/subscriptions/whatsapp-events-push"
 #define PUBLISH_TIME "2024-03-06T10:00:00.250Z"
@@ -26,29 +27,9 @@
 
 static pwt_worker_t worker;
 
-static long long metric_of(const pwt_worker_t *w, const char *sample)
-{
-    pwt_response_t r;
-    if (pwt_get(w, "/metrics", &r) != 200) {
-        pwt_response_free(&r);
-        return -1;
-    }
-    long long v = -1;
-    size_t n = strlen(sample);
-    for (const char *line = r.body; line != NULL && *line != '\0';) {
-        if (strncmp(line, sample, n) == 0 && line[n] == ' ')
-            v = atoll(line + n + 1);
-        line = strchr(line, '\n');
-        if (line != NULL)
-            line++;
-    }
-    pwt_response_free(&r);
-    return v;
-}
-
 static long long metric(const char *sample)
 {
-    return metric_of(&worker, sample);
+    return pwt_metric(&worker, sample);
 }
 
 static char *wrap_fixture(const char *rel, const char *message_id)
@@ -62,75 +43,13 @@ static char *wrap_fixture(const char *rel, const char *message_id)
 
 static long push_fixture(const char *rel, const char *message_id)
 {
-    char *body = wrap_fixture(rel, message_id);
-    long status = pwt_post(&worker, "/", body, strlen(body), NULL, NULL);
-    free(body);
-    return status;
+    return pwt_push_fixture(&worker, rel, message_id, SUB, PUBLISH_TIME);
 }
 
-typedef struct {
-    pthread_t tid;
-    char *body;
-    long status;
-} bg_push_t;
+/* Waits up to 20 s for sample to equal value. */
+#define wait_metric(sample, value) pwt_wait_metric(&worker, (sample), (value))
 
-static void *bg_send(void *arg)
-{
-    bg_push_t *p = arg;
-    p->status = pwt_post(&worker, "/", p->body, strlen(p->body), NULL, NULL);
-    return NULL;
-}
-
-static void bg_start(bg_push_t *p, char *body)
-{
-    p->body = body;
-    p->status = 0;
-    pthread_create(&p->tid, NULL, bg_send, p);
-}
-
-static long bg_join(bg_push_t *p)
-{
-    pthread_join(p->tid, NULL);
-    free(p->body);
-    return p->status;
-}
-
-static void wait_metric(const char *sample, long long value, int line)
-{
-    for (int i = 0; i < 400; i++) {
-        if (metric(sample) == value)
-            return;
-        usleep(50 * 1000);
-    }
-    pwt_fail(__FILE__, line, "%s stayed at %lld, expected %lld", sample, metric(sample), value);
-}
-
-static int group_setup(void **state)
-{
-    (void)state;
-    if (pwt_db_create("outcomes") != 0 || pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PWT_LIST("WORKER_THREADS=2", "PUSH_DEADLINE_MS=3000"));
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    pwt_worker_stop(&worker);
-    pwt_db_drop();
-    return 0;
-}
-
-/* Runs sql on the cluster's postgres database (PW_TEST_DATABASE_URL): a database cannot refuse connections to itself. */
-static void admin_exec(const char *sql)
-{
-    PGconn *c = PQconnectdb(getenv("PW_TEST_DATABASE_URL"));
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        pwt_fail(__FILE__, __LINE__, "%s: %s", sql, PQerrorMessage(c));
-    PQclear(r);
-    PQfinish(c);
-}
+#define WORKER_ENV PWT_LIST("WORKER_THREADS=2", "PUSH_DEADLINE_MS=3000")
 
 /* After each test: the test database takes connections again (a test that stopped them may have failed half-way). */
 static int connections_allowed(void **state)
@@ -140,14 +59,14 @@ static int connections_allowed(void **state)
     char sql[512];
     snprintf(sql, sizeof sql, "ALTER DATABASE \"%s\" WITH ALLOW_CONNECTIONS true", dbname);
     free(dbname);
-    admin_exec(sql);
+    pwt_admin_exec(sql);
     return 0;
 }
 
 static int fresh_tables(void **state)
 {
     (void)state;
-    if (!pwt_worker_alive(&worker) && pwt_worker_start(&worker, PWT_LIST("WORKER_THREADS=2", "PUSH_DEADLINE_MS=3000")) != 0)
+    if (pwt_worker_ensure(&worker, WORKER_ENV) != 0)
         return -1;
     for (int i = 0; i < 300 && pwt_get(&worker, "/readyz", NULL) != 200; i++) /* back from a test that took its database away */
         usleep(100 * 1000);
@@ -169,7 +88,7 @@ static void a_503_push_and_a_duplicate_move_no_event_counter(void **state)
     char *dbname = pwt_rows("SELECT current_database()");
     char sql[512];
     snprintf(sql, sizeof sql, "ALTER DATABASE \"%s\" WITH ALLOW_CONNECTIONS false", dbname);
-    admin_exec(sql);
+    pwt_admin_exec(sql);
     pwt_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()");
     pwt_assert_status(push_fixture("meta/status_read.json", "3101"), 503);
     assert_int_equal(metric(OUTCOME("unavailable")), unavailable0 + 1);
@@ -208,16 +127,16 @@ static void two_copies_in_one_group_count_once(void **state)
 
     pwt_exec("BEGIN");
     pwt_exec("LOCK TABLE pubsub_receipts IN ACCESS EXCLUSIVE MODE");
-    bg_push_t first, copy1, copy2;
-    bg_start(&first, wrap_fixture("meta/template_status_update.json", "3200")); /* holds the connection */
-    wait_metric("pushworker_in_flight_pushes", 1, __LINE__);
-    bg_start(&copy1, wrap_fixture("meta/status_read.json", "3201"));
-    bg_start(&copy2, wrap_fixture("meta/status_read.json", "3201"));
-    wait_metric("pushworker_in_flight_pushes", 3, __LINE__);
+    pwt_bg_post_t first, copy1, copy2;
+    pwt_bg_post_start(&first, &worker, wrap_fixture("meta/template_status_update.json", "3200")); /* holds the connection */
+    wait_metric("pushworker_in_flight_pushes", 1);
+    pwt_bg_post_start(&copy1, &worker, wrap_fixture("meta/status_read.json", "3201"));
+    pwt_bg_post_start(&copy2, &worker, wrap_fixture("meta/status_read.json", "3201"));
+    wait_metric("pushworker_in_flight_pushes", 3);
     pwt_exec("COMMIT");
-    pwt_assert_status(bg_join(&first), 204);
-    pwt_assert_status(bg_join(&copy1), 204);
-    pwt_assert_status(bg_join(&copy2), 204);
+    pwt_assert_status(pwt_bg_post_join(&first), 204);
+    pwt_assert_status(pwt_bg_post_join(&copy1), 204);
+    pwt_assert_status(pwt_bg_post_join(&copy2), 204);
 
     pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts ORDER BY 1", "3200|ignored\n3201|stored");
     assert_int_equal(metric(OUTCOME("ignored")), ignored0 + 1);
@@ -329,24 +248,14 @@ typedef struct {
     long answered;
 } scraper_t;
 
-static size_t discard(char *data, size_t size, size_t nmemb, void *userdata)
-{
-    (void)data;
-    (void)userdata;
-    return size * nmemb;
-}
-
 /* Asks /metrics again and again on one keep-alive connection (the listener closes first when the worker stops; open connections are still served while it drains). */
 static void *scrape(void *arg)
 {
     scraper_t *s = arg;
     char url[128];
     snprintf(url, sizeof url, "%s/metrics", s->w->base_url);
-    CURL *c = curl_easy_init();
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CURL *c = pwt_http_easy(url, 2000L, NULL);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pwt_http_discard);
     while (!s->stop) {
         long status = 0;
         if (curl_easy_perform(c) == CURLE_OK && curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
@@ -394,5 +303,6 @@ int main(void)
         cmocka_unit_test_setup(livez_answers_200_and_healthz_still_does, fresh_tables),
         cmocka_unit_test_setup(metrics_scraped_while_stopping_exits_cleanly, fresh_tables),
     };
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    pwt_suite_init("outcomes", &worker, WORKER_ENV);
+    return cmocka_run_group_tests(tests, pwt_suite_setup, pwt_suite_teardown_any_exit);
 }

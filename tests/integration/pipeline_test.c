@@ -12,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/util.h"
 
 /* clang-format off: expected rows are laid out by hand, one table row per source line where it fits. */
 
@@ -60,19 +61,13 @@
 
 /* ---- the contract's columns, ordered deterministically (times print in UTC: the checker's zone) -- */
 
-#define Q_LOGS                                                                                                         \
-    "SELECT bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at FROM message_logs "          \
-    "ORDER BY bsp_msg_id COLLATE \"C\""
-#define Q_EVENTS                                                                                                       \
-    "SELECT bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, conversation, pricing, errors, "           \
-    "biz_opaque_callback_data, pubsub_message_id FROM status_events ORDER BY bsp_msg_id COLLATE \"C\", status COLLATE \"C\""
+#define Q_LOGS PWT_Q_LOGS
+#define Q_EVENTS PWT_Q_EVENTS
 #define Q_INBOUND                                                                                                      \
     "SELECT wa_msg_id, phone_number_id, from_phone, from_user_id, contact_name, msg_type, body, context_msg_id, "      \
     "sent_at, pubsub_message_id FROM inbound_messages ORDER BY wa_msg_id COLLATE \"C\""
 #define Q_CONTACTS "SELECT wa_id, profile_name, first_seen_at, last_seen_at FROM contacts ORDER BY wa_id COLLATE \"C\""
-#define Q_RECEIPTS                                                                                                     \
-    "SELECT subscription, message_id, publish_time, outcome FROM pubsub_receipts "                                    \
-    "ORDER BY subscription COLLATE \"C\", message_id COLLATE \"C\""
+#define Q_RECEIPTS PWT_Q_RECEIPTS
 /* $1 = the request body: the last column says whether the stored raw bytes equal it. */
 #define Q_DEAD                                                                                                         \
     "SELECT subscription, message_id, split_part(reason, ': ', 1), body = convert_to($1, 'UTF8') FROM dead_letters "  \
@@ -98,35 +93,15 @@ static pwt_worker_t worker; /* the worker most tests talk to */
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
 /* Wraps payload as a push (SUB, PUBLISH_TIME, the given message id) and posts it to the worker. */
 static long push(const char *payload, size_t len, const char *message_id)
 {
-    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
-    long status = pwt_post(&worker, "/", body, strlen(body), NULL, NULL);
-    free(body);
-    return status;
+    return pwt_push(&worker, payload, len, message_id, SUB, PUBLISH_TIME);
 }
 
 static long push_fixture(const char *rel, const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture(rel, &len);
-    long status = push(payload, len, message_id);
-    free(payload);
-    return status;
+    return pwt_push_fixture(&worker, rel, message_id, SUB, PUBLISH_TIME);
 }
 
 /* Posts a fixture as the raw request body (an envelope fixture, or an unwrapped push). */
@@ -142,12 +117,11 @@ static long post_fixture(const char *rel, const char *const *headers)
 /* A Meta webhook with one status of W-id wamid; recipient NULL leaves recipient_id out. */
 static char *status_webhook(const char *wamid, const char *status, const char *unix_seconds, const char *recipient)
 {
-    char *recipient_member = recipient ? xasprintf(",\"recipient_id\":\"%s\"", recipient) : xasprintf("%s", "");
-    char *s = xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                        "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                        "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},\"statuses\":[{"
-                        "\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%s\"%s}]}}]}]}",
-                        wamid, status, unix_seconds, recipient_member);
+    char *recipient_member = recipient ? pwt_xasprintf(",\"recipient_id\":\"%s\"", recipient) : pwt_xasprintf("%s", "");
+    char *members = pwt_xasprintf("\"statuses\":[{\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%s\"%s}]", wamid, status,
+                                  unix_seconds, recipient_member);
+    char *s = pwt_meta_webhook(members);
+    free(members);
     free(recipient_member);
     return s;
 }
@@ -165,13 +139,13 @@ static long push_status(const char *wamid, const char *status, const char *unix_
 static char *text_webhook(const char *wamid, const char *from, const char *name, const char *unix_seconds,
                           const char *text)
 {
-    return xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                     "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                     "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},"
-                     "\"contacts\":[{\"profile\":{\"name\":\"%s\"},\"wa_id\":\"%s\"}],"
-                     "\"messages\":[{\"from\":\"%s\",\"id\":\"%s\",\"timestamp\":\"%s\",\"type\":\"text\","
-                     "\"text\":{\"body\":\"%s\"}}]}}]}]}",
-                     name, from, from, wamid, unix_seconds, text);
+    char *members = pwt_xasprintf("\"contacts\":[{\"profile\":{\"name\":\"%s\"},\"wa_id\":\"%s\"}],"
+                                  "\"messages\":[{\"from\":\"%s\",\"id\":\"%s\",\"timestamp\":\"%s\",\"type\":\"text\","
+                                  "\"text\":{\"body\":\"%s\"}}]",
+                                  name, from, from, wamid, unix_seconds, text);
+    char *s = pwt_meta_webhook(members);
+    free(members);
+    return s;
 }
 
 static void assert_no_status_rows(void)
@@ -210,53 +184,6 @@ static void check_meta_inbound(const char *fixture, const char *message_id, cons
     assert_no_status_rows();
     ASSERT_EMPTY("dead_letters");
     free(webhook);
-}
-
-/* ---- fixtures (cmocka) ------------------------------------------------------------------------ */
-
-static int start_everything(void **state)
-{
-    (void)state;
-    if (pwt_db_create("pipeline") != 0)
-        return -1;
-    if (pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PARAMS("WORKER_THREADS=2"));
-}
-
-static int stop_everything(void **state)
-{
-    (void)state;
-    int code = pwt_worker_stop(&worker);
-    if (code != 0 && code != -1)
-        fprintf(stderr, "worker exited with %d after SIGTERM (expected 0)\n", code);
-    pwt_db_drop();
-    return code == 0 ? 0 : -1;
-}
-
-/* Before each test: empty tables, and a live worker (restarted if an earlier test killed it). */
-static int fresh_tables(void **state)
-{
-    (void)state;
-    if (!pwt_worker_alive(&worker)) {
-        fprintf(stderr, "the worker had died; restarting it\n");
-        pwt_worker_print_log(&worker, 40);
-        if (pwt_worker_start(&worker, PARAMS("WORKER_THREADS=2")) != 0)
-            return -1;
-    }
-    pwt_truncate_all();
-    return 0;
-}
-
-/* After each test: the worker must still be running (a crash fails the test that caused it). */
-static int worker_still_alive(void **state)
-{
-    (void)state;
-    if (pwt_worker_alive(&worker))
-        return 0;
-    fprintf(stderr, "the worker died during this test\n");
-    pwt_worker_print_log(&worker, 60);
-    return -1;
 }
 
 /* ---- HTTP surface ----------------------------------------------------------------------------- */
@@ -1173,10 +1100,7 @@ static void redelivered_push_changes_nothing(void **state)
     char *before = pwt_dump_tables();
     pwt_assert_status(push_fixture("meta/status_read.json", "7001"), 204);
     pwt_assert_status(push_fixture("meta/text_with_contact.json", "7002"), 204);
-    char *after = pwt_dump_tables();
-    pwt_assert_text(after, before);
-    free(before);
-    free(after);
+    pwt_assert_tables_unchanged(before);
 }
 
 static void same_message_id_with_other_content_is_not_applied(void **state)
@@ -1185,10 +1109,7 @@ static void same_message_id_with_other_content_is_not_applied(void **state)
     pwt_assert_status(push_fixture("meta/status_sent.json", "7101"), 204);
     char *before = pwt_dump_tables();
     pwt_assert_status(push_fixture("meta/status_read.json", "7101"), 204);
-    char *after = pwt_dump_tables();
-    pwt_assert_text(after, before);
-    free(before);
-    free(after);
+    pwt_assert_tables_unchanged(before);
 }
 
 static void same_message_id_in_another_subscription_is_a_new_push(void **state)
@@ -1213,16 +1134,7 @@ static void same_message_id_in_another_subscription_is_a_new_push(void **state)
 static char *push_of_exact_size(size_t len, const char *message_id)
 {
     char *payload = status_webhook(W_SYN, "sent", "1709679600", "919876543230");
-    char *wrapped = pwt_wrap(payload, strlen(payload), message_id, SUB, PUBLISH_TIME);
-    size_t natural = strlen(wrapped);
-    assert_true(natural <= len);
-    char *body = malloc(len + 1);
-    assert_non_null(body);
-    memcpy(body, wrapped, natural - 1); /* all but the final '}' */
-    memset(body + natural - 1, ' ', len - natural);
-    body[len - 1] = '}';
-    body[len] = '\0';
-    free(wrapped);
+    char *body = pwt_pad_json(pwt_wrap(payload, strlen(payload), message_id, SUB, PUBLISH_TIME), len);
     free(payload);
     return body;
 }
@@ -1263,14 +1175,11 @@ static void migrate_again_is_a_no_op(void **state)
     char *before = pwt_dump_tables();
     long long migrations = pwt_scalar_int("SELECT count(*) FROM schema_migrations");
     assert_int_equal(pwt_migrate(), 0);
-    char *after = pwt_dump_tables();
-    pwt_assert_text(after, before);
+    pwt_assert_tables_unchanged(before);
     assert_int_equal(pwt_scalar_int("SELECT count(*) FROM schema_migrations"), migrations);
-    free(before);
-    free(after);
 }
 
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fresh_tables, worker_still_alive)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, pwt_suite_fresh, pwt_suite_alive)
 
 int main(void)
 {
@@ -1361,6 +1270,6 @@ int main(void)
         T(worker_exits_0_on_sigterm),
         T(migrate_again_is_a_no_op),
     };
-    return cmocka_run_group_tests_name("pipeline", tests, start_everything, stop_everything);
+    return pwt_suite_run("pipeline", &worker, PARAMS("WORKER_THREADS=2"), tests);
 }
 /* clang-format on */

@@ -176,16 +176,13 @@ static void logs_hold_no_phone_number_text_or_token(void **state)
 static int setup(void **state)
 {
     (void)state;
-    if (pwt_db_create("privacy") != 0 || pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PWT_LIST("PUBSUB_AUTH=claims", "PUBSUB_AUDIENCE=" AUDIENCE, "LOG_LEVEL=debug"));
+    return pwt_suite_start("privacy", &worker, PWT_LIST("PUBSUB_AUTH=claims", "PUBSUB_AUDIENCE=" AUDIENCE, "LOG_LEVEL=debug"));
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    pwt_worker_stop(&worker);
-    pwt_db_drop();
+    pwt_suite_stop(&worker);
     for (size_t i = 0; i < n_secrets; i++)
         free(secrets[i]);
     return 0;

@@ -16,36 +16,14 @@
 #include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/httpc.h"
+#include "tests/integration/util.h"
 
 #define RD_PUBLISH_TIME "2024-03-05T10:00:00.123Z"
 #define RD_BASE_TIME 1709251200LL /* 2024-03-01T00:00:00Z */
 #define RD_SAMPLE_ROWS 5
 
 /* ---- small helpers ------------------------------------------------------------------------------- */
-
-static void *rd_xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static void *rd_xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *rd_xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
 
 static double rd_now_ms(void)
 {
@@ -77,7 +55,7 @@ static double rd_rng_unit(uint64_t *state)
 
 pwt_rd_set_t *pwt_rd_set_new(void)
 {
-    pwt_rd_set_t *s = rd_xmalloc(sizeof *s);
+    pwt_rd_set_t *s = pwt_xmalloc(sizeof *s);
     memset(s, 0, sizeof *s);
     return s;
 }
@@ -129,16 +107,16 @@ size_t pwt_rd_add(pwt_rd_set_t *set, const char *subscription, const char *messa
 {
     if (set->n == set->cap) {
         set->cap = set->cap ? set->cap * 2 : 64;
-        set->pushes = rd_xrealloc(set->pushes, set->cap * sizeof *set->pushes);
+        set->pushes = pwt_xrealloc(set->pushes, set->cap * sizeof *set->pushes);
     }
     pwt_rd_push_t *p = &set->pushes[set->n];
     memset(p, 0, sizeof *p);
-    p->body = rd_xmalloc(len + 1);
+    p->body = pwt_xmalloc(len + 1);
     memcpy(p->body, body, len);
     p->body[len] = '\0';
     p->len = len;
-    p->subscription = subscription ? rd_xstrdup(subscription) : NULL;
-    p->message_id = message_id ? rd_xstrdup(message_id) : NULL;
+    p->subscription = subscription ? pwt_xstrdup(subscription) : NULL;
+    p->message_id = message_id ? pwt_xstrdup(message_id) : NULL;
     p->target = (int)set->n;
     rd_reset_push(p);
     return set->n++;
@@ -149,11 +127,11 @@ void pwt_rd_expect_status(pwt_rd_set_t *set, size_t i, const char *wamid, const 
     pwt_rd_push_t *p = &set->pushes[i];
     if (p->n_statuses == p->cap_statuses) {
         p->cap_statuses = p->cap_statuses ? p->cap_statuses * 2 : 4;
-        p->status_wamid = rd_xrealloc(p->status_wamid, p->cap_statuses * sizeof(char *));
-        p->status_name = rd_xrealloc(p->status_name, p->cap_statuses * sizeof(char *));
+        p->status_wamid = pwt_xrealloc(p->status_wamid, p->cap_statuses * sizeof(char *));
+        p->status_name = pwt_xrealloc(p->status_name, p->cap_statuses * sizeof(char *));
     }
-    p->status_wamid[p->n_statuses] = rd_xstrdup(wamid);
-    p->status_name[p->n_statuses] = rd_xstrdup(status);
+    p->status_wamid[p->n_statuses] = pwt_xstrdup(wamid);
+    p->status_name[p->n_statuses] = pwt_xstrdup(status);
     p->n_statuses++;
 }
 
@@ -162,9 +140,9 @@ void pwt_rd_expect_inbound(pwt_rd_set_t *set, size_t i, const char *wamid)
     pwt_rd_push_t *p = &set->pushes[i];
     if (p->n_inbound == p->cap_inbound) {
         p->cap_inbound = p->cap_inbound ? p->cap_inbound * 2 : 2;
-        p->inbound_wamid = rd_xrealloc(p->inbound_wamid, p->cap_inbound * sizeof(char *));
+        p->inbound_wamid = pwt_xrealloc(p->inbound_wamid, p->cap_inbound * sizeof(char *));
     }
-    p->inbound_wamid[p->n_inbound++] = rd_xstrdup(wamid);
+    p->inbound_wamid[p->n_inbound++] = pwt_xstrdup(wamid);
 }
 
 /* ---- generated workload ----------------------------------------------------------------------------- */
@@ -193,13 +171,13 @@ void pwt_rd_generate(pwt_rd_set_t *set, const char *subscription, const char *pr
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-'))
             fail_msg("pwt_rd_generate: prefix '%s' must be [A-Za-z0-9-]", prefix);
     uint64_t rng = 0x5EEDULL * (uint64_t)(seed + 1);
-    size_t *k = rd_xmalloc(n * sizeof *k);
+    size_t *k = pwt_xmalloc(n * sizeof *k);
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         k[i] = 1 + rd_rng_below(&rng, 3);
         total += k[i];
     }
-    rd_event_t *ev = rd_xmalloc(total * sizeof *ev);
+    rd_event_t *ev = pwt_xmalloc(total * sizeof *ev);
     size_t e = 0;
     for (size_t m = 0; e < total; m++) {
         const char *const *pat = rd_patterns[m % RD_N_PATTERNS];
@@ -272,7 +250,7 @@ static void rd_lat_add(double ms)
 {
     if (rd_lat_n == rd_lat_cap) {
         rd_lat_cap = rd_lat_cap ? rd_lat_cap * 2 : 1024;
-        rd_lat = rd_xrealloc(rd_lat, rd_lat_cap * sizeof *rd_lat);
+        rd_lat = pwt_xrealloc(rd_lat, rd_lat_cap * sizeof *rd_lat);
     }
     rd_lat[rd_lat_n++] = ms;
 }
@@ -287,7 +265,7 @@ double pwt_rd_latency_ms(double q)
 {
     if (rd_lat_n == 0)
         return -1;
-    double *sorted = rd_xmalloc(rd_lat_n * sizeof *sorted);
+    double *sorted = pwt_xmalloc(rd_lat_n * sizeof *sorted);
     memcpy(sorted, rd_lat, rd_lat_n * sizeof *sorted);
     qsort(sorted, rd_lat_n, sizeof *sorted, rd_cmp_double);
     if (q < 0)
@@ -325,7 +303,7 @@ static void rd_heap_push(rd_heap_t *h, size_t idx)
 {
     if (h->n == h->cap) {
         h->cap = h->cap ? h->cap * 2 : 256;
-        h->a = rd_xrealloc(h->a, h->cap * sizeof *h->a);
+        h->a = pwt_xrealloc(h->a, h->cap * sizeof *h->a);
     }
     size_t i = h->n++;
     h->a[i] = idx;
@@ -352,13 +330,6 @@ static size_t rd_heap_pop(rd_heap_t *h)
         i = m;
     }
     return top;
-}
-
-static size_t rd_discard(char *data, size_t size, size_t nmemb, void *userdata)
-{
-    (void)data;
-    (void)userdata;
-    return size * nmemb;
 }
 
 typedef struct {
@@ -409,17 +380,13 @@ size_t pwt_rd_run(pwt_rd_set_t *set, const pwt_rd_opts_t *opts, pwt_rd_stats_t *
     rd_lat_n = 0;
     uint64_t rng = 0xC0FFEEULL + o.seed;
     rd_heap_t heap = {.pushes = set->pushes};
-    rd_req_t *reqs = rd_xmalloc((size_t)o.concurrency * sizeof *reqs);
-    int *free_slots = rd_xmalloc((size_t)o.concurrency * sizeof *free_slots);
+    rd_req_t *reqs = pwt_xmalloc((size_t)o.concurrency * sizeof *reqs);
+    int *free_slots = pwt_xmalloc((size_t)o.concurrency * sizeof *free_slots);
     int n_free = 0;
     for (int i = o.concurrency - 1; i >= 0; i--)
         free_slots[n_free++] = i;
 
-    struct curl_slist *headers = NULL;
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Expect:");
-    for (size_t i = 0; o.headers != NULL && o.headers[i] != NULL; i++)
-        headers = curl_slist_append(headers, o.headers[i]);
+    struct curl_slist *headers = pwt_http_headers(o.headers);
 
     CURLM *multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long)o.concurrency * 2);
@@ -462,18 +429,12 @@ size_t pwt_rd_run(pwt_rd_set_t *set, const pwt_rd_opts_t *opts, pwt_rd_stats_t *
             }
             char url[512];
             snprintf(url, sizeof url, "%s%s", base, o.path);
-            CURL *c = curl_easy_init();
+            CURL *c = pwt_http_easy(url, o.request_timeout_ms, headers);
             if (c == NULL)
                 abort();
-            curl_easy_setopt(c, CURLOPT_URL, url);
-            curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-            curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-            curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o.request_timeout_ms);
             curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, o.request_timeout_ms < 5000 ? o.request_timeout_ms : 5000L);
-            curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->len);
-            curl_easy_setopt(c, CURLOPT_POSTFIELDS, p->body);
-            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, rd_discard);
+            pwt_http_set_post(c, p->body, p->len);
+            curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, pwt_http_discard);
             int slot = free_slots[--n_free];
             reqs[slot] = (rd_req_t){.idx = idx, .started_ms = now, .easy = c};
             curl_easy_setopt(c, CURLOPT_PRIVATE, (char *)&reqs[slot]);
@@ -490,28 +451,25 @@ size_t pwt_rd_run(pwt_rd_set_t *set, const pwt_rd_opts_t *opts, pwt_rd_stats_t *
 
         int running;
         curl_multi_perform(multi, &running);
-        CURLMsg *msg;
-        int left;
-        while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
-            if (msg->msg != CURLMSG_DONE)
-                continue;
-            char *priv = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-            rd_req_t *rq = (rd_req_t *)priv;
+        CURL *e;
+        long http;
+        CURLcode result;
+        while ((e = pwt_http_multi_done(multi, &http, &result)) != NULL) {
+            rd_req_t *rq = pwt_http_private(e);
             pwt_rd_push_t *p = &set->pushes[rq->idx];
             double done = rd_now_ms() - t0, lat = done - rq->started_ms;
             long status = -1;
-            if (msg->data.result == CURLE_OK) {
-                curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+            if (result == CURLE_OK) {
+                status = http;
                 st.answered++;
                 rd_lat_add(lat);
-            } else if (msg->data.result == CURLE_OPERATION_TIMEDOUT) {
+            } else if (result == CURLE_OPERATION_TIMEDOUT) {
                 status = -2;
                 st.timeouts++;
                 rd_lat_add(lat);
             } else {
                 st.transport_errors++;
-                if (msg->data.result == CURLE_COULDNT_CONNECT)
+                if (result == CURLE_COULDNT_CONNECT)
                     st.refused++;
                 else
                     st.dropped++;
@@ -521,7 +479,7 @@ size_t pwt_rd_run(pwt_rd_set_t *set, const pwt_rd_opts_t *opts, pwt_rd_stats_t *
             if (status != -1 && lat > st.max_latency_ms)
                 st.max_latency_ms = lat;
             p->final_status = status;
-            p->last_curl_code = (int)msg->data.result;
+            p->last_curl_code = (int)result;
             p->in_flight = 0;
             st.in_flight--;
             if (status >= 0 && rd_is_ack(status)) {
@@ -544,8 +502,7 @@ size_t pwt_rd_run(pwt_rd_set_t *set, const pwt_rd_opts_t *opts, pwt_rd_stats_t *
                 if (!p->acked)
                     rd_schedule_retry(&heap, rq->idx, p, done, &o, &rng);
             }
-            curl_multi_remove_handle(multi, msg->easy_handle);
-            curl_easy_cleanup(msg->easy_handle);
+            curl_easy_cleanup(e);
             free_slots[n_free++] = (int)(rq - reqs);
         }
 

@@ -12,36 +12,22 @@
 #include <sys/wait.h>
 
 #include "tests/integration/harness.h"
+#include "tests/integration/util.h"
 
 #define SUB "projects/p/subscriptions/s"
 
-/* Runs `$PW_WORKER redrive ARGS` against the test database; returns its exit status, output in *out. */
+/* `$PW_WORKER redrive ARGS` against the test database, with env ("NAME=value ..." or "") before it; its exit status, output in *out. */
 static int redrive_env(const char *env, const char *args, char **out)
 {
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s DATABASE_URL='%s' '%s' redrive %s 2>&1", env, pwt_db_url(), getenv("PW_WORKER"), args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - 1 - len, f)) > 0)
-        len += n;
-    buf[len] = '\0';
-    int status = pclose(f);
-    *out = buf;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    char *cmd_args = pwt_xasprintf("redrive %s", args);
+    int status = pwt_worker_command(env, NULL, cmd_args, out);
+    free(cmd_args);
+    return status;
 }
 
 static int redrive(const char *args, char **out)
 {
     return redrive_env("", args, out);
-}
-
-static void assert_contains(const char *haystack, const char *needle)
-{
-    if (strstr(haystack, needle) == NULL)
-        fail_msg("expected output to contain \"%s\"; output:\n%s", needle, haystack);
 }
 
 /*
@@ -74,7 +60,7 @@ static void dry_run_counts_and_writes_nothing(void **state)
     seed_dead_letters();
     char *out;
     assert_int_equal(redrive("--dry-run", &out), 0);
-    assert_contains(out, "redrive: 2 examined, 1 would be written, 1 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 2 examined, 1 would be written, 1 still rejected, 0 failed to write");
     free(out);
     pwt_assert_rows("SELECT count(*) FROM status_events", "0");
     pwt_assert_rows("SELECT message_id, redriven_at IS NOT NULL FROM dead_letters ORDER BY message_id", "7001|f\n7002|f\n7003|t");
@@ -87,7 +73,7 @@ static void accepted_dead_letter_becomes_rows_once_and_the_rejected_one_stays(vo
     seed_dead_letters();
     char *out;
     assert_int_equal(redrive("", &out), 0);
-    assert_contains(out, "redrive: 2 examined, 1 written, 1 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 2 examined, 1 written, 1 still rejected, 0 failed to write");
     free(out);
     /* the rows a live push of meta/status_read.json writes (docs/rows.md) */
     pwt_assert_rows("SELECT bsp_msg_id, status, pubsub_message_id FROM status_events ORDER BY 1, 2",
@@ -99,12 +85,9 @@ static void accepted_dead_letter_becomes_rows_once_and_the_rejected_one_stays(vo
     /* Again: the written one is not written twice; the rejected one is examined and stays. */
     char *dump = pwt_dump_tables();
     assert_int_equal(redrive("", &out), 0);
-    assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
     free(out);
-    char *after = pwt_dump_tables();
-    assert_string_equal(after, dump);
-    free(after);
-    free(dump);
+    pwt_assert_tables_unchanged(dump);
 }
 
 static void filters_select_by_reason_and_time(void **state)
@@ -114,10 +97,10 @@ static void filters_select_by_reason_and_time(void **state)
     seed_dead_letters();
     char *out;
     assert_int_equal(redrive("--reason BASE64", &out), 0); /* case-insensitive: only 7002 */
-    assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
     free(out);
     assert_int_equal(redrive("--since 2999-01-01Z", &out), 0);
-    assert_contains(out, "redrive: 0 examined, 0 written, 0 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 0 examined, 0 written, 0 still rejected, 0 failed to write");
     free(out);
     pwt_assert_rows("SELECT count(*) FROM status_events", "0");
     assert_int_equal(redrive("--bogus", &out), 2);
@@ -139,25 +122,10 @@ static void redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_
                     PWT_LIST(SUB, body)));
     char *out;
     assert_int_equal(redrive_env("PGCLIENTENCODING=LATIN1", "", &out), 0);
-    assert_contains(out, "redrive: 1 examined, 1 written, 0 still rejected, 0 failed to write");
+    pwt_assert_contains(out, "redrive: 1 examined, 1 written, 0 still rejected, 0 failed to write");
     free(out);
     pwt_assert_rows("SELECT encode(convert_to(body, 'UTF8'), 'hex') FROM inbound_messages", "636166c3a920e29895");
     free(body);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    if (pwt_db_create("redrive") != 0)
-        return -1;
-    return pwt_migrate();
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    pwt_db_drop();
-    return 0;
 }
 
 int main(void)
@@ -168,5 +136,5 @@ int main(void)
         cmocka_unit_test(filters_select_by_reason_and_time),
         cmocka_unit_test(redriven_text_is_stored_as_sent_whatever_the_client_encoding_of_the_environment),
     };
-    return cmocka_run_group_tests_name("integration/redrive", tests, setup, teardown);
+    return pwt_suite_run("integration/redrive", NULL, NULL, tests);
 }

@@ -26,34 +26,9 @@
 
 static pwt_worker_t worker;
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    return s;
-}
-
 static long push(const char *payload, const char *message_id)
 {
-    char *body = pwt_wrap(payload, strlen(payload), message_id, SUB, PUBLISH_TIME);
-    long status = pwt_post(&worker, "/", body, strlen(body), NULL, NULL);
-    free(body);
-    return status;
-}
-
-/* A Meta webhook with the given value members (statuses, messages...). */
-static char *webhook(const char *value_members)
-{
-    return xasprintf("{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"104996335712345\",\"changes\":[{"
-                     "\"field\":\"messages\",\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{"
-                     "\"display_phone_number\":\"15550783881\",\"phone_number_id\":\"" PNID "\"},%s}}]}]}",
-                     value_members);
+    return pwt_push(&worker, payload, strlen(payload), message_id, SUB, PUBLISH_TIME);
 }
 
 /*
@@ -64,7 +39,7 @@ static char *webhook(const char *value_members)
 static void reason_quoting_input_keeps_whole_characters(void **state)
 {
     (void)state;
-    char *payload = webhook("\"statuses\":[{\"id\":\"" W_OK "\",\"status\":\"sent\",\"timestamp\":\"1709668800\","
+    char *payload = pwt_meta_webhook("\"statuses\":[{\"id\":\"" W_OK "\",\"status\":\"sent\",\"timestamp\":\"1709668800\","
                             "\"recipient_id\":\"919876543210\"},{\"id\":\"" W_CUT "\",\"status\":\"sent\",\"timestamp\":"
                             "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\xe2\x82\xac\"}]");
     pwt_assert_status(push(payload, "7001"), 204);
@@ -83,7 +58,7 @@ static void reason_quoting_input_keeps_whole_characters(void **state)
 static void reason_escapes_control_characters(void **state)
 {
     (void)state;
-    char *payload = webhook("\"statuses\":[{\"id\":\"" W_CUT "\",\"status\":\"sent\",\"timestamp\":\"12\\n\\u0000\\u001b[31m\"}]");
+    char *payload = pwt_meta_webhook("\"statuses\":[{\"id\":\"" W_CUT "\",\"status\":\"sent\",\"timestamp\":\"12\\n\\u0000\\u001b[31m\"}]");
     pwt_assert_status(push(payload, "7002"), 204);
     pwt_assert_rows("SELECT reason FROM dead_letters",
                     "rejected 1 item(s): entry[0].changes[0].value.statuses[0].timestamp: not a Unix time: "
@@ -97,7 +72,7 @@ static void reason_escapes_control_characters(void **state)
 static void paired_surrogate_escapes_are_not_a_dead_letter(void **state)
 {
     (void)state;
-    char *payload = webhook("\"contacts\":[{\"profile\":{\"name\":\"N\\ud83d\\ude00\"},\"wa_id\":\"919876543210\"}],"
+    char *payload = pwt_meta_webhook("\"contacts\":[{\"profile\":{\"name\":\"N\\ud83d\\ude00\"},\"wa_id\":\"919876543210\"}],"
                             "\"messages\":[{\"from\":\"919876543210\",\"id\":\"" W_IN "\",\"timestamp\":\"1709668800\","
                             "\"type\":\"text\",\"text\":{\"body\":\"hi \\ud83d\\udc4d there\"}}]");
     pwt_assert_status(push(payload, "7003"), 204);
@@ -113,7 +88,7 @@ static void paired_surrogate_escapes_are_not_a_dead_letter(void **state)
 static void lossy_escapes_are_stored_with_ufffd_and_kept(void **state)
 {
     (void)state;
-    char *payload = webhook("\"messages\":[{\"from\":\"919876543210\",\"id\":\"" W_IN "\",\"timestamp\":\"1709668800\","
+    char *payload = pwt_meta_webhook("\"messages\":[{\"from\":\"919876543210\",\"id\":\"" W_IN "\",\"timestamp\":\"1709668800\","
                             "\"type\":\"text\",\"text\":{\"body\":\"a\\u0000b \\udc4d\\ud83d \\\\u0000\"}}]");
     pwt_assert_status(push(payload, "7004"), 204);
     pwt_assert_rows("SELECT body, payload->'text'->>'body' FROM inbound_messages",
@@ -127,7 +102,7 @@ static void lossy_escapes_are_stored_with_ufffd_and_kept(void **state)
 static void jsonb_columns_keep_numbers_exactly(void **state)
 {
     (void)state;
-    char *payload = webhook("\"statuses\":[{\"id\":\"" W_OK "\",\"status\":\"failed\",\"timestamp\":\"1709668800\","
+    char *payload = pwt_meta_webhook("\"statuses\":[{\"id\":\"" W_OK "\",\"status\":\"failed\",\"timestamp\":\"1709668800\","
                             "\"pricing\":{\"n\":123456789012345678901234567890,\"rate\":0.10000000000000000000001},"
                             "\"errors\":[{\"code\":131049,\"big\":-99999999999999999999}]}]");
     pwt_assert_status(push(payload, "7005"), 204);
@@ -139,41 +114,7 @@ static void jsonb_columns_keep_numbers_exactly(void **state)
     free(payload);
 }
 
-static int start_everything(void **state)
-{
-    (void)state;
-    if (pwt_db_create("utf8") != 0 || pwt_migrate() != 0)
-        return -1;
-    return pwt_worker_start(&worker, PARAMS("WORKER_THREADS=2"));
-}
-
-static int stop_everything(void **state)
-{
-    (void)state;
-    int code = pwt_worker_stop(&worker);
-    pwt_db_drop();
-    return code == 0 ? 0 : -1;
-}
-
-static int fresh_tables(void **state)
-{
-    (void)state;
-    if (!pwt_worker_alive(&worker) && pwt_worker_start(&worker, PARAMS("WORKER_THREADS=2")) != 0)
-        return -1;
-    pwt_truncate_all();
-    return 0;
-}
-
-static int worker_still_alive(void **state)
-{
-    (void)state;
-    if (pwt_worker_alive(&worker))
-        return 0;
-    pwt_worker_print_log(&worker, 60);
-    return -1;
-}
-
-#define T(fn) cmocka_unit_test_setup_teardown(fn, fresh_tables, worker_still_alive)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, pwt_suite_fresh, pwt_suite_alive)
 
 int main(void)
 {
@@ -184,6 +125,6 @@ int main(void)
         T(lossy_escapes_are_stored_with_ufffd_and_kept),
         T(jsonb_columns_keep_numbers_exactly),
     };
-    return cmocka_run_group_tests_name("utf8", tests, start_everything, stop_everything);
+    return pwt_suite_run("utf8", &worker, PARAMS("WORKER_THREADS=2"), tests);
 }
 /* clang-format on */
