@@ -466,18 +466,18 @@ out:
     return rc;
 }
 
-int pw_jwt_status(int rc)
+int pw_jwt_error_class(int rc)
 {
     switch (rc) {
     case 0:
-        return 200;
+        return 0;
     case PW_JWT_EEMAIL:
-        return 403;
+        return PW_EFORBIDDEN;
     case PW_JWT_EUNKNOWNKID:
     case PW_JWT_ENOKEYS:
-        return 503;
+        return PW_EUNAVAIL;
     default:
-        return 401;
+        return PW_EUNAUTH;
     }
 }
 

@@ -20,7 +20,7 @@
 /* Both spellings Google uses, in the comma-separated form pw_jwt_policy_t.issuers takes. */
 #define PW_JWT_GOOGLE_ISSUERS "https://accounts.google.com,accounts.google.com"
 
-/* Why a token was rejected. Distinct from the PW_E* codes; pw_jwt_status() maps them to HTTP. */
+/* Why a token was rejected. A range of their own below the PW_E* codes; pw_jwt_error_class() maps them to those. */
 enum {
     PW_JWT_EMALFORMED = -100, /* not 3 strict base64url parts, or header/claims not a JSON object */
     PW_JWT_ETOOLARGE,         /* longer than policy max_len */
@@ -115,11 +115,11 @@ int pw_jwt_verify(const char *token, size_t len, const pw_jwks_t *keys, const pw
 int pw_jwt_rs256_verify(const EVP_PKEY *key, const char *signing_input, size_t len, const unsigned char *sig, size_t siglen);
 
 /**
- * The HTTP status for a pw_jwt_verify result: 0 -> 200; PW_JWT_EEMAIL -> 403 (a valid token of
- * another service account); PW_JWT_EUNKNOWNKID, PW_JWT_ENOKEYS -> 503 (our key set is stale or not
- * there yet: Pub/Sub retries later); everything else -> 401.
+ * The project's error code (proto/pw_str.h) for a pw_jwt_verify result: 0 -> 0; PW_JWT_EEMAIL ->
+ * PW_EFORBIDDEN (a valid token of another service account); PW_JWT_EUNKNOWNKID, PW_JWT_ENOKEYS ->
+ * PW_EUNAVAIL (our key set is stale or not there yet: try later); everything else -> PW_EUNAUTH.
  */
-int pw_jwt_status(int rc);
+int pw_jwt_error_class(int rc);
 
 /**
  * 1 when a token with this exp has expired at now, allowing skew_s: now > exp + skew_s, computed

@@ -40,6 +40,20 @@ const char *pw_strerror(int code)
         return "input too large";
     case PW_EUNSUPP:
         return "unsupported format";
+    case PW_EUNAVAIL:
+        return "unavailable, retry later";
+    case PW_EREFUSED:
+        return "refused by the database";
+    case PW_ECONFLICT:
+        return "conflict with another transaction";
+    case PW_ETIMEDOUT:
+        return "timed out";
+    case PW_ECANCELED:
+        return "canceled";
+    case PW_EUNAUTH:
+        return "not authenticated";
+    case PW_EFORBIDDEN:
+        return "forbidden";
     default:
         return "unknown error";
     }

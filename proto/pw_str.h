@@ -44,13 +44,25 @@ const char *pw_str_quote(char *out, size_t outlen, pw_str_t s, size_t max);
    may leave): what remains ends on a character boundary. */
 void pw_str_trim_utf8(char *s);
 
-/* Error codes: every fallible proto function returns 0 or one of these (negative). */
+/*
+ * The project's one error convention (libuv style): a fallible function returns 0 or one of
+ * these, negative. proto/ uses the first four; worker/ adds what I/O can say. Only worker/http.c
+ * turns them into HTTP statuses. (proto/jwt.h details token failures in a range of its own from
+ * -100, which worker/auth.c turns into these.)
+ */
 enum {
     PW_OK = 0,
     PW_EINVAL = -1,    /* malformed input (the err buffer says why) */
     PW_ERANGE = -2,    /* a value out of its allowed range */
     PW_ETOOBIG = -3,   /* input over a size limit */
     PW_EUNSUPP = -4,   /* well-formed but not a format we handle */
+    PW_EUNAVAIL = -5,  /* not done now, may be done later: database down or busy, queue full, shutting down */
+    PW_EREFUSED = -6,  /* the database refused the data itself (SQLSTATE class 22, 23 or 54): retrying alone cannot help */
+    PW_ECONFLICT = -7, /* serialization failure or deadlock (class 40), still so after the retries */
+    PW_ETIMEDOUT = -8, /* a lock or the statement took longer than allowed (55P03, 57014), or no answer in time */
+    PW_ECANCELED = -9, /* given up by its submitter (its deadline answered it) before it was sent */
+    PW_EUNAUTH = -10,  /* no credentials, or credentials that do not verify */
+    PW_EFORBIDDEN = -11, /* valid credentials of someone not allowed */
 };
 
 /* Writes a printf-style reason into err (when err != NULL && errlen > 0), cut on a UTF-8

@@ -71,11 +71,11 @@ static cache_slot_t *cache_slot(pw_auth_t *a, const unsigned char *hash)
     return &a->cache[k % PW_AUTH_CACHE_SLOTS];
 }
 
-static int fail(pw_auth_t *a, int status, char *reason, size_t reasonlen, const char *why)
+static int fail(pw_auth_t *a, int code, char *reason, size_t reasonlen, const char *why)
 {
     pw_metrics_inc(&a->stats.rejected, 1);
     snprintf(reason, reasonlen, "%s", why);
-    return status;
+    return code;
 }
 
 int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t reasonlen)
@@ -85,10 +85,10 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
         return 0;
     pw_str_t token = bearer_token(authorization);
     if (token.base == NULL)
-        return fail(a, 401, reason, reasonlen,
+        return fail(a, PW_EUNAUTH, reason, reasonlen,
                     authorization.base == NULL ? "missing Authorization header" : "Authorization is not a Bearer token");
     if (token.len > PW_JWT_MAX_LEN)
-        return fail(a, 401, reason, reasonlen, "token too large");
+        return fail(a, PW_EUNAUTH, reason, reasonlen, "token too large");
 
     int64_t now = (int64_t)time(NULL);
     unsigned char hash[SHA256_DIGEST_LENGTH];
@@ -118,7 +118,7 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     };
     pw_jwks_snapshot_t *snap = NULL;
     if (pol.mode == PW_JWT_VERIFY_SIGNATURE && (snap = pw_keys_acquire()) == NULL)
-        return fail(a, 503, reason, reasonlen, "no signing keys: not fetched yet, or expired while refreshes failed");
+        return fail(a, PW_EUNAVAIL, reason, reasonlen, "no signing keys: not fetched yet, or expired while refreshes failed");
     pw_jwt_result_t res;
     char err[160] = "";
     int rc = pw_jwt_verify(token.base, token.len, snap != NULL ? &snap->keys : NULL, &pol, &res, err, sizeof err);
@@ -142,11 +142,11 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
             pw_keys_request_refresh(snap);
         pw_keys_release(snap);
         if (recent)
-            return fail(a, 401, reason, reasonlen, "token signed by an unknown key");
-        return fail(a, 503, reason, reasonlen, "token signed by a key not loaded yet; refetching keys");
+            return fail(a, PW_EUNAUTH, reason, reasonlen, "token signed by an unknown key");
+        return fail(a, PW_EUNAVAIL, reason, reasonlen, "token signed by a key not loaded yet; refetching keys");
     }
     pw_keys_release(snap);
     snprintf(reason, reasonlen, "%s: %s", pw_jwt_reason(rc), err);
     pw_metrics_inc(&a->stats.rejected, 1);
-    return pw_jwt_status(rc);
+    return pw_jwt_error_class(rc);
 }

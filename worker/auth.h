@@ -18,9 +18,9 @@ void pw_auth_free(pw_auth_t *a);
 
 /**
  * Checks the Authorization header value (NULL slice when absent). Returns 0 when the push may be
- * processed, else the HTTP status to answer: 401 (missing or invalid token), 403 (a valid token of
- * another service account) or 503 (no signing keys: not loaded yet or expired; or a kid we may not have yet: a
- * refetch is requested and Pub/Sub retries). reason gets a short explanation without token bytes.
+ * processed, else PW_EUNAUTH (missing or invalid token), PW_EFORBIDDEN (a valid token of another
+ * service account) or PW_EUNAVAIL (no signing keys: not loaded yet or expired; or a kid we may not
+ * have yet: a refetch is requested and Pub/Sub retries). reason gets a short explanation without token bytes.
  * Verify mode costs no RSA work for a token already verified by this loop, until its exp or until
  * the key set changes (pw_keys_generation): a token whose key left the set is then rejected.
  */

@@ -1,9 +1,14 @@
 /*
- * The database of the process: async libpq in pipeline mode, with group commit. It lives in one
- * event loop (its home); every loop reaches it through a port: on the home loop a port calls it
- * directly, on the others jobs and their answers travel as h2o multithread messages. So a group
- * gathers the pushes of every loop, and the process opens DB_CONNECTIONS connections, not one set
- * per loop.
+ * Db: a group-commit executor of one statement. It knows no table, no push and no HTTP status:
+ * it is given a statement whose parameters are text arrays, and jobs that each bring their
+ * elements of those arrays already encoded (fragments, see pw_db_job_t). It runs on a thread and
+ * event loop of its own with DB_CONNECTIONS pipelined libpq connections, joins the fragments of
+ * the jobs waiting into one execution of the statement (one transaction: group commit), and
+ * answers each job with 0 or a negative PW_E* code (proto/pw_str.h), the SQLSTATE and the result
+ * row addressed to it. The generic parts are its own: reconnecting with backoff, a watchdog that
+ * drops a connection that stopped answering, splitting a failed group into single jobs,
+ * retrying serialization failures and deadlocks alone with backoff, and the ports through which
+ * every event loop submits jobs and gets their answers back on its own thread.
  */
 #ifndef PW_DB_H
 #define PW_DB_H
@@ -11,65 +16,114 @@
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
+#include "proto/pw_str.h"
 #include "worker/config.h"
-#include "worker/dispatch.h"
 #include "worker/metrics.h"
+
+/* The most array parameters a statement may have. */
+#define PW_DB_COLS_MAX 40
+
+/*
+ * The statement: its SQL, whose parameters $1..$ncols are text arrays (typed by casts in the
+ * SQL), and a query that only reads the tables it needs (checked on connecting, so that a
+ * missing migration is one clear error). Its result's first column, when not NULL, addresses a
+ * row to a job: see pw_db_job_t.key.
+ */
+typedef struct pw_db_stmt {
+    const char *name;      /* the prepared statement's name */
+    const char *sql;
+    int ncols;             /* <= PW_DB_COLS_MAX */
+    const char *check_sql; /* run instead of preparing behind a transaction-mode pooler */
+} pw_db_stmt_t;
 
 typedef struct pw_db_job pw_db_job_t;
 
-/* Called once per submitted job, on the loop that submitted it, with 204 (committed) or 503 (not committed: retry). */
-typedef void (*pw_db_done_cb)(pw_db_job_t *job, int http_status);
+/* Called once per submitted job, on the thread of the port it was submitted through, never from inside pw_db_submit. */
+typedef void (*pw_db_done_cb)(pw_db_job_t *job);
+
+/* Job flags. */
+#define PW_DB_ALONE 1 /* never in a group with another job */
+#define PW_DB_TRIAL 2 /* run alone and rolled back whatever happens: 0 means the statement accepted the data */
 
 /*
- * A unit of work: the caller allocates it zeroed (usually inside its own request object) and
- * keeps it, and leaves the push alone, until on_done.
+ * A unit of work. The caller allocates it zeroed (usually inside its own object), fills the
+ * first block, and leaves it and everything it points to alone until on_done.
+ *
+ * frags holds the job's elements of every array parameter: column k is frags[ends[k-1] ..
+ * ends[k]) (from 0 for k = 0), a comma-separated list of array elements as PostgreSQL's array
+ * input reads them (quoted, or NULL), empty when the job has none for that column. The executor
+ * joins a group's fragments column by column into "{a,b,...}".
  */
 struct pw_db_job {
-    pw_push_t *push;     /* borrowed until on_done */
+    const char *frags;
+    const uint32_t *ends; /* ncols entries */
+    pw_str_t key;         /* the result row it wants: see below; base NULL: none */
+    int flags;            /* PW_DB_ALONE, PW_DB_TRIAL */
     pw_db_done_cb on_done;
-    _Atomic int abandoned; /* set by the caller when it already answered (deadline): skip if not yet sent */
+    _Atomic int abandoned; /* set by the caller once it gave up: answered PW_ECANCELED if not yet sent */
+
+    /*
+     * The answer, set before on_done: result is 0 (committed; for a trial: accepted and rolled
+     * back), PW_EREFUSED (the data itself refused: only for a job that ran alone, since a group
+     * that is refused is split), PW_ECONFLICT, PW_ETIMEDOUT, PW_ECANCELED or PW_EUNAVAIL.
+     * sqlstate and message say what PostgreSQL said, when it said something (message is valid
+     * UTF-8, cut at a whole character). got_row is 1 when a row of the result had key as its
+     * first column: each such row goes to the first job of the group with that key that has no
+     * row yet.
+     */
+    int result;
+    int got_row;
+    char sqlstate[6];
+    char message[200];
+
     /* private to db.c */
-    pw_db_job_t *next;
-    int attempts;                  /* serialization failures or deadlocks of it alone */
-    int solo;                      /* written alone (a group of it failed) */
-    double due_ms;                 /* waiting for a retry after a conflict: when */
-    int status;                    /* the answer, on its way back */
-    struct pw_db_port *port;       /* where it came from; NULL: the home loop */
-    h2o_multithread_message_t msg; /* carries it between loops */
+    h2o_linklist_t link;           /* in a queue of the executor */
+    h2o_multithread_message_t msg; /* carries it between threads */
+    struct pw_db_port *port;
+    int attempts; /* conflicts of it alone */
+    int solo;     /* written alone (a group of it failed) */
+    double due_ms; /* waiting for a retry after a conflict: when */
 };
 
 typedef struct pw_db pw_db_t;
 typedef struct pw_db_port pw_db_port_t;
 
 /**
- * Creates the database on ctx's loop, its home (cfg->db_connections connections sharing one
- * queue), and starts connecting at once, without blocking. cfg and metrics (the home loop's) are
- * borrowed for the life of the object. Home-loop thread only.
+ * Starts the executor: its thread and loop, and cfg->db_connections connections to
+ * cfg->database_url, without waiting for them. stmt, cfg and metrics are borrowed for the life
+ * of the object (metrics: counters written by the executor's thread). Call from one thread;
+ * pw_db_free stops it.
  */
-pw_db_t *pw_db_new(h2o_context_t *ctx, const pw_config_t *cfg, pw_metrics_t *metrics);
+pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_t *metrics);
 
-/** A loop's way to db (home: 1 for db's own loop). On ctx's thread; freed there, see pw_db_port_free. */
-pw_db_port_t *pw_db_port_new(pw_db_t *db, h2o_context_t *ctx, int home);
+/* A loop's way to db: answers come back to ctx's thread. Create and free on that thread. */
+pw_db_port_t *pw_db_port_new(pw_db_t *db, h2o_context_t *ctx);
 
 /**
- * Queues job; it is written with whatever else is queued when a connection is next free, in
- * one transaction. on_done is always called later from port's loop, never from inside this call.
+ * Queues job: it is written with whatever else is queued when a connection is next free, in one
+ * transaction. Its on_done is always called later on port's thread.
  */
 void pw_db_submit(pw_db_port_t *port, pw_db_job_t *job);
 
-/* Jobs submitted from every loop and not yet answered (any thread). */
-long pw_db_outstanding(const pw_db_t *db);
-
-/* 1 when at least one connection is up and its statement prepared (any thread). */
+/* 1 when at least one connection is up, its statement prepared, and it answers (any thread). */
 int pw_db_ready(const pw_db_t *db);
+
+/**
+ * From now on the executor answers whatever is still queued or in flight at deadline_ms
+ * (pw_now_ms() clock) PW_EUNAVAIL, without waiting for the server: what is committed by then is
+ * answered 0. Jobs submitted after it are still taken. Any thread.
+ */
+void pw_db_drain(pw_db_t *db, double deadline_ms);
 
 /* Frees a port once every job submitted through it has been answered. Its loop's thread. */
 void pw_db_port_free(pw_db_port_t *port);
 
 /**
- * Answers every job still queued or in flight 503 (on their loops), closes the connections and
- * frees db. Home-loop thread only, once no loop submits any more.
+ * Stops the executor's thread (answering PW_EUNAVAIL whatever is still queued or in flight),
+ * closes the connections and frees db. Call once no port submits any more and every port has
+ * been freed: a stop drains first (pw_db_drain), and each loop waits for its answers.
  */
 void pw_db_free(pw_db_t *db);
 

@@ -129,6 +129,25 @@ static void send_no_content(h2o_req_t *req)
     h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
 }
 
+/*
+ * The one place an outcome becomes an HTTP status: 0 (done) 204; PW_EUNAUTH 401; PW_EFORBIDDEN
+ * 403; anything else (unavailable, refused beyond what could be kept, timed out, canceled) 503,
+ * so that Pub/Sub redelivers.
+ */
+static int http_status_of(int rc)
+{
+    switch (rc) {
+    case 0:
+        return 204;
+    case PW_EUNAUTH:
+        return 401;
+    case PW_EFORBIDDEN:
+        return 403;
+    default:
+        return 503;
+    }
+}
+
 static void send_unavailable(h2o_req_t *req, const char *body)
 {
     /* Pub/Sub ignores Retry-After but other clients (replay, load balancers) use it. */
@@ -460,11 +479,11 @@ static void handle_push(h2o_req_t *req, size_t reserved)
         return;
     }
     char reason[200];
-    int status = pw_auth_check(self->auth, header_value(req, "authorization"), reason, sizeof reason);
+    int rc = pw_auth_check(self->auth, header_value(req, "authorization"), reason, sizeof reason);
     publish_auth_stats(self);
-    if (status != 0) {
+    if (rc != 0) {
         budget_give(reserved);
-        send_auth_failure(req, status, reason);
+        send_auth_failure(req, http_status_of(rc), reason);
         return;
     }
     /* A body not reserved before it was read (chunked, HTTP/2, or read before our callback was

@@ -19,7 +19,7 @@
  * push@local.iam.gserviceaccount.com, skew 60 s, now 1700000000 (the fixtures' clock).
  *
  * Invariants (abort() on a violation): rc is 0 or one of PW_JWT_E* with a reason (pw_jwt_reason
- * is never "unknown", pw_jwt_status is 200/401/403/503), err is NUL-terminated and non-empty on
+ * is never "unknown", pw_jwt_error_class is 0 for success only, else PW_EUNAUTH/PW_EFORBIDDEN/PW_EUNAVAIL), err is NUL-terminated and non-empty on
  * failure; res.kid and res.email are NUL-terminated, kid only [A-Za-z0-9._-]; a success has
  * exp >= now - skew and iat <= now + skew; without keys signature mode never succeeds; a
  * token whose signature is not RS256 by the key never passes signature mode; a parsed key set
@@ -120,8 +120,8 @@ static void check_outcome(int rc, const pw_jwt_result_t *res, const char *err, s
 {
     CHECK(rc == 0 || (rc >= PW_JWT_EMALFORMED && rc <= PW_JWT_EUNVERIFIED));
     CHECK(strcmp(pw_jwt_reason(rc), "unknown") != 0);
-    int st = pw_jwt_status(rc);
-    CHECK(st == 200 || st == 401 || st == 403 || st == 503);
+    int cls = pw_jwt_error_class(rc);
+    CHECK(rc == 0 ? cls == 0 : (cls == PW_EUNAUTH || cls == PW_EFORBIDDEN || cls == PW_EUNAVAIL));
     CHECK(memchr(res->kid, '\0', sizeof res->kid) != NULL);
     CHECK(memchr(res->email, '\0', sizeof res->email) != NULL);
     for (const char *k = res->kid; *k != '\0'; k++)
