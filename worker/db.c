@@ -1,8 +1,9 @@
-/* The process's database: DB_CONNECTIONS pipelined async libpq connections in one h2o loop, fed by every loop; group commit, reconnect with backoff. */
+/* Db: the group-commit executor (worker/db.h): its own thread and loop, DB_CONNECTIONS pipelined async libpq connections, reconnect with backoff. */
 #include "worker/db.h"
 
 #include <assert.h>
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,8 +16,9 @@
 /* Reconnect attempts wait 1, 2, 4 then 8 ticks of this. */
 #define PW_DB_RETRY_TICK_MS 250
 #define PW_DB_MAX_BACKOFF_TICKS 8
-/* A push that hits a serialization failure or deadlock alone is retried this many times, after
-   PW_DB_CONFLICT_BACKOFF_MS, doubling, jittered (about 50 + 100 + 200 + 400 + 800 ms), then 503. */
+/* A job that hits a serialization failure or deadlock alone is retried this many times, after
+   PW_DB_CONFLICT_BACKOFF_MS, doubling, jittered (about 50 + 100 + 200 + 400 + 800 ms), then
+   answered PW_ECONFLICT. */
 #define PW_DB_MAX_CONFLICT_RETRIES 5
 #define PW_DB_CONFLICT_BACKOFF_MS 50
 #define PW_DB_BACKOFF_TICK_MS 10
@@ -24,7 +26,7 @@
  * The watchdog (a timer, off the hot path): every tick it drops a connection whose request has
  * waited longer than its limit (a stopped server, a silent network partition: TCP alone would
  * take minutes), and sends a probe on a connection idle for PW_DB_PROBE_IDLE_MS, so an idle
- * process also notices, and /readyz says so. A group's limit is the statement timeout (the
+ * process also notices, and pw_db_ready says so. A group's limit is the statement timeout (the
  * server cancels it by then) plus PW_DB_ANSWER_GRACE_MS.
  */
 #define PW_DB_WATCH_TICK_MS 250
@@ -40,7 +42,7 @@
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY } db_state_t;
 
-/* One connection of a loop: it writes one group at a time. */
+/* One connection: it writes one group at a time. */
 typedef struct {
     pw_db_t *db;
     PGconn *pg;
@@ -50,53 +52,53 @@ typedef struct {
     int want_write;     /* a write notification is armed */
     db_state_t state;
 
-    pw_db_job_t *b_head, *b_tail; /* the group in flight */
-    size_t b_len;
+    h2o_linklist_t group; /* the jobs in flight */
+    size_t group_len;
     int syncs_pending;
-    int query_at;                 /* the query of the pipeline whose results are being read (PW_Q_*) */
-    int failed;                   /* the group (or the PREPAREs) got an error */
-    int failed_query;             /* and in which query */
-    double sent_ms;               /* when the group (or probe, or connection attempt) was sent */
-    int limit_ms;                 /* how long it may wait for its answer (the watchdog) */
-    double idle_since_ms;         /* when the connection last finished something */
+    int query_at;         /* the query of the pipeline whose results are being read (PW_Q_*) */
+    int failed;           /* the group (or the PREPAREs) got an error */
+    int failed_query;     /* and in which query */
+    double sent_ms;       /* when the group (or probe, or connection attempt) was sent */
+    int limit_ms;         /* how long it may wait for its answer (the watchdog) */
+    double idle_since_ms; /* when the connection last finished something */
     char sqlstate[6];
-    char errmsg[256];             /* valid UTF-8: cut at a whole character */
-    char server_encoding[32];     /* as the server reported it while preparing */
+    char errmsg[200];         /* valid UTF-8: cut at a whole character */
+    char server_encoding[32]; /* as the server reported it while preparing */
 
     h2o_timeout_entry_t retry_entry;
     int retry_ticks_left, backoff_ticks;
-} pw_conn_t;
+} db_conn_t;
 
 /*
- * The database: DB_CONNECTIONS connections sharing one queue, which every loop feeds. With more
+ * The executor: DB_CONNECTIONS connections sharing one queue, which every loop feeds. With more
  * than one, while a group waits for its COMMIT another can be sent; with one (the default),
- * groups are bigger, which on a busy 2-core machine gave more pushes per second (make bench:
- * 6357/s with one connection per loop against 4601/s with two). One queue for all loops rather
- * than one database per loop, for the same reason: groups of every loop's pushes (with two
- * loops about 29 pushes instead of 14, and a third less database CPU per push in make bench),
+ * groups are bigger, which on a busy 2-core machine gave more pushes per second. One queue for
+ * all loops rather than one executor per loop, for the same reason: groups of every loop's jobs,
  * and fewer connections.
  */
 struct pw_db {
-    h2o_loop_t *loop; /* home */
-    h2o_multithread_receiver_t inbox; /* jobs from the other loops */
-    _Atomic int ready;                /* pw_db_ready(), for every loop */
-    _Atomic long outstanding;         /* submitted, not yet answered */
-    int closing;
+    pthread_t tid;
+    h2o_loop_t *loop;
+    h2o_multithread_queue_t *queue;
+    h2o_multithread_receiver_t inbox;   /* jobs from the ports */
+    h2o_multithread_receiver_t control; /* drain and stop */
+    h2o_multithread_message_t drain_msg, stop_msg;
+    _Atomic int stop;
+    _Atomic int ready;         /* pw_db_ready(), for every thread */
+    _Atomic long outstanding;  /* submitted, not yet answered */
+    _Atomic double drain_at;   /* pw_db_drain's deadline, 0 when none */
+    int closing;               /* the drain deadline has passed, or stopping: every job is answered at once */
     const pw_config_t *cfg;
+    const pw_db_stmt_t *stmt;
     pw_metrics_t *metrics;
-    const pw_stmt_t *stmt; /* the one statement a group is written with */
-    pw_conn_t *conns;
+    db_conn_t *conns;
     int n_conns;
 
-    pw_db_job_t *q_head, *q_tail; /* waiting for a connection */
-    size_t q_len;
+    h2o_linklist_t queued; /* waiting for a connection */
+    size_t queued_len;
+    h2o_linklist_t waiting; /* conflicts waiting for their backoff (due_ms), not in the queue */
 
-    pw_db_job_t *d_head, *d_tail; /* answered from the loop, not from inside pw_db_submit */
-    h2o_timeout_t zero;
-    h2o_timeout_entry_t kick;
     h2o_timeout_t retry;
-
-    pw_db_job_t *r_head, *r_tail; /* conflicts waiting for their backoff (due_ms), not in the queue */
     h2o_timeout_t backoff;
     h2o_timeout_entry_t backoff_entry;
     h2o_timeout_t watch;
@@ -108,84 +110,59 @@ struct pw_db {
        leak into the next client of a pooled server connection; also the probe. */
     char setup_sql[320];
 
-    pw_cols_t cols; /* reused for every group (libpq copies the parameters when sending) */
+    pw_buf_t params[PW_DB_COLS_MAX]; /* a group's joined arrays, reused (libpq copies them when sending) */
 };
 
 /* A loop's way in; answers come back to it through its receiver. */
 struct pw_db_port {
     pw_db_t *db;
-    int home;
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t answers;
 };
 
 static void on_readable(h2o_socket_t *sock, const char *err);
 static void on_connect_event(h2o_socket_t *sock, const char *err);
-static void conn_lost(pw_conn_t *c, const char *why);
-static void maybe_send_batches(pw_db_t *db);
+static void conn_lost(db_conn_t *c, const char *why);
+static void maybe_send_groups(pw_db_t *db);
 
-/* ---- job lists ---- */
+/* ---- answers ---- */
 
-static void list_push(pw_db_job_t **head, pw_db_job_t **tail, pw_db_job_t *j)
+static pw_db_job_t *job_of(h2o_linklist_t *node)
 {
-    j->next = NULL;
-    if (*tail != NULL)
-        (*tail)->next = j;
-    else
-        *head = j;
-    *tail = j;
+    return H2O_STRUCT_FROM_MEMBER(pw_db_job_t, link, node);
 }
 
-/* Answers a job: at once on the home loop, else by a message to its own loop. */
-static void complete(pw_db_t *db, pw_db_job_t *j, int status)
+/* Answers a job, by a message to the thread of its port. */
+static void complete(pw_db_t *db, pw_db_job_t *j, int result, const char *sqlstate, const char *message)
 {
+    if (h2o_linklist_is_linked(&j->link))
+        h2o_linklist_unlink(&j->link);
+    j->result = result;
+    snprintf(j->sqlstate, sizeof j->sqlstate, "%s", sqlstate != NULL ? sqlstate : "");
+    pw_utf8_copy(j->message, sizeof j->message, message != NULL ? message : "");
     atomic_fetch_sub(&db->outstanding, 1);
-    if (j->port == NULL) {
-        j->on_done(j, status);
-    } else {
-        j->status = status;
-        h2o_multithread_send_message(&j->port->answers, &j->msg);
-    }
+    h2o_multithread_send_message(&j->port->answers, &j->msg);
 }
 
-/* Answers every job of a list with status. */
-static void complete_all(pw_db_t *db, pw_db_job_t **head, pw_db_job_t **tail, int status)
+/* Answers every job of a list. */
+static void complete_all(pw_db_t *db, h2o_linklist_t *list, int result, const char *sqlstate, const char *message)
 {
-    pw_db_job_t *j = *head;
-    *head = *tail = NULL;
-    while (j != NULL) {
-        pw_db_job_t *next = j->next;
-        complete(db, j, status);
-        j = next;
-    }
+    while (!h2o_linklist_is_empty(list))
+        complete(db, job_of(list->next), result, sqlstate, message);
+}
+
+static void enqueue(pw_db_t *db, pw_db_job_t *j)
+{
+    h2o_linklist_insert(&db->queued, &j->link);
+    db->queued_len++;
 }
 
 /* Puts a connection's group back at the head of the queue, in order. */
-static void requeue_batch(pw_conn_t *c)
+static void requeue_group(db_conn_t *c)
 {
-    pw_db_t *db = c->db;
-    if (c->b_head == NULL)
-        return;
-    c->b_tail->next = db->q_head;
-    if (db->q_head == NULL)
-        db->q_tail = c->b_tail;
-    db->q_head = c->b_head;
-    db->q_len += c->b_len;
-    c->b_head = c->b_tail = NULL;
-    c->b_len = 0;
-}
-
-static void on_kick(h2o_timeout_entry_t *entry)
-{
-    pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, kick, entry);
-    complete_all(db, &db->d_head, &db->d_tail, 503);
-    maybe_send_batches(db);
-}
-
-static void schedule_kick(pw_db_t *db)
-{
-    if (!h2o_timeout_is_linked(&db->kick))
-        h2o_timeout_link(db->loop, &db->zero, &db->kick);
+    c->db->queued_len += c->group_len;
+    h2o_linklist_insert_list(c->db->queued.next, &c->group);
+    c->group_len = 0;
 }
 
 static int any_conn_ready(const pw_db_t *db)
@@ -196,9 +173,17 @@ static int any_conn_ready(const pw_db_t *db)
     return 0;
 }
 
+static int all_down(const pw_db_t *db)
+{
+    for (int i = 0; i < db->n_conns; i++)
+        if (db->conns[i].state != DB_DOWN)
+            return 0;
+    return 1;
+}
+
 /* ---- the socket ---- */
 
-static void close_socket(pw_conn_t *c)
+static void close_socket(db_conn_t *c)
 {
     if (c->sock != NULL) {
         h2o_socket_close(c->sock); /* closes our dup only */
@@ -209,7 +194,7 @@ static void close_socket(pw_conn_t *c)
 }
 
 /* (Re)wraps PQsocket() when it changed (libpq may switch sockets while connecting). */
-static int wrap_socket(pw_conn_t *c)
+static int wrap_socket(db_conn_t *c)
 {
     int fd = PQsocket(c->pg);
     struct stat st;
@@ -230,7 +215,7 @@ static int wrap_socket(pw_conn_t *c)
 
 static void on_writable(h2o_socket_t *sock, const char *err)
 {
-    pw_conn_t *c = sock->data;
+    db_conn_t *c = sock->data;
     (void)err;
     c->want_write = 0;
     int rc = PQflush(c->pg);
@@ -243,7 +228,7 @@ static void on_writable(h2o_socket_t *sock, const char *err)
 }
 
 /* Sends what libpq buffered; waits for writability when the socket is full. */
-static int flush_output(pw_conn_t *c)
+static int flush_output(db_conn_t *c)
 {
     int rc = PQflush(c->pg);
     if (rc < 0)
@@ -257,7 +242,7 @@ static int flush_output(pw_conn_t *c)
 
 /* ---- connecting ---- */
 
-static void schedule_reconnect(pw_conn_t *c)
+static void schedule_reconnect(db_conn_t *c)
 {
     c->backoff_ticks = c->backoff_ticks == 0 ? 1 : c->backoff_ticks * 2;
     if (c->backoff_ticks > PW_DB_MAX_BACKOFF_TICKS)
@@ -278,7 +263,7 @@ static const char *const connect_keys[] = {"application_name", "connect_timeout"
                                            "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname",
                                            "client_encoding", NULL};
 
-static void start_connect(pw_conn_t *c)
+static void start_connect(db_conn_t *c)
 {
     const char *vals[] = {"pushworker", "5", "1", "5", "2", "3", "10000", c->db->cfg->database_url, "UTF8", NULL};
     c->pg = PQconnectStartParams(connect_keys, vals, 1);
@@ -301,7 +286,7 @@ static void start_connect(pw_conn_t *c)
 
 static void on_retry(h2o_timeout_entry_t *entry)
 {
-    pw_conn_t *c = H2O_STRUCT_FROM_MEMBER(pw_conn_t, retry_entry, entry);
+    db_conn_t *c = H2O_STRUCT_FROM_MEMBER(db_conn_t, retry_entry, entry);
     if (--c->retry_ticks_left > 0) {
         h2o_timeout_link(c->db->loop, &c->db->retry, &c->retry_entry);
         return;
@@ -311,10 +296,10 @@ static void on_retry(h2o_timeout_entry_t *entry)
 
 #define PW_SETUP_STMT "pw_setup"
 
-static void send_prepares(pw_conn_t *c)
+static void send_prepares(db_conn_t *c)
 {
     /* Behind a transaction-mode pooler a prepared statement would be gone (or another client's)
-       by the next transaction; a plain query still checks that the schema is there. Otherwise
+       by the next transaction; the statement's check query still checks that the schema is there. Otherwise
        the statements are prepared, and the group's planned once (plan_cache_mode, set in each
        transaction by the setup statement): a custom plan per group cost the server about 1 ms
        more per transaction than executing it (measured: 1.46 ms against 0.40 ms for 16
@@ -322,7 +307,7 @@ static void send_prepares(pw_conn_t *c)
        query reads the server's encoding (checked in on_prepared). */
     int sent = PQsendQueryParams(c->pg, "SELECT current_setting('server_encoding')", 0, NULL, NULL, NULL, NULL, 0);
     if (c->db->cfg->pooler_transaction)
-        sent = sent && PQsendQueryParams(c->pg, "SELECT 1 FROM pubsub_receipts LIMIT 0", 0, NULL, NULL, NULL, NULL, 0);
+        sent = sent && PQsendQueryParams(c->pg, c->db->stmt->check_sql, 0, NULL, NULL, NULL, NULL, 0);
     else
         sent = sent && PQsendPrepare(c->pg, PW_SETUP_STMT, c->db->setup_sql, 0, NULL) &&
                PQsendPrepare(c->pg, c->db->stmt->name, c->db->stmt->sql, c->db->stmt->ncols, NULL);
@@ -338,7 +323,7 @@ static void send_prepares(pw_conn_t *c)
 
 static void on_connect_event(h2o_socket_t *sock, const char *err)
 {
-    pw_conn_t *c = sock->data;
+    db_conn_t *c = sock->data;
     (void)err;
     c->want_write = 0;
     switch (PQconnectPoll(c->pg)) {
@@ -369,12 +354,12 @@ failed:
 
 /* ---- results ---- */
 
-static int sqlstate_class_is(const pw_conn_t *c, const char *cls)
+static int sqlstate_class_is(const db_conn_t *c, const char *cls)
 {
     return c->sqlstate[0] == cls[0] && c->sqlstate[1] == cls[1];
 }
 
-static void on_prepared(pw_conn_t *c)
+static void on_prepared(db_conn_t *c)
 {
     /* The encoding first: it was read by the first query, whatever failed after it. */
     if (c->server_encoding[0] != '\0' && strcmp(c->server_encoding, "UTF8") != 0) {
@@ -403,25 +388,27 @@ static void on_prepared(pw_conn_t *c)
     c->backoff_ticks = 0;
     atomic_store(&c->db->ready, 1);
     pw_log_info("database: connected and ready (server %d)", PQserverVersion(c->pg));
-    maybe_send_batches(c->db);
+    maybe_send_groups(c->db);
 }
 
-/* Answers the group's jobs 503 after logging why (not about the data: Pub/Sub redelivers). */
-static void fail_batch(pw_conn_t *c)
+/* Answers the group (after logging why when it is an error: PostgreSQL said nothing about the data). */
+static void answer_group(db_conn_t *c, int result)
 {
-    char esc[300];
-    pw_log_error("database: group of %zu pushes failed (%s: %s); answering 503", c->b_len, c->sqlstate,
-                 pw_log_escape(c->errmsg, esc, sizeof esc));
-    complete_all(c->db, &c->b_head, &c->b_tail, 503);
-    c->b_len = 0;
+    if (result == PW_EUNAVAIL) {
+        char esc[300];
+        pw_log_error("database: group of %zu jobs failed (%s: %s); answering unavailable", c->group_len, c->sqlstate,
+                     pw_log_escape(c->errmsg, esc, sizeof esc));
+    }
+    complete_all(c->db, &c->group, result, result == 0 ? "" : c->sqlstate, result == 0 ? "" : c->errmsg);
+    c->group_len = 0;
 }
 
-/* Puts the group back at the head of the queue, each push to be written alone. */
-static void split_batch(pw_conn_t *c)
+/* Puts the group back at the head of the queue, each job to be written alone. */
+static void split_group(db_conn_t *c)
 {
-    for (pw_db_job_t *j = c->b_head; j != NULL; j = j->next)
-        j->solo = 1;
-    requeue_batch(c);
+    for (h2o_linklist_t *n = c->group.next; n != &c->group; n = n->next)
+        job_of(n)->solo = 1;
+    requeue_group(c);
 }
 
 static void arm_backoff(pw_db_t *db)
@@ -431,63 +418,47 @@ static void arm_backoff(pw_db_t *db)
 }
 
 /*
- * A serialization failure or deadlock. Nothing was written. A group is split: its pushes are
- * written one by one at once (the others are not held back by one that keeps failing). A push
+ * A serialization failure or deadlock. Nothing was written. A group is split: its jobs are
+ * written one by one at once (the others are not held back by one that keeps failing). A job
  * that fails alone waits out of the queue for a jittered, doubling backoff, a bounded number of
- * times, then is answered 503.
+ * times, then is answered PW_ECONFLICT.
  */
-static void on_conflict(pw_conn_t *c)
+static void on_conflict(db_conn_t *c)
 {
     pw_db_t *db = c->db;
-    if (c->b_len > 1) {
-        pw_log_warning("database: group of %zu pushes hit %s; writing them one by one", c->b_len, c->sqlstate);
-        split_batch(c);
+    if (c->group_len > 1) {
+        pw_log_warning("database: group of %zu jobs hit %s; writing them one by one", c->group_len, c->sqlstate);
+        split_group(c);
         return;
     }
-    pw_db_job_t *j = c->b_head;
-    c->b_head = c->b_tail = NULL;
-    c->b_len = 0;
+    pw_db_job_t *j = job_of(c->group.next);
     if (++j->attempts > PW_DB_MAX_CONFLICT_RETRIES) {
-        pw_log_warning("database: a push hit %s %d times; answering 503", c->sqlstate, j->attempts);
-        complete(db, j, 503);
+        pw_log_warning("database: a job hit %s %d times; giving up", c->sqlstate, j->attempts);
+        answer_group(c, PW_ECONFLICT);
         return;
     }
+    h2o_linklist_unlink(&j->link);
+    c->group_len = 0;
     db->rng = db->rng * 1103515245u + 12345u;
     double delay = (double)(PW_DB_CONFLICT_BACKOFF_MS << (j->attempts - 1));
     j->due_ms = pw_now_ms() + delay / 2 + (double)((db->rng >> 8) % 1000) * delay / 1000.0;
     j->solo = 1;
-    list_push(&db->r_head, &db->r_tail, j);
+    h2o_linklist_insert(&db->waiting, &j->link);
     arm_backoff(db);
 }
 
-/* 1 when the error is about the data of a push (PostgreSQL refuses it: class 22, 23 or 54). */
-static int refused_data(const pw_conn_t *c)
+/* 1 when the error is about the data (PostgreSQL refuses it: class 22, 23 or 54). */
+static int refused_data(const db_conn_t *c)
 {
     return sqlstate_class_is(c, "22") || sqlstate_class_is(c, "23") || sqlstate_class_is(c, "54");
 }
 
-/* A push written alone was refused (accepted = 0), or passed a trial: its next rung, or 503. */
-static void climb_ladder(pw_conn_t *c, int accepted)
-{
-    pw_db_job_t *j = c->b_head;
-    if (!accepted && !j->push->dry_run && j->push->ladder == NULL)
-        pw_log_warning("database: a push's rows were refused (%s); looking for what can be kept", c->sqlstate);
-    if (pw_push_next_rung(j->push, accepted, c->sqlstate, c->errmsg)) {
-        j->solo = 1; /* a trial is rolled back: never with another push */
-        requeue_batch(c);
-        return;
-    }
-    pw_log_error("database: a push was refused even as a bare dead letter (%s); answering 503", c->sqlstate);
-    complete_all(c->db, &c->b_head, &c->b_tail, 503);
-    c->b_len = 0;
-}
-
 /* The group's transaction ended: answer it, or decide how to retry it. */
-static void on_batch_done(pw_conn_t *c)
+static void on_group_done(db_conn_t *c)
 {
     c->state = DB_IDLE;
     c->idle_since_ms = pw_now_ms();
-    if (c->b_len == 0) {
+    if (c->group_len == 0) {
         /* A probe: the server answers. An error on it means the session is not usable. */
         if (c->failed) {
             char why[400];
@@ -496,65 +467,62 @@ static void on_batch_done(pw_conn_t *c)
         }
         return;
     }
-    int trial = c->b_len == 1 && c->b_head->push->dry_run;
+    int trial = c->group_len == 1 && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0;
     if (c->failed && !(trial && c->failed_query == PW_Q_ROLLBACK))
         pw_metrics_inc(&c->db->metrics->db_errors, 1);
     if (trial && c->failed && c->failed_query == PW_Q_ROLLBACK) {
-        climb_ladder(c, 1); /* the statement passed; the trial was rolled back as meant */
+        answer_group(c, 0); /* the statement passed; the trial was rolled back as meant */
     } else if (!c->failed) {
         assert(!trial);
         pw_metrics_observe_seconds(&c->db->metrics->db_tx_seconds, (pw_now_ms() - c->sent_ms) / 1000.0);
-        pw_metrics_observe_count(&c->db->metrics->batch_pushes, (double)c->b_len);
-        complete_all(c->db, &c->b_head, &c->b_tail, 204);
-        c->b_len = 0;
+        pw_metrics_observe_count(&c->db->metrics->batch_pushes, (double)c->group_len);
+        answer_group(c, 0);
     } else if (sqlstate_class_is(c, "40")) {
         on_conflict(c);
     } else if (strcmp(c->sqlstate, "55P03") == 0 || strcmp(c->sqlstate, "57014") == 0) {
         /* A lock not granted within lock_timeout, or the statement cancelled by statement_timeout:
-           write the pushes one by one, so the others commit and only the one that waits fails. */
-        if (c->b_len > 1) {
-            pw_log_warning("database: group of %zu pushes hit %s; writing them one by one", c->b_len, c->sqlstate);
-            split_batch(c);
+           write the jobs one by one, so the others commit and only the one that waits fails. */
+        if (c->group_len > 1) {
+            pw_log_warning("database: group of %zu jobs hit %s; writing them one by one", c->group_len, c->sqlstate);
+            split_group(c);
         } else {
             char esc[300];
-            pw_log_warning("database: a push hit %s (%s); answering 503", c->sqlstate,
-                           pw_log_escape(c->errmsg, esc, sizeof esc));
-            complete_all(c->db, &c->b_head, &c->b_tail, 503);
-            c->b_len = 0;
+            pw_log_warning("database: a job hit %s (%s)", c->sqlstate, pw_log_escape(c->errmsg, esc, sizeof esc));
+            answer_group(c, PW_ETIMEDOUT);
         }
     } else if (!refused_data(c) || c->failed_query != PW_Q_MAIN) {
-        fail_batch(c); /* not about the data (missing table, server shutting down...) */
-    } else if (c->b_len > 1) {
-        /* Some push's data was refused: write each push alone, so one cannot fail its neighbours. */
-        split_batch(c);
+        answer_group(c, PW_EUNAVAIL); /* not about the data (missing table, server shutting down...) */
+    } else if (c->group_len > 1) {
+        /* Some job's data was refused: write each alone, so one cannot fail its neighbours. */
+        split_group(c);
     } else {
-        climb_ladder(c, 0);
+        answer_group(c, PW_EREFUSED);
     }
-    maybe_send_batches(c->db);
+    maybe_send_groups(c->db);
 }
 
-/* The statement's second column lists the batch_index of every push whose receipt it inserted. */
-static void note_new_receipts(pw_conn_t *c, const PGresult *r)
+/* Rows of the statement's result whose first column names a job's key go to that job (see pw_db_job_t). */
+static void route_rows(db_conn_t *c, const PGresult *r)
 {
-    if (PQntuples(r) != 1 || PQnfields(r) < 2 || PQgetisnull(r, 0, 1))
+    int rows = PQntuples(r);
+    if (PQnfields(r) < 1)
         return;
-    const char *p = PQgetvalue(r, 0, 1);
-    pw_db_job_t *j = c->b_head;
-    int at = 0;
-    while (*p != '\0') {
-        char *end;
-        long idx = strtol(p, &end, 10);
-        if (end == p)
-            break;
-        for (; j != NULL && at < idx; j = j->next, at++)
-            ;
-        if (j != NULL && at == idx)
-            j->push->new_receipt = 1;
-        p = *end == ',' ? end + 1 : end;
+    for (int i = 0; i < rows; i++) {
+        if (PQgetisnull(r, i, 0))
+            continue;
+        const char *v = PQgetvalue(r, i, 0);
+        size_t len = (size_t)PQgetlength(r, i, 0);
+        for (h2o_linklist_t *n = c->group.next; n != &c->group; n = n->next) {
+            pw_db_job_t *j = job_of(n);
+            if (!j->got_row && j->key.base != NULL && j->key.len == len && memcmp(j->key.base, v, len) == 0) {
+                j->got_row = 1;
+                break;
+            }
+        }
     }
 }
 
-static void note_error(pw_conn_t *c, const PGresult *r)
+static void note_error(db_conn_t *c, const PGresult *r)
 {
     if (c->failed)
         return;
@@ -568,7 +536,7 @@ static void note_error(pw_conn_t *c, const PGresult *r)
 }
 
 /* Reads every result available without blocking. */
-static void read_results(pw_conn_t *c)
+static void read_results(db_conn_t *c)
 {
     while (c->syncs_pending > 0 && !PQisBusy(c->pg)) {
         PGresult *r = PQgetResult(c->pg);
@@ -579,9 +547,8 @@ static void read_results(pw_conn_t *c)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_FATAL_ERROR)
             note_error(c, r);
-        else if (st == PGRES_TUPLES_OK && c->state == DB_BUSY && c->query_at == PW_Q_MAIN && c->b_len > 0 &&
-                 !c->b_head->push->dry_run)
-            note_new_receipts(c, r);
+        else if (st == PGRES_TUPLES_OK && c->state == DB_BUSY && c->query_at == PW_Q_MAIN && c->group_len > 0)
+            route_rows(c, r); /* a trial's rows are routed too, but its answer ignores them */
         else if (st == PGRES_TUPLES_OK && c->state == DB_PREPARING && c->query_at == 0 && PQntuples(r) == 1)
             snprintf(c->server_encoding, sizeof c->server_encoding, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -590,7 +557,7 @@ static void read_results(pw_conn_t *c)
             if (c->state == DB_PREPARING)
                 on_prepared(c);
             else
-                on_batch_done(c);
+                on_group_done(c);
             return; /* the callbacks may have sent more; the next event continues */
         }
     }
@@ -598,7 +565,7 @@ static void read_results(pw_conn_t *c)
 
 static void on_readable(h2o_socket_t *sock, const char *err)
 {
-    pw_conn_t *c = sock->data;
+    db_conn_t *c = sock->data;
     (void)err;
     if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
         conn_lost(c, PQerrorMessage(c->pg));
@@ -616,11 +583,9 @@ static void on_readable(h2o_socket_t *sock, const char *err)
         PQfreemem(n);
 }
 
-static void conn_lost(pw_conn_t *c, const char *why)
+/* Closes the connection; its group is answered unavailable (the server may or may not have committed it). */
+static void conn_close(db_conn_t *c, const char *why)
 {
-    char esc[512];
-    pw_log_warning("database: connection unavailable (%s); its %zu push(es) in flight answered 503",
-                   pw_log_escape(why != NULL ? why : "unknown", esc, sizeof esc), c->b_len);
     close_socket(c);
     if (c->pg != NULL) {
         PQfinish(c->pg);
@@ -630,45 +595,60 @@ static void conn_lost(pw_conn_t *c, const char *why)
         pw_metrics_inc(&c->db->metrics->db_reconnects, 1);
     c->state = DB_DOWN;
     c->syncs_pending = 0;
-    complete_all(c->db, &c->b_head, &c->b_tail, 503);
-    c->b_len = 0;
-    /* The queue waits for the other connections, if any is still up; else Pub/Sub retries. */
+    complete_all(c->db, &c->group, PW_EUNAVAIL, "", why);
+    c->group_len = 0;
     atomic_store(&c->db->ready, any_conn_ready(c->db));
+}
+
+static void conn_lost(db_conn_t *c, const char *why)
+{
+    char esc[512];
+    pw_log_warning("database: connection unavailable (%s); its %zu job(s) in flight answered unavailable",
+                   pw_log_escape(why != NULL ? why : "unknown", esc, sizeof esc), c->group_len);
+    conn_close(c, "database connection lost");
+    /* The queue waits for the other connections, if any is still up; else the callers retry. */
     if (!any_conn_ready(c->db)) {
-        complete_all(c->db, &c->db->q_head, &c->db->q_tail, 503);
-        c->db->q_len = 0;
+        complete_all(c->db, &c->db->queued, PW_EUNAVAIL, "", "database unavailable");
+        c->db->queued_len = 0;
     }
-    schedule_reconnect(c);
+    if (!c->db->closing)
+        schedule_reconnect(c);
 }
 
 /* ---- sending a group ---- */
 
-/* Takes queued jobs for one transaction: up to batch_max pushes and batch_max_bytes, or one solo push. */
-static void take_batch(pw_conn_t *c)
+static size_t job_bytes(const pw_db_t *db, const pw_db_job_t *j)
 {
+    return j->ends[db->stmt->ncols - 1];
+}
+
+/* Takes queued jobs for one transaction: up to batch_max jobs and batch_max_bytes, or one job alone. */
+static void take_group(db_conn_t *c)
+{
+    pw_db_t *db = c->db;
     size_t bytes = 0;
-    while (c->db->q_head != NULL && c->b_len < (size_t)c->db->cfg->batch_max && bytes < c->db->cfg->batch_max_bytes) {
-        pw_db_job_t *j = c->db->q_head;
-        if (j->solo && c->b_len > 0)
+    while (!h2o_linklist_is_empty(&db->queued) && c->group_len < (size_t)db->cfg->batch_max && bytes < db->cfg->batch_max_bytes) {
+        pw_db_job_t *j = job_of(db->queued.next);
+        int alone = j->solo || (j->flags & (PW_DB_ALONE | PW_DB_TRIAL)) != 0;
+        if (alone && c->group_len > 0)
             break;
-        c->db->q_head = j->next;
-        if (c->db->q_head == NULL)
-            c->db->q_tail = NULL;
-        c->db->q_len--;
+        h2o_linklist_unlink(&j->link);
+        db->queued_len--;
         if (j->abandoned) {
-            complete(c->db, j, 503); /* already answered by its deadline; Pub/Sub will redeliver */
+            complete(db, j, PW_ECANCELED, "", "given up before it was sent");
             continue;
         }
-        list_push(&c->b_head, &c->b_tail, j);
-        c->b_len++;
-        bytes += j->push->raw_len;
-        if (j->solo)
+        j->got_row = 0;
+        h2o_linklist_insert(&c->group, &j->link);
+        c->group_len++;
+        bytes += job_bytes(db, j);
+        if (alone)
             break;
     }
 }
 
 /* Queues the setup statement (see pw_db_t.setup_sql) in the pipeline. */
-static int send_setup(pw_conn_t *c)
+static int send_setup(db_conn_t *c)
 {
     if (c->db->cfg->pooler_transaction)
         return PQsendQueryParams(c->pg, c->db->setup_sql, 0, NULL, NULL, NULL, NULL, 0);
@@ -676,7 +656,7 @@ static int send_setup(pw_conn_t *c)
 }
 
 /* Sends the pipeline queued since the last Sync; BUSY until its Sync comes back, within limit_ms. */
-static void send_sync(pw_conn_t *c, int sent, int limit_ms)
+static void send_sync(db_conn_t *c, int sent, int limit_ms)
 {
     if (!sent || !PQpipelineSync(c->pg) || flush_output(c) != 0) {
         conn_lost(c, PQerrorMessage(c->pg));
@@ -690,94 +670,117 @@ static void send_sync(pw_conn_t *c, int sent, int limit_ms)
     c->limit_ms = limit_ms;
 }
 
-static void send_batch(pw_conn_t *c)
+/* Joins the group's fragments into the statement's array parameters: column k is "{" f1 "," f2 ... "}". */
+static void join_fragments(db_conn_t *c)
 {
-    if (c->state != DB_IDLE || c->db->q_head == NULL)
-        return;
-    take_batch(c);
-    if (c->b_len == 0)
-        return;
-    assert(c->b_head != NULL);
-    const pw_stmt_t *s = c->db->stmt;
-    pw_cols_begin(&c->db->cols, s->ncols);
-    int index = 0;
-    for (pw_db_job_t *j = c->b_head; j != NULL; j = j->next) {
-        assert(!j->push->dry_run || c->b_len == 1); /* a trial is rolled back: alone */
-        j->push->batch_index = index++;
-        j->push->new_receipt = 0;
-        s->append(&c->db->cols, j->push);
+    pw_db_t *db = c->db;
+    for (int k = 0; k < db->stmt->ncols; k++) {
+        pw_buf_t *b = &db->params[k];
+        b->len = 0;
+        pw_buf_appendc(b, '{');
+        int first = 1;
+        for (h2o_linklist_t *n = c->group.next; n != &c->group; n = n->next) {
+            const pw_db_job_t *j = job_of(n);
+            uint32_t lo = k == 0 ? 0 : j->ends[k - 1], hi = j->ends[k];
+            if (hi == lo)
+                continue;
+            if (!first)
+                pw_buf_appendc(b, ',');
+            pw_buf_append(b, j->frags + lo, hi - lo);
+            first = 0;
+        }
+        pw_buf_appendc(b, '}');
+        pw_buf_appendc(b, '\0');
     }
-    pw_cols_finish(&c->db->cols);
-    const char *values[PW_COLS_MAX];
+}
+
+static void send_group(db_conn_t *c)
+{
+    pw_db_t *db = c->db;
+    if (c->state != DB_IDLE || h2o_linklist_is_empty(&db->queued))
+        return;
+    take_group(c);
+    if (c->group_len == 0)
+        return;
+    const pw_db_stmt_t *s = db->stmt;
+    join_fragments(c);
+    const char *values[PW_DB_COLS_MAX];
     for (int k = 0; k < s->ncols; k++)
-        values[k] = c->db->cols.col[k].base;
+        values[k] = db->params[k].base;
     /* The settings, the statement, then Sync: the implicit transaction commits at the Sync (a
        trial's last query fails, which rolls it back). */
-    int sent = send_setup(c) &&
-               (c->db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, s->sql, s->ncols, NULL, values, NULL, NULL, 0)
-                                               : PQsendQueryPrepared(c->pg, s->name, s->ncols, values, NULL, NULL, 0));
-    if (sent && c->b_head->push->dry_run)
+    int sent = send_setup(c) && (db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, s->sql, s->ncols, NULL, values, NULL, NULL, 0)
+                                                             : PQsendQueryPrepared(c->pg, s->name, s->ncols, values, NULL, NULL, 0));
+    if (sent && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0)
         sent = PQsendQueryParams(c->pg, "SELECT 1 / 0 AS pushworker_trial_rolls_back", 0, NULL, NULL, NULL, NULL, 0);
-    send_sync(c, sent, c->db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
+    send_sync(c, sent, db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
 }
 
-/* Gives a group to every idle connection while pushes are waiting. */
-static void maybe_send_batches(pw_db_t *db)
+/* Gives a group to every idle connection while jobs are waiting. */
+static void maybe_send_groups(pw_db_t *db)
 {
-    for (int i = 0; i < db->n_conns && db->q_head != NULL; i++)
-        send_batch(&db->conns[i]);
+    for (int i = 0; i < db->n_conns && !h2o_linklist_is_empty(&db->queued); i++)
+        send_group(&db->conns[i]);
 }
 
-/* ---- timers: conflicts' backoff, the watchdog ---- */
-
-static int all_down(const pw_db_t *db)
-{
-    for (int i = 0; i < db->n_conns; i++)
-        if (db->conns[i].state != DB_DOWN)
-            return 0;
-    return 1;
-}
+/* ---- timers: conflicts' backoff, the watchdog, the drain ---- */
 
 /* Conflicts whose backoff is over go to the end of the queue (never ahead of the others). */
 static void on_backoff(h2o_timeout_entry_t *entry)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, backoff_entry, entry);
     double now = pw_now_ms();
-    pw_db_job_t *j = db->r_head, *keep_head = NULL, *keep_tail = NULL;
-    db->r_head = db->r_tail = NULL;
-    while (j != NULL) {
-        pw_db_job_t *next = j->next;
-        if (j->abandoned || all_down(db)) {
-            complete(db, j, 503);
+    h2o_linklist_t *n = db->waiting.next;
+    while (n != &db->waiting) {
+        pw_db_job_t *j = job_of(n);
+        n = n->next;
+        if (j->abandoned) {
+            complete(db, j, PW_ECANCELED, "", "given up while waiting for a retry");
+        } else if (all_down(db)) {
+            complete(db, j, PW_EUNAVAIL, "", "database unavailable");
         } else if (j->due_ms <= now) {
-            list_push(&db->q_head, &db->q_tail, j);
-            db->q_len++;
-        } else {
-            list_push(&keep_head, &keep_tail, j);
+            h2o_linklist_unlink(&j->link);
+            enqueue(db, j);
         }
-        j = next;
     }
-    db->r_head = keep_head;
-    db->r_tail = keep_tail;
-    if (db->r_head != NULL)
+    if (!h2o_linklist_is_empty(&db->waiting))
         arm_backoff(db);
-    maybe_send_batches(db);
+    maybe_send_groups(db);
 }
 
 /* Asks an idle connection's server to answer (the setup statement, which writes nothing). */
-static void send_probe(pw_conn_t *c)
+static void send_probe(db_conn_t *c)
 {
     send_sync(c, send_setup(c), PW_DB_PROBE_LIMIT_MS);
+}
+
+/* From the drain deadline on, or when stopping: everything is answered at once; nothing waits for the server. */
+static void close_all(pw_db_t *db, const char *why)
+{
+    db->closing = 1;
+    complete_all(db, &db->queued, PW_EUNAVAIL, "", why);
+    db->queued_len = 0;
+    complete_all(db, &db->waiting, PW_EUNAVAIL, "", why);
+    for (int i = 0; i < db->n_conns; i++) {
+        db_conn_t *c = &db->conns[i];
+        h2o_timeout_unlink(&c->retry_entry);
+        conn_close(c, why);
+    }
+    atomic_store(&db->ready, 0);
 }
 
 static void on_watch(h2o_timeout_entry_t *entry)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, watch_entry, entry);
     double now = pw_now_ms();
-    for (int i = 0; i < db->n_conns; i++) {
-        pw_conn_t *c = &db->conns[i];
-        if ((c->state == DB_CONNECTING || c->state == DB_PREPARING || c->state == DB_BUSY) &&
-            now - c->sent_ms > c->limit_ms) {
+    double drain_at = atomic_load(&db->drain_at);
+    if (drain_at > 0 && now >= drain_at && !db->closing) {
+        pw_log_warning("database: drain deadline passed; answering what is left unavailable");
+        close_all(db, "the drain deadline passed before it was committed");
+    }
+    for (int i = 0; i < db->n_conns && !db->closing; i++) {
+        db_conn_t *c = &db->conns[i];
+        if ((c->state == DB_CONNECTING || c->state == DB_PREPARING || c->state == DB_BUSY) && now - c->sent_ms > c->limit_ms) {
             char why[160];
             snprintf(why, sizeof why, "no answer from the server within %d ms%s", c->limit_ms,
                      c->state == DB_BUSY ? "" : " of connecting");
@@ -789,67 +792,92 @@ static void on_watch(h2o_timeout_entry_t *entry)
     h2o_timeout_link(db->loop, &db->watch, &db->watch_entry);
 }
 
-/* ---- public ---- */
+/* ---- the thread ---- */
 
-/* Queues a job on the home loop (or answers it 503 from the loop when the database is down or full). */
-static void submit_here(pw_db_t *db, pw_db_job_t *job)
-{
-    job->next = NULL;
-    job->attempts = 0;
-    job->solo = 0;
-    int down = all_down(db);
-    if (db->closing) {
-        complete(db, job, 503); /* only jobs of other loops get here: the answer is a message */
-        return;
-    }
-    if (down || db->q_len >= (size_t)db->cfg->queue_max) {
-        list_push(&db->d_head, &db->d_tail, job); /* 503 from the loop, not from here */
-    } else {
-        list_push(&db->q_head, &db->q_tail, job);
-        db->q_len++;
-    }
-    schedule_kick(db);
-}
-
-/* Jobs from the other loops. */
+/* Jobs from the ports. */
 static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, inbox, receiver);
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_linklist_t *node = messages->next;
-        assert(node->next != NULL && node->prev == messages); /* a circular list: every node is linked both ways */
-        h2o_linklist_unlink(node);
-        submit_here(db, H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, node));
+        pw_db_job_t *j = H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, messages->next);
+        h2o_linklist_unlink(&j->msg.link);
+        j->attempts = 0;
+        j->solo = 0;
+        j->got_row = 0;
+        if (db->closing)
+            complete(db, j, PW_EUNAVAIL, "", "shutting down");
+        else if (all_down(db))
+            complete(db, j, PW_EUNAVAIL, "", "database unavailable");
+        else if (db->queued_len >= (size_t)db->cfg->queue_max)
+            complete(db, j, PW_EUNAVAIL, "", "database queue full");
+        else
+            enqueue(db, j);
+    }
+    maybe_send_groups(db);
+}
+
+/* pw_db_drain and pw_db_free reach the thread here (the messages only wake it: the state is in atomics). */
+static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, control, receiver);
+    while (!h2o_linklist_is_empty(messages))
+        h2o_linklist_unlink(messages->next);
+    /* The watchdog's tick notices the drain deadline; check it now too. */
+    if (h2o_timeout_is_linked(&db->watch_entry)) {
+        h2o_timeout_unlink(&db->watch_entry);
+        on_watch(&db->watch_entry);
     }
 }
 
-/* Answers, back on the loop the jobs came from. */
+static void *run(void *arg)
+{
+    pw_db_t *db = arg;
+    while (!atomic_load(&db->stop))
+        h2o_evloop_run(db->loop, INT32_MAX);
+    close_all(db, "shutting down");
+    h2o_timeout_unlink(&db->backoff_entry);
+    h2o_timeout_unlink(&db->watch_entry);
+    if (atomic_load(&db->outstanding) > 0)
+        pw_log_error("database: %ld job(s) submitted but never received to be answered", atomic_load(&db->outstanding));
+    h2o_multithread_unregister_receiver(db->queue, &db->inbox);
+    h2o_multithread_unregister_receiver(db->queue, &db->control);
+    h2o_timeout_dispose(db->loop, &db->retry);
+    h2o_timeout_dispose(db->loop, &db->backoff);
+    h2o_timeout_dispose(db->loop, &db->watch);
+    return NULL;
+}
+
+/* Answers, back on the thread the jobs came from. */
 static void on_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     (void)receiver;
     while (!h2o_linklist_is_empty(messages)) {
         pw_db_job_t *j = H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, messages->next);
         h2o_linklist_unlink(&j->msg.link);
-        j->on_done(j, j->status);
+        j->on_done(j);
     }
 }
 
-pw_db_t *pw_db_new(h2o_context_t *ctx, const pw_config_t *cfg, pw_metrics_t *metrics)
+/* ---- public ---- */
+
+pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_t *metrics)
 {
+    assert(stmt->ncols > 0 && stmt->ncols <= PW_DB_COLS_MAX);
     pw_db_t *db = pw_xcalloc(1, sizeof *db);
-    h2o_loop_t *loop = ctx->loop;
-    db->loop = loop;
+    db->loop = h2o_evloop_create();
+    db->queue = h2o_multithread_create_queue(db->loop);
     db->cfg = cfg;
+    db->stmt = stmt;
     db->metrics = metrics;
-    db->stmt = pw_dispatch_statement();
     db->n_conns = cfg->db_connections;
     db->conns = pw_xcalloc((size_t)db->n_conns, sizeof *db->conns);
-    h2o_multithread_register_receiver(ctx->queue, &db->inbox, on_inbox);
-    h2o_timeout_init(loop, &db->zero, 0);
-    h2o_timeout_init(loop, &db->retry, PW_DB_RETRY_TICK_MS);
-    h2o_timeout_init(loop, &db->backoff, PW_DB_BACKOFF_TICK_MS);
-    h2o_timeout_init(loop, &db->watch, PW_DB_WATCH_TICK_MS);
-    db->kick.cb = on_kick;
+    h2o_linklist_init_anchor(&db->queued);
+    h2o_linklist_init_anchor(&db->waiting);
+    h2o_multithread_register_receiver(db->queue, &db->inbox, on_inbox);
+    h2o_multithread_register_receiver(db->queue, &db->control, on_control);
+    h2o_timeout_init(db->loop, &db->retry, PW_DB_RETRY_TICK_MS);
+    h2o_timeout_init(db->loop, &db->backoff, PW_DB_BACKOFF_TICK_MS);
+    h2o_timeout_init(db->loop, &db->watch, PW_DB_WATCH_TICK_MS);
     db->backoff_entry.cb = on_backoff;
     db->watch_entry.cb = on_watch;
     db->rng = (unsigned)getpid() ^ (unsigned)pw_now_ms();
@@ -858,43 +886,41 @@ pw_db_t *pw_db_new(h2o_context_t *ctx, const pw_config_t *cfg, pw_metrics_t *met
              "SELECT set_config('lock_timeout', '%d', true), set_config('statement_timeout', '%d', true),"
              " set_config('plan_cache_mode', 'force_generic_plan', true)",
              cfg->lock_timeout_ms, cfg->statement_timeout_ms);
-    h2o_timeout_link(loop, &db->watch, &db->watch_entry);
+    h2o_timeout_link(db->loop, &db->watch, &db->watch_entry);
     for (int i = 0; i < db->n_conns; i++) {
-        pw_conn_t *c = &db->conns[i];
+        db_conn_t *c = &db->conns[i];
         c->db = db;
         c->sock_fd = -1;
         c->retry_entry.cb = on_retry;
+        h2o_linklist_init_anchor(&c->group);
         start_connect(c);
+    }
+    /* From here on only the thread touches the loop. */
+    if (pthread_create(&db->tid, NULL, run, db) != 0) {
+        pw_log_error("database: cannot start its thread");
+        abort();
     }
     return db;
 }
 
-pw_db_port_t *pw_db_port_new(pw_db_t *db, h2o_context_t *ctx, int home)
+pw_db_port_t *pw_db_port_new(pw_db_t *db, h2o_context_t *ctx)
 {
     pw_db_port_t *port = pw_xcalloc(1, sizeof *port);
     port->db = db;
-    port->home = home;
     port->queue = ctx->queue;
-    if (!home)
-        h2o_multithread_register_receiver(ctx->queue, &port->answers, on_answers);
+    h2o_multithread_register_receiver(ctx->queue, &port->answers, on_answers);
     return port;
 }
 
 void pw_db_submit(pw_db_port_t *port, pw_db_job_t *job)
 {
+    assert(job->on_done != NULL && job->ends != NULL);
     atomic_fetch_add(&port->db->outstanding, 1);
-    if (port->home) {
-        job->port = NULL;
-        submit_here(port->db, job);
-    } else {
-        job->port = port;
-        h2o_multithread_send_message(&port->db->inbox, &job->msg);
-    }
-}
-
-long pw_db_outstanding(const pw_db_t *db)
-{
-    return atomic_load(&((pw_db_t *)db)->outstanding);
+    job->port = port;
+    job->result = 0;
+    job->got_row = 0;
+    job->sqlstate[0] = job->message[0] = '\0';
+    h2o_multithread_send_message(&port->db->inbox, &job->msg);
 }
 
 int pw_db_ready(const pw_db_t *db)
@@ -902,12 +928,18 @@ int pw_db_ready(const pw_db_t *db)
     return atomic_load(&((pw_db_t *)db)->ready);
 }
 
+void pw_db_drain(pw_db_t *db, double deadline_ms)
+{
+    double none = 0;
+    if (atomic_compare_exchange_strong(&db->drain_at, &none, deadline_ms))
+        h2o_multithread_send_message(&db->control, &db->drain_msg);
+}
+
 void pw_db_port_free(pw_db_port_t *port)
 {
     if (port == NULL)
         return;
-    if (!port->home)
-        h2o_multithread_unregister_receiver(port->queue, &port->answers);
+    h2o_multithread_unregister_receiver(port->queue, &port->answers);
     free(port);
 }
 
@@ -915,35 +947,13 @@ void pw_db_free(pw_db_t *db)
 {
     if (db == NULL)
         return;
-    db->closing = 1;
-    h2o_timeout_unlink(&db->kick);
-    h2o_timeout_unlink(&db->backoff_entry);
-    h2o_timeout_unlink(&db->watch_entry);
-    complete_all(db, &db->d_head, &db->d_tail, 503);
-    complete_all(db, &db->q_head, &db->q_tail, 503);
-    complete_all(db, &db->r_head, &db->r_tail, 503);
-    for (int i = 0; i < db->n_conns; i++) {
-        pw_conn_t *c = &db->conns[i];
-        h2o_timeout_unlink(&c->retry_entry);
-        complete_all(db, &c->b_head, &c->b_tail, 503);
-        close_socket(c);
-        if (c->pg != NULL)
-            PQfinish(c->pg);
-        c->pg = NULL;
-        c->state = DB_DOWN;
-    }
-    atomic_store(&db->ready, 0);
-    /* Jobs other loops sent before they stopped submitting may still be in the inbox: answer them. */
-    for (int spins = 0; atomic_load(&db->outstanding) > 0 && spins < 1000; spins++)
-        h2o_evloop_run(db->loop, 1);
-    if (atomic_load(&db->outstanding) > 0)
-        pw_log_error("database: %ld job(s) never came back to be answered", atomic_load(&db->outstanding));
-    h2o_multithread_unregister_receiver(db->inbox.queue, &db->inbox);
-    h2o_timeout_dispose(db->loop, &db->zero);
-    h2o_timeout_dispose(db->loop, &db->retry);
-    h2o_timeout_dispose(db->loop, &db->backoff);
-    h2o_timeout_dispose(db->loop, &db->watch);
-    pw_cols_dispose(&db->cols);
+    atomic_store(&db->stop, 1);
+    h2o_multithread_send_message(&db->control, &db->stop_msg);
+    pthread_join(db->tid, NULL);
+    for (int k = 0; k < PW_DB_COLS_MAX; k++)
+        pw_buf_dispose(&db->params[k]);
+    h2o_multithread_destroy_queue(db->queue);
+    h2o_evloop_destroy(db->loop);
     free(db->conns);
     free(db);
 }
