@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 
 /* ---- is it wrapped? A shallow scan of the top-level object, never building a tree. ---- */
@@ -489,4 +490,9 @@ void pw_envelope_dispose(pw_envelope_t *env)
     free(env->data);
     free(env->copies);
     memset(env, 0, sizeof(*env));
+}
+
+int pw_envelope_id_usable(pw_str_t id)
+{
+    return id.base != NULL && id.len > 0 && memchr(id.base, '\0', id.len) == NULL && pw_json_utf8_invalid_at(id.base, id.len) == id.len;
 }

@@ -72,6 +72,10 @@ typedef struct {
  */
 int pw_envelope_salvage_ids(const char *body, size_t len, pw_salvaged_ids_t *ids);
 
+/* 1 when an id (subscription, message id) can be stored as text and read by a person: not
+   empty, valid UTF-8, no NUL. An id that is not would make every write of its push fail. */
+int pw_envelope_id_usable(pw_str_t id);
+
 /* Releases what env owns; idempotent, and safe on a zeroed struct. */
 void pw_envelope_dispose(pw_envelope_t *env);
 

@@ -1,4 +1,4 @@
-/* Builds PostgreSQL array literals for the batched statements. */
+/* Encodes rows as fragments of PostgreSQL array literals, for the executor to join (worker/db.h). */
 #include "worker/cols.h"
 
 #include <assert.h>
@@ -12,16 +12,8 @@ void pw_cols_begin(pw_cols_t *c, int ncols)
     c->ncols = ncols;
     c->nrows = 0;
     c->replaced = 0;
-    for (int i = 0; i < ncols; i++) {
+    for (int i = 0; i < ncols; i++)
         pw_buf_reset(&c->col[i]);
-        pw_buf_appendc(&c->col[i], '{');
-    }
-}
-
-void pw_cols_finish(pw_cols_t *c)
-{
-    for (int i = 0; i < c->ncols; i++)
-        pw_buf_appendc(&c->col[i], '}');
 }
 
 void pw_cols_dispose(pw_cols_t *c)
@@ -34,7 +26,7 @@ static pw_buf_t *next_elem(pw_cols_t *c, int i)
 {
     assert(i >= 0 && i < c->ncols);
     pw_buf_t *b = &c->col[i];
-    if (b->len > 1)
+    if (b->len > 0)
         pw_buf_appendc(b, ',');
     return b;
 }

@@ -1,4 +1,4 @@
-/* Statement parameters as PostgreSQL array literals: one text array per column, one element per row. */
+/* Statement parameters as fragments of PostgreSQL array literals: one per column, one element per row. */
 #ifndef PW_COLS_H
 #define PW_COLS_H
 
@@ -21,10 +21,9 @@ typedef struct {
     size_t replaced; /* NUL bytes replaced by U+FFFD */
 } pw_cols_t;
 
-/* Starts an empty set of ncols arrays ("{" each). */
+/* Starts ncols empty columns. Each column is then a fragment of an array literal: its elements,
+   comma-separated, without the braces (the executor joins fragments: worker/db.h). */
 void pw_cols_begin(pw_cols_t *c, int ncols);
-/* Closes every array ("}"); the literals are then c->col[i].base. */
-void pw_cols_finish(pw_cols_t *c);
 /* Frees the buffers. Idempotent. */
 void pw_cols_dispose(pw_cols_t *c);
 

@@ -1,15 +1,15 @@
-/* Decodes a push (envelope -> base64 -> webhook) and routes it: rows for the handlers, or a dead letter. */
+/* Dispatch: decodes a push, has the handlers encode its rows on its own loop, submits them to the executor, and decides what became of it. */
 #include "worker/dispatch.h"
 
-#include <assert.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto/jscan.h"
+#include "worker/db.h"
 #include "worker/handlers.h"
+#include "worker/log.h"
 #include "worker/util.h"
 
 static void pw_ladder_free(pw_push_t *p);
@@ -22,26 +22,20 @@ static void set_dead(pw_push_t *p, const char *step, const char *why)
     snprintf(p->dead_reason, n, "%s: %s", step, why);
 }
 
-/* An id PostgreSQL can store as text and a person can read: valid UTF-8, no NUL, not empty. */
-static int usable_id(pw_str_t s)
-{
-    return s.base != NULL && s.len > 0 && memchr(s.base, '\0', s.len) == NULL && pw_json_utf8_invalid_at(s.base, s.len) == s.len;
-}
-
 /*
  * An envelope that failed to decode (bad base64, a member of the wrong type...) may still name its
- * subscription and message id: recover them, so the dead letter is kept once and a redelivery
- * is recognised.
+ * subscription and message id: recover them (proto/pubsub.c), so the dead letter is kept once
+ * and a redelivery is recognised.
  */
 static void salvage_ids(pw_push_t *p, const char *body, size_t len)
 {
     pw_salvaged_ids_t ids;
     if (pw_envelope_salvage_ids(body, len, &ids) != 0)
         return;
-    p->salvage = ids.copies;
+    p->id_copies = ids.copies;
     /* Recovered from a body that failed: keep only ids the database can store. */
-    p->subscription = usable_id(ids.subscription) ? ids.subscription : PW_STR_NULL;
-    p->message_id = usable_id(ids.message_id) ? ids.message_id : PW_STR_NULL;
+    p->subscription = pw_envelope_id_usable(ids.subscription) ? ids.subscription : PW_STR_NULL;
+    p->message_id = pw_envelope_id_usable(ids.message_id) ? ids.message_id : PW_STR_NULL;
     pw_str_t t = ids.publish_time;
     if (t.base != NULL && pw_time_parse_rfc3339(t.base, t.len, &p->publish_time, NULL, 0) != 0)
         p->publish_time = 0;
@@ -54,12 +48,12 @@ static void salvage_headers(pw_push_t *p, const pw_unwrapped_meta_t *meta)
         return;
     size_t n = (meta->subscription.base ? meta->subscription.len : 0) + (meta->message_id.base ? meta->message_id.len : 0);
     char *q = p->id_copies = pw_xmalloc(n + 1);
-    if (usable_id(meta->subscription)) {
+    if (pw_envelope_id_usable(meta->subscription)) {
         memcpy(q, meta->subscription.base, meta->subscription.len);
         p->subscription = pw_str(q, meta->subscription.len);
         q += meta->subscription.len;
     }
-    if (usable_id(meta->message_id)) {
+    if (pw_envelope_id_usable(meta->message_id)) {
         memcpy(q, meta->message_id.base, meta->message_id.len);
         p->message_id = pw_str(q, meta->message_id.len);
     }
@@ -95,9 +89,10 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
     p->message_id = p->env.message_id;
     p->publish_time = p->env.publish_time;
     /* An id that cannot be stored as text would make every write of this push fail, forever. */
-    if ((p->subscription.base != NULL && !usable_id(p->subscription)) || (p->message_id.base != NULL && !usable_id(p->message_id))) {
-        p->subscription = usable_id(p->subscription) ? p->subscription : PW_STR_NULL;
-        p->message_id = usable_id(p->message_id) ? p->message_id : PW_STR_NULL;
+    if ((p->subscription.base != NULL && !pw_envelope_id_usable(p->subscription)) ||
+        (p->message_id.base != NULL && !pw_envelope_id_usable(p->message_id))) {
+        p->subscription = pw_envelope_id_usable(p->subscription) ? p->subscription : PW_STR_NULL;
+        p->message_id = pw_envelope_id_usable(p->message_id) ? p->message_id : PW_STR_NULL;
         set_dead(p, "envelope", "subscription or message id is not valid UTF-8 text");
         return;
     }
@@ -123,15 +118,6 @@ void pw_push_decode(pw_push_t *p, const char *body, size_t len, const pw_unwrapp
                  "\\u0000 (NUL) or an unpaired surrogate in a string: stored with U+FFFD in its place; the original is kept here");
     }
     p->outcome = p->wh.n_statuses + p->wh.n_inbound + p->wh.n_contacts > 0 ? PW_OUTCOME_STORED : PW_OUTCOME_IGNORED;
-}
-
-void pw_push_make_dead_letter(pw_push_t *p, const char *reason)
-{
-    pw_ladder_free(p);
-    pw_webhook_dispose(&p->wh);
-    memset(&p->wh, 0, sizeof p->wh);
-    set_dead(p, "database", reason);
-    p->outcome = PW_OUTCOME_DEAD_LETTER;
 }
 
 /* ---- the ladder for a push PostgreSQL refuses ---- */
@@ -167,7 +153,7 @@ static void pw_ladder_free(pw_push_t *p)
     free(p->skip);
     p->skip = NULL;
     p->skip_dead_letter = 0;
-    p->dry_run = 0;
+    p->trial = 0;
 }
 
 static void todo_push(pw_ladder_t *l, size_t lo, size_t hi)
@@ -252,11 +238,11 @@ static int next_trial(pw_push_t *p)
         l->trials++;
         skip_all_but(p, l->lo, l->hi, NULL);
         p->skip_dead_letter = 1;
-        p->dry_run = 1;
+        p->trial = 1;
         return 1;
     }
     p->skip_dead_letter = 0;
-    p->dry_run = 0;
+    p->trial = 0;
     size_t n_refused = 0;
     for (size_t i = 0; i < l->n; i++)
         n_refused += l->refused[i];
@@ -328,135 +314,188 @@ void pw_push_dispose(pw_push_t *p)
     pw_ladder_free(p);
     pw_webhook_dispose(&p->wh);
     pw_envelope_dispose(&p->env);
-    free(p->salvage);
-    p->salvage = NULL;
     free(p->dead_reason);
-    free(p->raw);
     p->dead_reason = NULL;
+    free(p->raw);
     p->raw = NULL;
     free(p->id_copies);
     p->id_copies = NULL;
+    free(p->write);
+    p->write = NULL;
 }
 
-static const char *const outcome_names[] = {"stored", "ignored", "dead_letter"};
+/* ---- writing: encode on the push's loop, submit, decide ---- */
 
-/*
- * A group of pushes is written with ONE statement (one round trip, one plan, one executor
- * start), whose WITH list holds every section:
- *   rc   the receipts; RETURNING gives the pushes new to this transaction, and only their rows
- *        are written (PW_SQL_FROM_NEW_PUSH), so a redelivered push changes nothing;
- *   the status section (status_events, message_logs), the inbound section (inbound_messages),
- *   the contacts section, and dl, the dead letters (kept once per push);
- * and the final SELECT announces each inserted inbound message with NOTIFY, delivered at COMMIT,
- * and names the pushes whose receipts were inserted: one per receipt, the first in the group, so
- * two copies of one message in one group are one new push and one redelivery.
- * Sections with no rows get empty arrays and cost next to nothing.
- */
-static const char receipts_ctes[] = "rc AS ("
-                                    " INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome)"
-                                    " SELECT s, m, p, o FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])"
-                                    "   AS u(s, m, p, o)"
-                                    " ON CONFLICT DO NOTHING"
-                                    " RETURNING subscription, message_id)";
+struct pw_dispatch {
+    pw_db_t *db;
+};
 
-static void receipts_append(pw_cols_t *c, int base, const pw_push_t *p)
+struct pw_dispatch_loop {
+    pw_dispatch_t *d;
+    pw_db_port_t *port;
+    pw_cols_t cols; /* reused for every push of the loop */
+    pw_buf_t key;
+};
+
+/* A push's rows as the executor takes them: the job, then its fragments and its receipt key in one block. */
+struct pw_push_write {
+    pw_db_job_t job;
+    pw_push_t *push;
+    uint32_t ends[PW_DB_COLS_MAX];
+    size_t cap; /* bytes of data[] */
+    char data[];
+};
+
+static pw_db_stmt_t statement;
+
+static void build_statement(void)
 {
-    if (p->message_id.base == NULL)
-        return; /* an unwrapped push without metadata has no identity to record */
-    pw_cols_str(c, base + 0, pw_push_receipt_sub(p));
-    pw_cols_str(c, base + 1, p->message_id);
-    pw_cols_time(c, base + 2, p->publish_time);
-    pw_cols_cstr(c, base + 3, outcome_names[p->outcome]);
-    char index[16];
-    snprintf(index, sizeof index, "%d", p->batch_index);
-    pw_cols_cstr(c, base + 4, index);
-    pw_cols_end_row(c);
+    int ncols;
+    const char *sql = pw_handlers_sql(&ncols);
+    statement = (pw_db_stmt_t){PW_HANDLERS_STATEMENT, sql, ncols, PW_HANDLERS_CHECK_SQL};
 }
 
-static const char dead_ctes[] = "dl AS ("
-                                " INSERT INTO dead_letters (subscription, message_id, reason, body)"
-                                " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])"
-                                /* the key of migrations/0004: a push without a message id is known by its body */
-                                " ON CONFLICT ((coalesce(subscription, '')), (coalesce(message_id, '')),"
-                                "  (CASE WHEN message_id IS NULL THEN sha256(body) ELSE '\\x'::bytea END)) DO NOTHING"
-                                " RETURNING 1)";
-
-static void dead_append(pw_cols_t *c, int base, const pw_push_t *p)
-{
-    if (p->dead_reason == NULL || p->skip_dead_letter)
-        return;
-    pw_cols_str(c, base + 0, p->subscription);
-    pw_cols_str(c, base + 1, p->message_id);
-    pw_cols_cstr(c, base + 2, p->dead_reason);
-    pw_cols_bytea(c, base + 3, p->raw, p->raw_len);
-    pw_cols_end_row(c);
-}
-
-/* The fifth array ($5, read by the final SELECT) is each receipt's push's place in the group. */
-static const pw_section_t receipts_section = {"receipts", receipts_ctes, 5, receipts_append};
-static const pw_section_t dead_section = {"dead_letters", dead_ctes, 4, dead_append};
-
-/* Receipts first: the others read "rc". */
-static const pw_section_t *const sections[] = {&receipts_section, &pw_status_section, &pw_inbound_section,
-                                               &pw_contacts_section, &dead_section};
-#define N_SECTIONS (sizeof sections / sizeof sections[0])
-
-static const char final_select[] =
-    " SELECT (SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
-    " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
-    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins),"
-    " (SELECT string_agg(n.i::text, ',' ORDER BY n.i) FROM (SELECT min(r.i) AS i"
-    "  FROM unnest($1::text[], $2::text[], $5::int[]) AS r(s, m, i)"
-    "  JOIN rc ON rc.subscription = r.s AND rc.message_id = r.m GROUP BY r.s, r.m) AS n)";
-
-/* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
-static void append_renumbered(pw_buf_t *b, const char *sql, int base)
-{
-    for (const char *q = sql; *q != '\0';) {
-        if (q[0] == '$' && q[1] >= '0' && q[1] <= '9') {
-            char *end;
-            long k = strtol(q + 1, &end, 10);
-            pw_buf_appendf(b, "$%ld", k + base);
-            q = end;
-        } else {
-            pw_buf_appendc(b, *q++);
-        }
-    }
-}
-
-static void batch_append(pw_cols_t *c, const pw_push_t *p)
-{
-    int base = 0;
-    for (size_t i = 0; i < N_SECTIONS; i++) {
-        size_t before = c->nrows;
-        sections[i]->append(c, base, p);
-        c->nrows = before; /* rows are counted per push below, not per section */
-        base += sections[i]->ncols;
-    }
-    c->nrows++;
-}
-
-static pw_stmt_t batch_stmt;
-static pw_buf_t batch_sql;
-
-static void build_batch_stmt(void)
-{
-    int base = 0;
-    pw_buf_append(&batch_sql, "WITH ", 5);
-    for (size_t i = 0; i < N_SECTIONS; i++) {
-        if (i > 0)
-            pw_buf_append(&batch_sql, ", ", 2);
-        append_renumbered(&batch_sql, sections[i]->ctes, base);
-        base += sections[i]->ncols;
-    }
-    pw_buf_append(&batch_sql, final_select, sizeof final_select - 1);
-    assert(base <= PW_COLS_MAX);
-    batch_stmt = (pw_stmt_t){"pw_batch", batch_sql.base, base, batch_append};
-}
-
-const pw_stmt_t *pw_dispatch_statement(void)
+const struct pw_db_stmt *pw_dispatch_statement(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, build_batch_stmt);
-    return &batch_stmt;
+    pthread_once(&once, build_statement);
+    return &statement;
+}
+
+pw_dispatch_t *pw_dispatch_new(struct pw_db *db)
+{
+    pw_dispatch_t *d = pw_xcalloc(1, sizeof *d);
+    d->db = db;
+    return d;
+}
+
+void pw_dispatch_free(pw_dispatch_t *d)
+{
+    free(d);
+}
+
+pw_dispatch_loop_t *pw_dispatch_loop_new(pw_dispatch_t *d, h2o_context_t *ctx)
+{
+    pw_dispatch_loop_t *dl = pw_xcalloc(1, sizeof *dl);
+    dl->d = d;
+    dl->port = pw_db_port_new(d->db, ctx);
+    return dl;
+}
+
+void pw_dispatch_loop_free(pw_dispatch_loop_t *dl)
+{
+    if (dl == NULL)
+        return;
+    pw_db_port_free(dl->port);
+    pw_cols_dispose(&dl->cols);
+    pw_buf_dispose(&dl->key);
+    free(dl);
+}
+
+int pw_dispatch_ready(const pw_dispatch_t *d)
+{
+    return pw_db_ready(d->db);
+}
+
+void pw_dispatch_drain(pw_dispatch_t *d, double deadline_ms)
+{
+    pw_db_drain(d->db, deadline_ms);
+}
+
+static const char *const receipt_outcomes[] = {"stored", "ignored", "dead_letter", "duplicate"};
+
+static void on_written(pw_db_job_t *job);
+
+/* Encodes p's rows as they are to be written now (the ladder may leave some out) and submits them. */
+static void encode_and_submit(pw_push_t *p)
+{
+    pw_dispatch_loop_t *dl = p->loop;
+    const pw_db_stmt_t *s = pw_dispatch_statement();
+    pw_rows_t v = {
+        .subscription = p->subscription,
+        .message_id = p->message_id,
+        .publish_time = p->publish_time,
+        .outcome = receipt_outcomes[p->outcome],
+        .wh = &p->wh,
+        .skip = p->skip,
+        .dead_reason = p->skip_dead_letter ? NULL : p->dead_reason,
+        .raw = p->raw,
+        .raw_len = p->raw_len,
+    };
+    pw_cols_begin(&dl->cols, s->ncols);
+    pw_handlers_encode(&dl->cols, &v);
+    pw_buf_reset(&dl->key);
+    int keyed = pw_handlers_receipt_key(&dl->key, &v) == 0;
+    size_t total = dl->key.len;
+    for (int k = 0; k < s->ncols; k++)
+        total += dl->cols.col[k].len;
+    if (total > UINT32_MAX) {
+        /* Never with MAX_BODY_BYTES at most 1 GiB: the encoding is a few times the body at most. */
+        pw_log_error("dispatch: a push's rows take %zu bytes; answering unavailable", total);
+        p->on_done(p, PW_EUNAVAIL);
+        return;
+    }
+    pw_push_write_t *w = p->write;
+    if (w == NULL || w->cap < total) {
+        free(w);
+        w = p->write = pw_xmalloc(sizeof *w + total);
+        w->cap = total;
+    }
+    memset(&w->job, 0, sizeof w->job);
+    w->push = p;
+    size_t at = 0;
+    for (int k = 0; k < s->ncols; k++) {
+        memcpy(w->data + at, dl->cols.col[k].base, dl->cols.col[k].len);
+        at += dl->cols.col[k].len;
+        w->ends[k] = (uint32_t)at;
+    }
+    memcpy(w->data + at, dl->key.base, dl->key.len);
+    w->job.frags = w->data;
+    w->job.ends = w->ends;
+    w->job.key = keyed ? pw_str(w->data + at, dl->key.len) : PW_STR_NULL;
+    w->job.flags = (p->ladder != NULL ? PW_DB_ALONE : 0) | (p->trial ? PW_DB_TRIAL : 0);
+    w->job.on_done = on_written;
+    pw_db_submit(dl->port, &w->job);
+}
+
+void pw_dispatch_submit(pw_dispatch_loop_t *dl, pw_push_t *p, pw_push_done_cb on_done)
+{
+    p->loop = dl;
+    p->on_done = on_done;
+    p->abandoned = 0;
+    encode_and_submit(p);
+}
+
+void pw_dispatch_abandon(pw_push_t *p)
+{
+    p->abandoned = 1;
+    if (p->write != NULL)
+        atomic_store(&p->write->job.abandoned, 1);
+}
+
+/* The executor's answer, on the push's loop: done, or the ladder's next write. */
+static void on_written(pw_db_job_t *job)
+{
+    pw_push_write_t *w = H2O_STRUCT_FROM_MEMBER(pw_push_write_t, job, job);
+    pw_push_t *p = w->push;
+    int rc = job->result;
+    if (rc == PW_EREFUSED || (p->trial && rc == 0)) {
+        /* PostgreSQL refused the push's data (it ran alone), or a trial of a part of it passed. */
+        if (p->abandoned) {
+            p->on_done(p, PW_ECANCELED); /* answered already; a redelivery starts over */
+            return;
+        }
+        if (!p->trial && p->ladder == NULL)
+            pw_log_warning("dispatch: a push's rows were refused (%s); looking for what can be kept", job->sqlstate);
+        if (pw_push_next_rung(p, rc == 0, job->sqlstate, job->message)) {
+            encode_and_submit(p);
+            return;
+        }
+        pw_log_error("dispatch: a push was refused even as a bare dead letter (%s)", job->sqlstate);
+        p->on_done(p, PW_EREFUSED);
+        return;
+    }
+    if (rc == 0 && p->message_id.base != NULL && !job->got_row)
+        p->outcome = PW_OUTCOME_DUPLICATE; /* its receipt was there already: nothing of it was written */
+    p->on_done(p, rc);
 }

@@ -53,6 +53,7 @@ struct pw_push {
     unsigned char *skip;       /* per item (statuses, inbound, contacts): 1 = not written; NULL = all are */
     int skip_dead_letter;      /* 1: the dead letter is not written */
     int trial;                 /* 1: the write is a trial, rolled back whatever happens */
+    int abandoned;             /* the submitter gave up on it (pw_dispatch_abandon) */
     pw_dispatch_loop_t *loop;
     pw_push_done_cb on_done;
 };

@@ -1,19 +1,61 @@
-/* The handler modules: status events (status.c) and inbound messages (inbound.c), as sections of one statement. */
+/*
+ * Handlers: all the SQL of the write path. Each handler is a section of the one statement a
+ * group of pushes is written with (status.c: status_events and message_logs; inbound.c:
+ * inbound_messages and contacts; receipts.c: pubsub_receipts and dead_letters), and encodes a
+ * push's rows for its section. handlers.c assembles the statement. They read a push through
+ * pw_rows_t, a view of their own: they know nothing of Dispatch, Http or the executor.
+ */
 #ifndef PW_HANDLERS_H
 #define PW_HANDLERS_H
 
-#include "worker/dispatch.h"
+#include "proto/webhook.h"
+#include "worker/cols.h"
+
+/* A push as the handlers see it: what its rows are made of. Everything is borrowed. */
+typedef struct {
+    pw_str_t subscription;     /* NULL when the push names none */
+    pw_str_t message_id;       /* NULL: no identity, so no receipt (an unwrapped push without metadata) */
+    pw_time_us_t publish_time; /* 0 when unknown */
+    const char *outcome;       /* what pubsub_receipts.outcome records: "stored", "ignored" or "dead_letter" */
+    const pw_webhook_t *wh;    /* the events (never NULL: zeroed when there are none) */
+    const unsigned char *skip; /* NULL, or per item (statuses, then inbound, then contacts): 1 = left out */
+    const char *dead_reason;   /* NULL: no dead letter */
+    const unsigned char *raw;  /* the body kept with the dead letter */
+    size_t raw_len;
+} pw_rows_t;
+
+/* The item kinds, in the order pw_rows_t.skip numbers them. */
+typedef enum { PW_ITEM_STATUS = 0, PW_ITEM_INBOUND, PW_ITEM_CONTACT } pw_item_kind_t;
+
+/* 1 when this write leaves item i of kind out. */
+static inline int pw_rows_skip(const pw_rows_t *v, pw_item_kind_t kind, size_t i)
+{
+    if (v->skip == NULL)
+        return 0;
+    size_t at = i;
+    if (kind >= PW_ITEM_INBOUND)
+        at += v->wh->n_statuses;
+    if (kind >= PW_ITEM_CONTACT)
+        at += v->wh->n_inbound;
+    return v->skip[at];
+}
+
+/* The subscription as pubsub_receipts keys it: '' when the push names none. */
+static inline pw_str_t pw_rows_receipt_sub(const pw_rows_t *v)
+{
+    return v->subscription.base != NULL ? v->subscription : PW_STR_LIT("");
+}
 
 /*
- * A section of the statement a group of pushes is written with: entries of its WITH list that
- * read array parameters $1..$ncols (numbered from 1 within the section; dispatch.c renumbers them
- * when it puts the sections together) and the function that adds one push's rows.
+ * A section of the statement: entries of its WITH list that read array parameters $1..$ncols
+ * (numbered from 1 within the section; handlers.c renumbers them when it puts the sections
+ * together) and the function that adds one push's rows.
  */
 typedef struct {
     const char *name;
     const char *ctes;
     int ncols;
-    void (*append)(pw_cols_t *cols, int base, const pw_push_t *p);
+    void (*encode)(pw_cols_t *cols, int base, const pw_rows_t *v);
 } pw_section_t;
 
 /* status.c: status_events and message_logs. */
@@ -21,6 +63,9 @@ extern const pw_section_t pw_status_section;
 /* inbound.c: inbound_messages (CTE "ins" returns the new ones, announced with NOTIFY) and contacts. */
 extern const pw_section_t pw_inbound_section;
 extern const pw_section_t pw_contacts_section;
+/* receipts.c: pubsub_receipts (CTE "rc" returns the receipts this statement inserted) and dead_letters. */
+extern const pw_section_t pw_receipts_section;
+extern const pw_section_t pw_dead_letters_section;
 
 /*
  * SQL condition: the row (with columns sub, psmid) comes from a push whose receipt this very
@@ -32,5 +77,25 @@ extern const pw_section_t pw_contacts_section;
 
 /* The NOTIFY channel announcing each new inbound message (payload: small JSON). */
 #define PW_INBOUND_CHANNEL "pushworker_inbound"
+
+/* ---- the statement (handlers.c) ---- */
+
+/* Its name as prepared, its SQL and how many array parameters it has (built on first use; any thread). */
+#define PW_HANDLERS_STATEMENT "pw_batch"
+const char *pw_handlers_sql(int *ncols);
+
+/* A query that reads every table the statement writes and nothing else: run on connecting behind a pooler. */
+#define PW_HANDLERS_CHECK_SQL                                                                                                  \
+    "SELECT 1 FROM pubsub_receipts, dead_letters, status_events, message_logs, inbound_messages, contacts LIMIT 0"
+
+/* Encodes a push's rows, every section's, into cols (begun with the statement's ncols). */
+void pw_handlers_encode(pw_cols_t *cols, const pw_rows_t *v);
+
+/*
+ * The statement returns one row per receipt it inserted, whose only column is this key of the
+ * receipt's push: "<bytes of the subscription>:<subscription><message id>". Appends it to out;
+ * returns 0, or -1 (nothing appended) when the push has no message id (no receipt).
+ */
+int pw_handlers_receipt_key(pw_buf_t *out, const pw_rows_t *v);
 
 #endif

@@ -24,12 +24,12 @@ static const char inbound_ctes[] =
     "  RETURNING wa_msg_id, phone_number_id, msg_type, sent_at"
     ")";
 
-static void inbound_append(pw_cols_t *c, int base, const pw_push_t *p)
+static void inbound_encode(pw_cols_t *c, int base, const pw_rows_t *v)
 {
-    for (size_t i = 0; i < p->wh.n_inbound; i++) {
-        if (pw_push_skips(p, PW_ITEM_INBOUND, i))
+    for (size_t i = 0; i < v->wh->n_inbound; i++) {
+        if (pw_rows_skip(v, PW_ITEM_INBOUND, i))
             continue;
-        const pw_inbound_t *m = &p->wh.inbound[i];
+        const pw_inbound_t *m = &v->wh->inbound[i];
         pw_cols_str(c, base + M_ID, m->id);
         pw_cols_str(c, base + M_PNID, m->phone_number_id);
         pw_cols_phone(c, base + M_FROM, m->from);
@@ -40,13 +40,13 @@ static void inbound_append(pw_cols_t *c, int base, const pw_push_t *p)
         pw_cols_str(c, base + M_CONTEXT, m->context_id);
         pw_cols_time(c, base + M_SENT, m->sent_at);
         pw_cols_jsonb(c, base + M_PAYLOAD, m->payload);
-        pw_cols_str(c, base + M_PSMID, p->message_id);
-        pw_cols_str(c, base + M_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + M_PSMID, v->message_id);
+        pw_cols_str(c, base + M_SUB, pw_rows_receipt_sub(v));
         pw_cols_end_row(c);
     }
 }
 
-const pw_section_t pw_inbound_section = {"inbound", inbound_ctes, M_NCOLS, inbound_append};
+const pw_section_t pw_inbound_section = {"inbound", inbound_ctes, M_NCOLS, inbound_encode};
 
 enum { K_WA_ID, K_NAME, K_FIRST, K_LAST, K_PSMID, K_SUB, K_NCOLS };
 
@@ -71,20 +71,20 @@ static const char contacts_ctes[] =
     "       AND (c.profile_name IS NULL OR excluded.last_seen_at >= c.last_seen_at))"
     " RETURNING 1)";
 
-static void contacts_append(pw_cols_t *c, int base, const pw_push_t *p)
+static void contacts_encode(pw_cols_t *c, int base, const pw_rows_t *v)
 {
-    for (size_t i = 0; i < p->wh.n_contacts; i++) {
-        if (pw_push_skips(p, PW_ITEM_CONTACT, i))
+    for (size_t i = 0; i < v->wh->n_contacts; i++) {
+        if (pw_rows_skip(v, PW_ITEM_CONTACT, i))
             continue;
-        const pw_contact_t *k = &p->wh.contacts[i];
+        const pw_contact_t *k = &v->wh->contacts[i];
         pw_cols_str(c, base + K_WA_ID, k->wa_id);
         pw_cols_str(c, base + K_NAME, k->profile_name);
         pw_cols_time(c, base + K_FIRST, k->first_seen_at);
         pw_cols_time(c, base + K_LAST, k->seen_at);
-        pw_cols_str(c, base + K_PSMID, p->message_id);
-        pw_cols_str(c, base + K_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + K_PSMID, v->message_id);
+        pw_cols_str(c, base + K_SUB, pw_rows_receipt_sub(v));
         pw_cols_end_row(c);
     }
 }
 
-const pw_section_t pw_contacts_section = {"contacts", contacts_ctes, K_NCOLS, contacts_append};
+const pw_section_t pw_contacts_section = {"contacts", contacts_ctes, K_NCOLS, contacts_encode};

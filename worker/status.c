@@ -117,12 +117,12 @@ static const char status_ctes[] =
     " RETURNING 1"
     ")";
 
-static void status_append(pw_cols_t *c, int base, const pw_push_t *p)
+static void status_encode(pw_cols_t *c, int base, const pw_rows_t *v)
 {
-    for (size_t i = 0; i < p->wh.n_statuses; i++) {
-        if (pw_push_skips(p, PW_ITEM_STATUS, i))
+    for (size_t i = 0; i < v->wh->n_statuses; i++) {
+        if (pw_rows_skip(v, PW_ITEM_STATUS, i))
             continue;
-        const pw_status_t *st = &p->wh.statuses[i];
+        const pw_status_t *st = &v->wh->statuses[i];
         pw_cols_str(c, base + C_ID, st->id);
         pw_cols_str(c, base + C_STATUS, st->status);
         pw_cols_time(c, base + C_AT, st->occurred_at);
@@ -133,10 +133,10 @@ static void status_append(pw_cols_t *c, int base, const pw_push_t *p)
         pw_cols_jsonb(c, base + C_PRICING, st->pricing);
         pw_cols_jsonb(c, base + C_ERRORS, st->errors);
         pw_cols_str(c, base + C_BIZ, st->biz_opaque_callback_data);
-        pw_cols_str(c, base + C_PSMID, p->message_id);
-        pw_cols_str(c, base + C_SUB, pw_push_receipt_sub(p));
+        pw_cols_str(c, base + C_PSMID, v->message_id);
+        pw_cols_str(c, base + C_SUB, pw_rows_receipt_sub(v));
         pw_cols_end_row(c);
     }
 }
 
-const pw_section_t pw_status_section = {"status", status_ctes, C_NCOLS, status_append};
+const pw_section_t pw_status_section = {"status", status_ctes, C_NCOLS, status_encode};
