@@ -112,3 +112,12 @@ void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
     b->len += 2 * n;
     pw_buf_appendc(b, '"');
 }
+
+void pw_cols_id(pw_cols_t *c, int i, int64_t id)
+{
+    pw_buf_t *b = next_elem(c, i);
+    if (id == 0)
+        pw_buf_append(b, "NULL", 4);
+    else
+        pw_buf_appendf(b, "%lld", (long long)id);
+}

@@ -2,6 +2,8 @@
 #ifndef PW_COLS_H
 #define PW_COLS_H
 
+#include <stdint.h>
+
 #include "proto/pw_str.h"
 #include "proto/time.h"
 #include "worker/util.h"
@@ -37,6 +39,8 @@ void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
 void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json);
 /* A phone number as '+' followed by its digits; NULL when absent or without digits. */
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
+/* A bigint element; 0 appends NULL (ids start at 1). */
+void pw_cols_id(pw_cols_t *c, int i, int64_t id);
 /* A bytea element in hex form. */
 void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n);
 /* Counts a row; every column must have received one element. */

@@ -421,6 +421,7 @@ static void encode_and_submit(pw_push_t *p)
         .dead_reason = p->skip_dead_letter ? NULL : p->dead_reason,
         .raw = p->raw,
         .raw_len = p->raw_len,
+        .redrive_id = p->redrive_id,
     };
     pw_cols_begin(&dl->cols, s->ncols);
     pw_handlers_encode(&dl->cols, &v);

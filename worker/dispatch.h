@@ -11,6 +11,7 @@
 
 #define H2O_USE_EPOLL 1
 #include <h2o.h>
+#include <stdint.h>
 
 #include "proto/pubsub.h"
 #include "proto/webhook.h"
@@ -45,6 +46,7 @@ struct pw_push {
     char *dead_reason;         /* why (a part of) it is a dead letter (owned), or NULL */
     unsigned char *raw;        /* the request body (owned), written to dead_letters when needed */
     size_t raw_len;
+    int64_t redrive_id;        /* set by `worker redrive`: the dead letter this push is written again from (0: a live push) */
 
     /* private to dispatch.c */
     char *id_copies;           /* owns the ids recovered from a push that failed to decode */
@@ -81,7 +83,7 @@ void pw_dispatch_free(pw_dispatch_t *d);
 /* The statement every push is written with (the handlers' sections, worker/handlers.h), for the Face to create the executor with. */
 const struct pw_db_stmt *pw_dispatch_statement(void);
 
-/* One per event loop: the loop's encoding buffers and its port to the executor. On ctx's thread. */
+/* One per event loop: the loop's encoding buffers and its port to the executor (which uses only ctx's message queue). On ctx's thread. */
 pw_dispatch_loop_t *pw_dispatch_loop_new(pw_dispatch_t *d, h2o_context_t *ctx);
 /* Once every push submitted through it has been answered. Its thread. */
 void pw_dispatch_loop_free(pw_dispatch_loop_t *dl);

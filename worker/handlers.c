@@ -10,19 +10,21 @@
 
 /*
  * ONE statement writes a whole group (one round trip, one plan, one executor start). Its WITH
- * list holds every section: receipts first (the others read "rc"), then statuses, inbound
- * messages, contacts and dead letters. Sections with no rows get empty arrays and cost next to
+ * list holds every section: receipts first (the others read "rc" and "rr"), then statuses,
+ * inbound messages, contacts, dead letters and the redriven marks. Sections with no rows get empty arrays and cost next to
  * nothing. The final SELECT returns the key (pw_handlers_receipt_key) of each receipt inserted,
  * and one row with a NULL key that announces each inserted inbound message with NOTIFY
  * (delivered at COMMIT): a UNION ALL branch that always runs, so the NOTIFYs are sent whether or
  * not any receipt was inserted.
  */
 static const pw_section_t *const sections[] = {&pw_receipts_section, &pw_status_section, &pw_inbound_section,
-                                               &pw_contacts_section, &pw_dead_letters_section};
+                                               &pw_contacts_section, &pw_dead_letters_section, &pw_redriven_section};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 static const char final_select[] =
     " SELECT octet_length(subscription) || ':' || subscription || message_id FROM rc"
+    " UNION ALL"
+    " SELECT octet_length(subscription) || ':' || subscription || message_id FROM rr"
     " UNION ALL"
     " SELECT NULL FROM (SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
     " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"

@@ -8,6 +8,8 @@
 #ifndef PW_HANDLERS_H
 #define PW_HANDLERS_H
 
+#include <stdint.h>
+
 #include "proto/webhook.h"
 #include "worker/cols.h"
 
@@ -22,6 +24,7 @@ typedef struct {
     const char *dead_reason;   /* NULL: no dead letter */
     const unsigned char *raw;  /* the body kept with the dead letter */
     size_t raw_len;
+    int64_t redrive_id;        /* `worker redrive`: the dead letter written again (dead_letters.id); 0 for a live push */
 } pw_rows_t;
 
 /* The item kinds, in the order pw_rows_t.skip numbers them. */
@@ -63,17 +66,21 @@ extern const pw_section_t pw_status_section;
 /* inbound.c: inbound_messages (CTE "ins" returns the new ones, announced with NOTIFY) and contacts. */
 extern const pw_section_t pw_inbound_section;
 extern const pw_section_t pw_contacts_section;
-/* receipts.c: pubsub_receipts (CTE "rc" returns the receipts this statement inserted) and dead_letters. */
+/* receipts.c: pubsub_receipts (CTEs "rc" and "rr" return the receipts this statement made new),
+   dead_letters, and the marks of the dead letters `worker redrive` wrote again. */
 extern const pw_section_t pw_receipts_section;
 extern const pw_section_t pw_dead_letters_section;
+extern const pw_section_t pw_redriven_section;
 
 /*
  * SQL condition: the row (with columns sub, psmid) comes from a push whose receipt this very
- * statement inserted (CTE "rc" returns them), or from a push without a message id. A redelivered
- * push, whose receipt an earlier transaction wrote, changes nothing, even if its content differed.
+ * statement inserted (CTE "rc"; or redrove: "rr"), or from a push without a message id. A
+ * redelivered push, whose receipt an earlier transaction wrote, changes nothing, even if its
+ * content differed.
  */
 #define PW_SQL_FROM_NEW_PUSH(alias)                                                                                            \
-    "(" alias ".psmid IS NULL OR (" alias ".sub, " alias ".psmid) IN (SELECT subscription, message_id FROM rc))"
+    "(" alias ".psmid IS NULL OR (" alias ".sub, " alias ".psmid) IN (SELECT subscription, message_id FROM rc"                \
+    " UNION ALL SELECT subscription, message_id FROM rr))"
 
 /* The NOTIFY channel announcing each new inbound message (payload: small JSON). */
 #define PW_INBOUND_CHANNEL "pushworker_inbound"
@@ -92,7 +99,7 @@ const char *pw_handlers_sql(int *ncols);
 void pw_handlers_encode(pw_cols_t *cols, const pw_rows_t *v);
 
 /*
- * The statement returns one row per receipt it inserted, whose only column is this key of the
+ * The statement returns one row per receipt it made new (inserted, or redrove), whose only column is this key of the
  * receipt's push: "<bytes of the subscription>:<subscription><message id>". Appends it to out;
  * returns 0, or -1 (nothing appended) when the push has no message id (no receipt).
  */

@@ -10,9 +10,10 @@ typedef struct {
 
 /**
  * Takes every dead letter not yet redriven (oldest first), decodes its stored body as a live push
- * would be, and for each one that is now fully understood writes its rows with the same statement
- * and idempotency as live pushes (its old dead_letter receipt is replaced), and marks the dead
- * letter redriven, all in one transaction per dead letter. The rest are left as they are.
+ * would be, and for each one that is now fully understood writes it through Dispatch, as a live
+ * push is written: the same executor, statement and idempotency; in its transaction its old
+ * dead_letter receipt is replaced and the dead letter marked redriven (two runs at once write
+ * each one once). The rest are left as they are.
  * Prints progress and counts on stdout. Blocking (a command, not the server). Returns 0 when it
  * ran (whatever it found), 1 on a database error.
  */
