@@ -832,6 +832,7 @@ static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
 static void *run(void *arg)
 {
     pw_db_t *db = arg;
+    pthread_setname_np(pthread_self(), "pw-db"); /* for top -H and make bench's CPU per thread */
     while (!atomic_load(&db->stop))
         h2o_evloop_run(db->loop, INT32_MAX);
     close_all(db, "shutting down");
