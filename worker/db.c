@@ -52,7 +52,8 @@ typedef struct {
     int want_write;     /* a write notification is armed */
     db_state_t state;
 
-    h2o_linklist_t group; /* the jobs in flight */
+    h2o_linklist_t queued; /* its jobs waiting (those of its shards: see route) */
+    h2o_linklist_t group;  /* the jobs in flight */
     size_t group_len;
     int syncs_pending;
     int query_at;         /* the query of the pipeline whose results are being read (PW_Q_*) */
@@ -70,11 +71,12 @@ typedef struct {
 } db_conn_t;
 
 /*
- * The executor: DB_CONNECTIONS connections sharing one queue, which every loop feeds. With more
- * than one, while a group waits for its COMMIT another can be sent; with one (the default),
- * groups are bigger, which on a busy 2-core machine gave more pushes per second. One queue for
- * all loops rather than one executor per loop, for the same reason: groups of every loop's jobs,
- * and fewer connections.
+ * The executor: DB_CONNECTIONS connections, which every loop feeds. Each job goes to the
+ * connection of its shard (route): jobs of one shard are written by one connection, one group
+ * after another, so two groups in flight never wait on each other's row locks when the
+ * submitter's shards follow its rows (a hash of the rows' key). While a group waits for its
+ * COMMIT, another connection can send the next. One executor for all loops rather than one per
+ * loop: groups of every loop's jobs, and fewer connections.
  */
 struct pw_db {
     pthread_t tid;
@@ -83,7 +85,7 @@ struct pw_db {
     h2o_multithread_receiver_t inbox;   /* jobs from the ports */
     h2o_multithread_receiver_t control; /* drain and stop */
     h2o_multithread_message_t drain_msg, stop_msg;
-    _Atomic int stop;
+    int stopping; /* the stop message has come (the thread's own) */
     _Atomic int ready;         /* pw_db_ready(), for every thread */
     _Atomic long outstanding;  /* submitted, not yet answered */
     _Atomic double drain_at;   /* pw_db_drain's deadline, 0 when none */
@@ -94,8 +96,7 @@ struct pw_db {
     db_conn_t *conns;
     int n_conns;
 
-    h2o_linklist_t queued; /* waiting for a connection */
-    size_t queued_len;
+    size_t queued_len;      /* jobs waiting in every connection's queue */
     h2o_linklist_t waiting; /* conflicts waiting for their backoff (due_ms), not in the queue */
 
     h2o_timeout_t retry;
@@ -151,26 +152,75 @@ static void complete_all(pw_db_t *db, h2o_linklist_t *list, int result, const ch
         complete(db, job_of(list->next), result, sqlstate, message);
 }
 
+static int conn_ready(const db_conn_t *c)
+{
+    return c->state == DB_IDLE || c->state == DB_BUSY;
+}
+
+/*
+ * The connection a job waits for: its shard's, or while that one is not ready (reconnecting),
+ * the next ready one (rows of one shard then may meet another's: correct, since every
+ * statement takes its row locks in key order and conflicts are retried, only slower).
+ */
+static db_conn_t *route(pw_db_t *db, const pw_db_job_t *j)
+{
+    int home = (int)(j->shard % (uint32_t)db->n_conns);
+    for (int k = 0; k < db->n_conns; k++) {
+        db_conn_t *c = &db->conns[(home + k) % db->n_conns];
+        if (conn_ready(c))
+            return c;
+    }
+    return &db->conns[home]; /* none is ready: wait for its own */
+}
+
 static void enqueue(pw_db_t *db, pw_db_job_t *j)
 {
-    h2o_linklist_insert(&db->queued, &j->link);
+    h2o_linklist_insert(&route(db, j)->queued, &j->link);
     db->queued_len++;
 }
 
-/* Puts a connection's group back at the head of the queue, in order. */
+/* Puts a connection's group back at the head of its queue, in order. */
 static void requeue_group(db_conn_t *c)
 {
     c->db->queued_len += c->group_len;
-    h2o_linklist_insert_list(c->db->queued.next, &c->group);
+    h2o_linklist_insert_list(c->queued.next, &c->group);
     c->group_len = 0;
 }
 
 static int any_conn_ready(const pw_db_t *db)
 {
     for (int i = 0; i < db->n_conns; i++)
-        if (db->conns[i].state == DB_IDLE || db->conns[i].state == DB_BUSY)
+        if (conn_ready(&db->conns[i]))
             return 1;
     return 0;
+}
+
+/* Jobs parked at connections that are not ready go where they can be written now (see route). */
+static void reroute_parked(pw_db_t *db)
+{
+    for (int i = 0; i < db->n_conns; i++) {
+        db_conn_t *c = &db->conns[i];
+        if (conn_ready(c))
+            continue;
+        h2o_linklist_t parked;
+        h2o_linklist_init_anchor(&parked);
+        h2o_linklist_insert_list(&parked, &c->queued);
+        while (!h2o_linklist_is_empty(&parked)) {
+            pw_db_job_t *j = job_of(parked.next);
+            h2o_linklist_unlink(&j->link);
+            db->queued_len--;
+            enqueue(db, j);
+        }
+    }
+}
+
+/* Answers every job waiting in a connection's queue. */
+static void complete_queued(db_conn_t *c, int result, const char *why)
+{
+    while (!h2o_linklist_is_empty(&c->queued)) {
+        c->db->queued_len--;
+        complete(c->db, job_of(c->queued.next), result, "", why);
+    }
 }
 
 static int all_down(const pw_db_t *db)
@@ -388,6 +438,7 @@ static void on_prepared(db_conn_t *c)
     c->backoff_ticks = 0;
     atomic_store(&c->db->ready, 1);
     pw_log_info("database: connected and ready (server %d)", PQserverVersion(c->pg));
+    reroute_parked(c->db);
     maybe_send_groups(c->db);
 }
 
@@ -606,10 +657,14 @@ static void conn_lost(db_conn_t *c, const char *why)
     pw_log_warning("database: connection unavailable (%s); its %zu job(s) in flight answered unavailable",
                    pw_log_escape(why != NULL ? why : "unknown", esc, sizeof esc), c->group_len);
     conn_close(c, "database connection lost");
-    /* The queue waits for the other connections, if any is still up; else the callers retry. */
-    if (!any_conn_ready(c->db)) {
-        complete_all(c->db, &c->db->queued, PW_EUNAVAIL, "", "database unavailable");
-        c->db->queued_len = 0;
+    /* Its queue goes to the connections still up, if any; else every queue is answered and the callers retry. */
+    pw_db_t *db = c->db;
+    if (any_conn_ready(db)) {
+        reroute_parked(db);
+        maybe_send_groups(db);
+    } else {
+        for (int i = 0; i < db->n_conns; i++)
+            complete_queued(&db->conns[i], PW_EUNAVAIL, "database unavailable");
     }
     if (!c->db->closing)
         schedule_reconnect(c);
@@ -627,8 +682,8 @@ static void take_group(db_conn_t *c)
 {
     pw_db_t *db = c->db;
     size_t bytes = 0;
-    while (!h2o_linklist_is_empty(&db->queued) && c->group_len < (size_t)db->cfg->batch_max && bytes < db->cfg->batch_max_bytes) {
-        pw_db_job_t *j = job_of(db->queued.next);
+    while (!h2o_linklist_is_empty(&c->queued) && c->group_len < (size_t)db->cfg->batch_max && bytes < db->cfg->batch_max_bytes) {
+        pw_db_job_t *j = job_of(c->queued.next);
         int alone = j->solo || (j->flags & (PW_DB_ALONE | PW_DB_TRIAL)) != 0;
         if (alone && c->group_len > 0)
             break;
@@ -697,7 +752,7 @@ static void join_fragments(db_conn_t *c)
 static void send_group(db_conn_t *c)
 {
     pw_db_t *db = c->db;
-    if (c->state != DB_IDLE || h2o_linklist_is_empty(&db->queued))
+    if (c->state != DB_IDLE || h2o_linklist_is_empty(&c->queued))
         return;
     take_group(c);
     if (c->group_len == 0)
@@ -719,7 +774,7 @@ static void send_group(db_conn_t *c)
 /* Gives a group to every idle connection while jobs are waiting. */
 static void maybe_send_groups(pw_db_t *db)
 {
-    for (int i = 0; i < db->n_conns && !h2o_linklist_is_empty(&db->queued); i++)
+    for (int i = 0; i < db->n_conns; i++)
         send_group(&db->conns[i]);
 }
 
@@ -758,8 +813,8 @@ static void send_probe(db_conn_t *c)
 static void close_all(pw_db_t *db, const char *why)
 {
     db->closing = 1;
-    complete_all(db, &db->queued, PW_EUNAVAIL, "", why);
-    db->queued_len = 0;
+    for (int i = 0; i < db->n_conns; i++)
+        complete_queued(&db->conns[i], PW_EUNAVAIL, why);
     complete_all(db, &db->waiting, PW_EUNAVAIL, "", why);
     for (int i = 0; i < db->n_conns; i++) {
         db_conn_t *c = &db->conns[i];
@@ -816,12 +871,15 @@ static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messa
     maybe_send_groups(db);
 }
 
-/* pw_db_drain and pw_db_free reach the thread here (the messages only wake it: the state is in atomics). */
+/* pw_db_drain and pw_db_free reach the thread here (the drain's deadline is in an atomic). */
 static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, control, receiver);
-    while (!h2o_linklist_is_empty(messages))
+    while (!h2o_linklist_is_empty(messages)) {
+        if (messages->next == &db->stop_msg.link)
+            db->stopping = 1;
         h2o_linklist_unlink(messages->next);
+    }
     /* The watchdog's tick notices the drain deadline; check it now too. */
     if (h2o_timeout_is_linked(&db->watch_entry)) {
         h2o_timeout_unlink(&db->watch_entry);
@@ -833,7 +891,7 @@ static void *run(void *arg)
 {
     pw_db_t *db = arg;
     pthread_setname_np(pthread_self(), "pw-db"); /* for top -H and make bench's CPU per thread */
-    while (!atomic_load(&db->stop))
+    while (!db->stopping)
         h2o_evloop_run(db->loop, INT32_MAX);
     close_all(db, "shutting down");
     h2o_timeout_unlink(&db->backoff_entry);
@@ -872,7 +930,6 @@ pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_
     db->metrics = metrics;
     db->n_conns = cfg->db_connections;
     db->conns = pw_xcalloc((size_t)db->n_conns, sizeof *db->conns);
-    h2o_linklist_init_anchor(&db->queued);
     h2o_linklist_init_anchor(&db->waiting);
     h2o_multithread_register_receiver(db->queue, &db->inbox, on_inbox);
     h2o_multithread_register_receiver(db->queue, &db->control, on_control);
@@ -894,6 +951,7 @@ pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_
         c->sock_fd = -1;
         c->retry_entry.cb = on_retry;
         h2o_linklist_init_anchor(&c->group);
+        h2o_linklist_init_anchor(&c->queued);
         start_connect(c);
     }
     /* From here on only the thread touches the loop. */
@@ -948,7 +1006,6 @@ void pw_db_free(pw_db_t *db)
 {
     if (db == NULL)
         return;
-    atomic_store(&db->stop, 1);
     h2o_multithread_send_message(&db->control, &db->stop_msg);
     pthread_join(db->tid, NULL);
     for (int k = 0; k < PW_DB_COLS_MAX; k++)

@@ -60,6 +60,7 @@ struct pw_db_job {
     const char *frags;
     const uint32_t *ends; /* ncols entries */
     pw_str_t key;         /* the result row it wants: see below; base NULL: none */
+    uint32_t shard;       /* jobs of one shard go through one connection (shard % DB_CONNECTIONS) while it is up */
     int flags;            /* PW_DB_ALONE, PW_DB_TRIAL */
     pw_db_done_cb on_done;
     _Atomic int abandoned; /* set by the caller once it gave up: answered PW_ECANCELED if not yet sent */

@@ -404,6 +404,22 @@ void pw_dispatch_drain(pw_dispatch_t *d, double deadline_ms)
 
 static const char *const receipt_outcomes[] = {"stored", "ignored", "dead_letter", "duplicate"};
 
+/*
+ * The executor's shard of a push: a hash (FNV-1a) of the WhatsApp message its rows are about
+ * (its first status's, else its first inbound message's), else of its Pub/Sub message id. So
+ * every status of one message goes through one database connection, and two groups in flight
+ * do not wait on each other's message_logs rows. A push about several messages is rare: it is
+ * correct on any connection.
+ */
+static uint32_t shard_of(const pw_push_t *p)
+{
+    pw_str_t k = p->wh.n_statuses > 0 ? p->wh.statuses[0].id : p->wh.n_inbound > 0 ? p->wh.inbound[0].id : p->message_id;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; k.base != NULL && i < k.len; i++)
+        h = (h ^ (unsigned char)k.base[i]) * 16777619u;
+    return h;
+}
+
 static void on_written(pw_db_job_t *job);
 
 /* Encodes p's rows as they are to be written now (the ladder may leave some out) and submits them. */
@@ -455,6 +471,7 @@ static void encode_and_submit(pw_push_t *p)
     w->job.ends = w->ends;
     w->job.key = keyed ? pw_str(w->data + at, dl->key.len) : PW_STR_NULL;
     w->job.flags = (p->ladder != NULL ? PW_DB_ALONE : 0) | (p->trial ? PW_DB_TRIAL : 0);
+    w->job.shard = shard_of(p);
     w->job.on_done = on_written;
     pw_db_submit(dl->port, &w->job);
 }
