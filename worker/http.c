@@ -1,13 +1,21 @@
-/* h2o event loops: routing, push decoding, answering each push when its transaction commits. */
+/*
+ * Http: the h2o event loops. Each path is an h2o handler of its own, on a pathconf of its own,
+ * and answers only its path exactly as sent. A push is authenticated (worker/auth.h), decoded and
+ * submitted through the loop's Dispatch (worker/dispatch.h), and answered when Dispatch calls
+ * back on this loop; results become HTTP statuses in one place (http_status_of). Also here: the
+ * in-flight byte budget, the log line of each push, /metrics from the registry's slots, and the
+ * stop, on events: each loop is told by a message, stops accepting, waits for the answers to its
+ * own pushes, closes its connections.
+ */
 #include "worker/http.h"
 
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,15 +24,9 @@
 #include <unistd.h>
 
 #include "worker/auth.h"
-#include "worker/db.h"
-#include "worker/dispatch.h"
 #include "worker/jwks.h"
 #include "worker/log.h"
-#include "worker/metrics.h"
 #include "worker/util.h"
-
-/* The loops wake at least this often to notice a stop. */
-#define PW_LOOP_TICK_MS 100
 
 /*
  * h2o 2.2 parses requests with picohttpparser, exported by libh2o-evloop but without its header
@@ -41,37 +43,68 @@ struct phr_header {
 int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path, size_t *path_len,
                       int *minor_version, struct phr_header *headers, size_t *num_headers, size_t last_len);
 
+/* What every loop shares: set before the loops start, then only read (but for the atomic). */
+typedef struct {
+    const pw_config_t *cfg;
+    pw_dispatch_t *dispatch;
+    pw_metrics_registry_t *metrics;
+    h2o_globalconf_t globalconf;
+    /* The loops and the main thread meet twice: once every loop can be told to stop, and once
+       the main thread has told them all (h2o's send of a message still touches the receiving
+       loop's queue after the message is in it: no loop frees its queue before then). */
+    pthread_barrier_t started, told;
+    /* Bytes of request bodies held by requests and pushes in flight, all loops together. */
+    _Atomic size_t inflight_bytes;
+} pw_http_server_t;
+
+/*
+ * An event loop and everything of it: its h2o context (so a request finds its loop with
+ * loop_of), its connections, its Auth, its Dispatch loop and its metrics slot. Only its thread
+ * touches it, but for the stop message the main thread sends.
+ */
+typedef struct {
+    h2o_context_t ctx;
+    pw_http_server_t *server;
+    pthread_t tid;
+    int listen_fd;
+    h2o_socket_t *listener;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_linklist_t conns; /* pw_http_conn_t.link */
+    size_t n_conns;
+    pw_auth_t *auth;
+    pw_dispatch_loop_t *dispatch;
+    pw_metrics_t *metrics; /* its slot of the registry */
+    h2o_timeout_t deadline; /* PUSH_DEADLINE_MS */
+    size_t pushes_alive;    /* submitted and not answered by Dispatch yet */
+    h2o_multithread_receiver_t control;
+    h2o_multithread_message_t stop_msg;
+    int stopping;
+    int close_timed_out;
+    int torn_down; /* everything of this loop was freed */
+} pw_http_loop_t;
+
 /*
  * An accepted connection, listed so that a stop can close the idle ones (h2o 2.2 keeps no list).
  * Over HTTP/1 its socket's read callback is ours (on_read_budgeted), in front of h2o's: h2o 2.2
  * calls no handler before a request's body is whole, so this is where a body is first seen.
  */
-typedef struct pw_conn {
+typedef struct {
     h2o_socket_t *sock;
-    struct pw_conn *prev, *next;
-    struct pw_thread *thread;
-    h2o_socket_cb h2o_read;      /* h2o's read callback, called by ours */
-    size_t reserved;             /* budget taken for the request being read, by its Content-Length */
-    int headers_seen;            /* the request being read has been looked at */
-    int refused;                 /* answered 503 here: what follows is discarded until h2o closes it */
-    h2o_timeout_entry_t rewrap;  /* puts our callback back once h2o has restarted reading (zero timeout) */
-} pw_conn_t;
+    h2o_linklist_t link; /* in its loop's conns */
+    pw_http_loop_t *loop;
+    h2o_socket_cb h2o_read;     /* h2o's read callback, called by ours */
+    size_t reserved;            /* budget taken for the request being read, by its Content-Length */
+    int headers_seen;           /* the request being read has been looked at */
+    int refused;                /* answered 503 here: what follows is discarded until h2o closes it */
+    h2o_timeout_entry_t rewrap; /* puts our callback back once h2o has restarted reading (zero timeout) */
+} pw_http_conn_t;
 
-typedef struct pw_thread {
-    pthread_t tid;
-    int listen_fd;
-    pw_conn_t conns; /* list head */
-    size_t n_conns;
-    int torn_down;   /* everything of this loop was freed */
-    h2o_context_t ctx;
-    h2o_accept_ctx_t accept_ctx;
-    h2o_socket_t *listener;
-    pw_db_port_t *db; /* the way to the process's database */
-    pw_auth_t *auth;
-    h2o_timeout_t deadline;
-    size_t pushes_alive; /* push objects not yet released (answered or not) */
-    pw_metrics_t metrics;
-} pw_thread_t;
+/* A handler: one path, answered only when the path as sent (up to '?') is exactly it. */
+typedef struct {
+    h2o_handler_t super;
+    pw_http_server_t *server;
+    const char *path;
+} pw_route_t;
 
 /* What the logs say about a request (read from it when a line is written; empty once it is gone). */
 typedef struct {
@@ -81,32 +114,25 @@ typedef struct {
     char path[64];       /* escaped for JSON, truncated */
 } pw_req_ctx_t;
 
-/* A push between its request and its commit. Lives on the heap: it may outlive the request. */
+/* A push between its request and Dispatch's answer. Lives on the heap: it may outlive the request. */
 typedef struct {
-    pw_db_job_t job;
     pw_push_t push;
-    h2o_req_t *req;        /* NULL once answered or once the request is gone */
-    void **cell;           /* in req->pool; its dispose tells us the request is gone */
+    pw_http_loop_t *loop;
+    h2o_req_t *req; /* NULL once answered or once the request is gone */
+    void **cell;    /* in req->pool; its dispose tells us the request is gone */
     h2o_timeout_entry_t deadline;
-    pw_thread_t *thread;
     size_t reserved; /* bytes of the in-flight budget this push holds until it is freed */
     double started_ms;
-    int counted; /* in the metrics already */
-    int with_db; /* submitted and not answered by the database: the push is the database's to read and change */
+    pw_outcome_t decoded; /* its outcome as decoded (Dispatch's answer may say duplicate) */
+    int counted;          /* in the metrics already */
+    int timed_out;        /* its deadline answered it, and gave it up */
+    int submitted;        /* with Dispatch, not answered: its fields are Dispatch's */
 } pw_http_push_t;
 
-static const pw_config_t *config;
-static h2o_globalconf_t globalconf;
-static pw_thread_t *all_threads; /* for /metrics: each thread's counters (single writer each) */
-static int n_threads;
-static atomic_int stopping;
-static pw_db_t *database;          /* the process's, in the first loop; set before the other loops start */
-static atomic_int loops_submitting; /* loops that may still submit pushes to it */
-static atomic_int database_created;
-static atomic_int database_closed; /* pw_db_free has returned: no answer is being sent any more */
-static _Thread_local pw_thread_t *self;
-/* Bytes of request bodies held by requests and pushes in flight, all loops together (atomic: loops are threads). */
-static _Atomic size_t inflight_bytes;
+static pw_http_loop_t *loop_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(pw_http_loop_t, ctx, req->conn->ctx);
+}
 
 /* ---- answers ---- */
 
@@ -130,9 +156,9 @@ static void send_no_content(h2o_req_t *req)
 }
 
 /*
- * The one place an outcome becomes an HTTP status: 0 (done) 204; PW_EUNAUTH 401; PW_EFORBIDDEN
- * 403; anything else (unavailable, refused beyond what could be kept, timed out, canceled) 503,
- * so that Pub/Sub redelivers.
+ * The one place a result (0 or a PW_E* code, of Auth or Dispatch) becomes an HTTP status: 0
+ * (done) 204; PW_EUNAUTH 401; PW_EFORBIDDEN 403; anything else (unavailable, refused beyond what
+ * could be kept, timed out, canceled) 503, so that Pub/Sub redelivers.
  */
 static int http_status_of(int rc)
 {
@@ -148,11 +174,32 @@ static int http_status_of(int rc)
     }
 }
 
+/* Answers a result as http_status_of says, with body (a line) unless it is 204. */
+static void send_result(h2o_req_t *req, int rc, const char *body)
+{
+    switch (http_status_of(rc)) {
+    case 204:
+        send_no_content(req);
+        break;
+    case 401:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+        send_text(req, 401, "Unauthorized", body);
+        break;
+    case 403:
+        send_text(req, 403, "Forbidden", body);
+        break;
+    default:
+        /* Pub/Sub ignores Retry-After but other clients (replay, load balancers) use it. */
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        send_text(req, 503, "Service Unavailable", body);
+        break;
+    }
+}
+
 static void send_unavailable(h2o_req_t *req, const char *body)
 {
-    /* Pub/Sub ignores Retry-After but other clients (replay, load balancers) use it. */
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-    send_text(req, 503, "Service Unavailable", body);
+    send_result(req, PW_EUNAVAIL, body);
 }
 
 static void log_push(const pw_http_push_t *hp, int status);
@@ -164,26 +211,20 @@ static void log_push(const pw_http_push_t *hp, int status);
  * else holds some. One push alone is always taken (up to MAX_BODY_BYTES, which h2o enforces):
  * refusing a push larger than the whole budget would have Pub/Sub redeliver it forever.
  */
-static int budget_take(size_t n)
+static int budget_take(pw_http_server_t *s, size_t n)
 {
-    size_t held = atomic_load(&inflight_bytes);
+    size_t held = atomic_load(&s->inflight_bytes);
     do {
-        if (held > 0 && (held + n > config->inflight_bytes_max || held + n < held))
+        if (held > 0 && (held + n > s->cfg->inflight_bytes_max || held + n < held))
             return -1;
-    } while (!atomic_compare_exchange_weak(&inflight_bytes, &held, held + n));
+    } while (!atomic_compare_exchange_weak(&s->inflight_bytes, &held, held + n));
     return 0;
 }
 
-static void budget_give(size_t n)
+static void budget_give(pw_http_server_t *s, size_t n)
 {
     if (n > 0)
-        atomic_fetch_sub(&inflight_bytes, n);
-}
-
-/* 1 when the push's transaction wrote it: a receipt it inserted, or no message id to recognise a redelivery by. */
-static int push_is_new(const pw_push_t *p)
-{
-    return p->message_id.base == NULL || p->new_receipt;
+        atomic_fetch_sub(&s->inflight_bytes, n);
 }
 
 /*
@@ -196,9 +237,9 @@ static pw_metric_outcome_t outcome_of(const pw_http_push_t *hp, int status)
 {
     if (status != 204)
         return PW_M_UNAVAILABLE;
-    if (!push_is_new(&hp->push))
-        return PW_M_DUPLICATE;
     switch (hp->push.outcome) {
+    case PW_OUTCOME_DUPLICATE:
+        return PW_M_DUPLICATE;
     case PW_OUTCOME_DEAD_LETTER:
         return PW_M_DEAD_LETTER;
     case PW_OUTCOME_IGNORED:
@@ -208,12 +249,13 @@ static pw_metric_outcome_t outcome_of(const pw_http_push_t *hp, int status)
     }
 }
 
-/* Answers the push's request, once, if it is still there (and counts it, once, either way). */
-static void answer_push(pw_http_push_t *hp, int status)
+/* Answers the push's request with Dispatch's result, once, if it is still there (and counts it, once, either way). */
+static void answer_push(pw_http_push_t *hp, int rc)
 {
+    int status = http_status_of(rc);
     h2o_timeout_unlink(&hp->deadline);
     if (!hp->counted) {
-        pw_metrics_t *m = &hp->thread->metrics;
+        pw_metrics_t *m = hp->loop->metrics;
         hp->counted = 1;
         log_push(hp, status);
         pw_metrics_inc(&m->pushes[outcome_of(hp, status)], 1);
@@ -224,11 +266,7 @@ static void answer_push(pw_http_push_t *hp, int status)
     if (req == NULL)
         return;
     hp->req = NULL;
-    if (status == 204)
-        send_no_content(req);
-    else
-        send_unavailable(req, status == 503 && hp->job.abandoned ? "deadline passed before commit\n"
-                                                                 : "database unavailable, retry later\n");
+    send_result(req, rc, hp->timed_out ? "deadline passed before commit\n" : "database unavailable, retry later\n");
 }
 
 static void on_cell_dispose(void *p)
@@ -239,6 +277,8 @@ static void on_cell_dispose(void *p)
         hp->cell = NULL;
     }
 }
+
+/* ---- log lines ---- */
 
 /* Copies the hex digits of a trace id (32 of them at most): nothing else reaches the log line. */
 static size_t copy_hex(char *out, size_t cap, const char *s, size_t len)
@@ -253,7 +293,13 @@ static size_t copy_hex(char *out, size_t cap, const char *s, size_t len)
     return n;
 }
 
-static pw_str_t header_value(h2o_req_t *req, const char *lower_name);
+static pw_str_t header_value(h2o_req_t *req, const char *lower_name)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, lower_name, strlen(lower_name), -1);
+    if (i < 0)
+        return PW_STR_NULL;
+    return pw_str(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+}
 
 /* The trace of X-Cloud-Trace-Context ("TRACE/SPAN;o=1") or W3C traceparent ("00-TRACE-SPAN-01"). */
 static void capture_trace(h2o_req_t *req, char *out, size_t cap)
@@ -324,10 +370,10 @@ static void log_push(const pw_http_push_t *hp, int status)
 {
     if (!pw_log_enabled(PW_LOG_DEBUG) && status == 204 && hp->push.dead_reason == NULL)
         return;
-    /* Answered by its deadline while the database still has it (and may turn it into a dead letter). */
+    /* Answered by its deadline while Dispatch still has it (and may turn it into a dead letter). */
     pw_push_t none = {.message_id = hp->push.message_id};
-    const pw_push_t *push = hp->with_db ? &none : &hp->push;
-    static const char *const outcomes[] = {"stored", "ignored", "dead_letter"};
+    const pw_push_t *push = hp->submitted ? &none : &hp->push;
+    static const char *const outcomes[] = {"stored", "ignored", "dead_letter", "duplicate"};
     char extra[PW_LOG_LINE_MAX], id[40] = "", reason[300] = "", req_members[1024];
     /* Message ids are truncated: enough to find a push, not a full identifier in every line. */
     if (push->message_id.base != NULL)
@@ -341,13 +387,14 @@ static void log_push(const pw_http_push_t *hp, int status)
     if (hp->req != NULL) /* only lines that are written pay for this */
         capture_ctx(hp->req, &ctx);
     request_members(req_members, sizeof req_members, &ctx, status, ms);
-    /* The outcome as counted in the metrics (a redelivery is a duplicate, whatever it holds). */
-    const char *outcome = status == 204 && !push_is_new(push) ? "duplicate" : outcomes[push->outcome];
     snprintf(extra, sizeof extra,
              "\"status\":%d,\"outcome\":\"%s\",\"messageId\":\"%s\",\"statuses\":%zu,\"inbound\":%zu,\"ms\":%.1f%s%s%s,%s",
-             status, status == 204 ? outcome : "unavailable", pw_log_escape(id, idesc, sizeof idesc), push->wh.n_statuses,
-             push->wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "", req_members);
-    if (push->dead_reason != NULL && status == 204 && push->outcome != PW_OUTCOME_DEAD_LETTER)
+             status, status == 204 ? outcomes[push->outcome] : "unavailable", pw_log_escape(id, idesc, sizeof idesc),
+             push->wh.n_statuses, push->wh.n_inbound, ms, reason[0] ? ",\"reason\":\"" : "", reason, reason[0] ? "\"" : "",
+             req_members);
+    /* The message says what the push is (a redelivery: what it was decoded as); the outcome member, what became of it. */
+    pw_outcome_t kind = push->outcome == PW_OUTCOME_DUPLICATE ? hp->decoded : push->outcome;
+    if (push->dead_reason != NULL && status == 204 && kind != PW_OUTCOME_DEAD_LETTER)
         pw_log(PW_LOG_WARNING, extra, "push stored; its rejected part kept as a dead letter");
     else if (push->dead_reason != NULL && status == 204)
         pw_log(PW_LOG_WARNING, extra, "push kept as a dead letter");
@@ -357,34 +404,18 @@ static void log_push(const pw_http_push_t *hp, int status)
         pw_log(PW_LOG_DEBUG, extra, "push committed");
 }
 
-static void count_events(pw_metrics_t *m, const pw_webhook_t *wh);
-
-static void on_db_done(pw_db_job_t *job, int status)
+/* The log line of a request answered 503 because of the budget (over HTTP/1 before its body was read). */
+static void log_over_budget(pw_http_server_t *s, const pw_req_ctx_t *ctx, size_t bytes)
 {
-    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, job, job);
-    hp->with_db = 0;
-    /* Events are counted from what the transaction committed: once, by the push that wrote them
-       (not a redelivery, not a second copy in the same group), even if its deadline answered first. */
-    if (status == 204 && push_is_new(&hp->push)) {
-        count_events(&hp->thread->metrics, &hp->push.wh);
-        if (hp->push.dead_reason != NULL)
-            pw_metrics_inc(&hp->thread->metrics.dead_letters, 1);
-    }
-    answer_push(hp, status);
-    if (hp->cell != NULL)
-        *hp->cell = NULL;
-    hp->thread->pushes_alive--;
-    pw_push_dispose(&hp->push);
-    budget_give(hp->reserved); /* the database reads the push no more, and it is answered */
-    free(hp);
+    char extra[PW_LOG_LINE_MAX], req_members[1024];
+    request_members(req_members, sizeof req_members, ctx, 503, 0);
+    snprintf(extra, sizeof extra, "\"status\":503,\"outcome\":\"over_budget\",\"bytes\":%zu,\"inflightBytes\":%zu,%s", bytes,
+             (size_t)atomic_load(&s->inflight_bytes), req_members);
+    pw_log(PW_LOG_WARNING, extra, "push refused: the bodies in flight would go over INFLIGHT_BYTES_MAX (%zu bytes)",
+           s->cfg->inflight_bytes_max);
 }
 
-static void on_deadline(h2o_timeout_entry_t *entry)
-{
-    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, deadline, entry);
-    hp->job.abandoned = 1; /* still written if already sent; skipped if still queued */
-    answer_push(hp, 503);
-}
+/* ---- pushes ---- */
 
 static void count_events(pw_metrics_t *m, const pw_webhook_t *wh)
 {
@@ -394,52 +425,54 @@ static void count_events(pw_metrics_t *m, const pw_webhook_t *wh)
         pw_metrics_inc(&m->inbound[pw_metrics_type_index(wh->inbound[i].type.base, wh->inbound[i].type.len)], 1);
 }
 
-static void send_metrics(h2o_req_t *req)
+/* Dispatch's answer, on this loop: result 0 (committed: p->outcome says how) or a PW_E* code. */
+static void on_push_done(pw_push_t *p, int result)
 {
-    /* Only each loop's atomics, which live until every loop has stopped: never a loop's own
-       objects (its pw_auth_t is freed while the other loops still answer /metrics). */
-    pw_metrics_t *ms[256];
-    int n = n_threads < 256 ? n_threads : 256;
-    for (int i = 0; i < n; i++)
-        ms[i] = &all_threads[i].metrics;
-    pw_keys_stats_t ks;
-    pw_keys_stats(&ks);
-    pw_metrics_extra_t extra = {ks.fetches, ks.failures, ks.keys, atomic_load(&inflight_bytes), config->inflight_bytes_max,
-                                config->auth_mode == PW_AUTH_OFF};
-    pw_buf_t body = {0};
-    pw_metrics_render(&body, ms, (size_t)n, &extra);
-    req->res.status = 200;
-    req->res.reason = "OK";
-    req->res.content_length = body.len;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
-                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
-    h2o_send_inline(req, body.base, body.len);
-    pw_buf_dispose(&body);
+    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, push, p);
+    pw_http_loop_t *l = hp->loop;
+    hp->submitted = 0;
+    /* Events are counted from what was committed: once, by the push that wrote them (not a
+       redelivery, not a second copy in the same group), even if its deadline answered first. */
+    if (result == 0 && p->outcome != PW_OUTCOME_DUPLICATE) {
+        count_events(l->metrics, &p->wh);
+        if (p->dead_reason != NULL)
+            pw_metrics_inc(&l->metrics->dead_letters, 1);
+    }
+    answer_push(hp, result);
+    if (hp->cell != NULL)
+        *hp->cell = NULL;
+    l->pushes_alive--;
+    pw_push_dispose(p);
+    budget_give(l->server, hp->reserved); /* nothing reads the push any more, and it is answered */
+    free(hp);
 }
 
-static pw_str_t header_value(h2o_req_t *req, const char *lower_name)
+static void on_deadline(h2o_timeout_entry_t *entry)
 {
-    ssize_t i = h2o_find_header_by_str(&req->headers, lower_name, strlen(lower_name), -1);
-    if (i < 0)
-        return PW_STR_NULL;
-    return pw_str(req->headers.entries[i].value.base, req->headers.entries[i].value.len);
+    pw_http_push_t *hp = H2O_STRUCT_FROM_MEMBER(pw_http_push_t, deadline, entry);
+    hp->timed_out = 1;
+    pw_dispatch_abandon(&hp->push); /* still written if already sent; not if still queued */
+    answer_push(hp, PW_ETIMEDOUT);
 }
 
-/* Answers a push whose token was not accepted; nothing is written for it. */
-static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
+/* Copies the loop's authentication counters to its metrics slot. */
+static void publish_auth_stats(pw_http_loop_t *l)
+{
+    pw_auth_stats_t a;
+    pw_auth_get_stats(l->auth, &a);
+    atomic_store_explicit(&l->metrics->auth_cache_hits, a.cache_hits, memory_order_relaxed);
+    atomic_store_explicit(&l->metrics->auth_verified, a.verified, memory_order_relaxed);
+    atomic_store_explicit(&l->metrics->auth_rejected, a.rejected, memory_order_relaxed);
+}
+
+/* Answers a push whose token was not accepted (rc from Auth); nothing is written for it. */
+static void send_auth_failure(pw_http_loop_t *l, h2o_req_t *req, int rc, const char *reason)
 {
     char body[300]; /* h2o_send_inline copies it */
     snprintf(body, sizeof body, "%s\n", reason);
-    if (status == 401) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                       H2O_STRLIT("Bearer error=\"invalid_token\""));
-        send_text(req, 401, "Unauthorized", body);
-    } else if (status == 403) {
-        send_text(req, 403, "Forbidden", body);
-    } else {
-        send_unavailable(req, body);
-    }
-    pw_metrics_inc(&self->metrics.pushes[status == 401 ? PW_M_UNAUTHORIZED : status == 403 ? PW_M_FORBIDDEN : PW_M_UNAVAILABLE], 1);
+    send_result(req, rc, body);
+    int status = http_status_of(rc);
+    pw_metrics_inc(&l->metrics->pushes[status == 401 ? PW_M_UNAUTHORIZED : status == 403 ? PW_M_FORBIDDEN : PW_M_UNAVAILABLE], 1);
     char esc[300], extra[PW_LOG_LINE_MAX], req_members[1024];
     pw_req_ctx_t ctx;
     capture_ctx(req, &ctx);
@@ -449,53 +482,33 @@ static void send_auth_failure(h2o_req_t *req, int status, const char *reason)
     pw_log(PW_LOG_WARNING, extra, "push rejected by authentication");
 }
 
-/* Copies the loop's authentication counters where /metrics reads them (see send_metrics). */
-static void publish_auth_stats(pw_thread_t *t)
-{
-    pw_auth_stats_t a;
-    pw_auth_get_stats(t->auth, &a);
-    atomic_store_explicit(&t->metrics.auth_cache_hits, a.cache_hits, memory_order_relaxed);
-    atomic_store_explicit(&t->metrics.auth_verified, a.verified, memory_order_relaxed);
-    atomic_store_explicit(&t->metrics.auth_rejected, a.rejected, memory_order_relaxed);
-}
-
-/* The log line of a request answered 503 because of the budget (over HTTP/1 before its body was read). */
-static void log_over_budget(const pw_req_ctx_t *ctx, size_t bytes)
-{
-    char extra[PW_LOG_LINE_MAX], req_members[1024];
-    request_members(req_members, sizeof req_members, ctx, 503, 0);
-    snprintf(extra, sizeof extra, "\"status\":503,\"outcome\":\"over_budget\",\"bytes\":%zu,\"inflightBytes\":%zu,%s", bytes,
-             (size_t)atomic_load(&inflight_bytes), req_members);
-    pw_log(PW_LOG_WARNING, extra, "push refused: the bodies in flight would go over INFLIGHT_BYTES_MAX (%zu bytes)",
-           config->inflight_bytes_max);
-}
-
 /* Takes ownership of reserved (budget bytes already taken for this request's body). */
-static void handle_push(h2o_req_t *req, size_t reserved)
+static void handle_push(pw_http_loop_t *l, h2o_req_t *req, size_t reserved)
 {
-    if (atomic_load(&stopping)) {
-        budget_give(reserved);
+    pw_http_server_t *s = l->server;
+    if (l->stopping) {
+        budget_give(s, reserved);
         send_unavailable(req, "shutting down, retry later\n");
         return;
     }
     char reason[200];
-    int rc = pw_auth_check(self->auth, header_value(req, "authorization"), reason, sizeof reason);
-    publish_auth_stats(self);
+    int rc = pw_auth_check(l->auth, header_value(req, "authorization"), reason, sizeof reason);
+    publish_auth_stats(l);
     if (rc != 0) {
-        budget_give(reserved);
-        send_auth_failure(req, http_status_of(rc), reason);
+        budget_give(s, reserved);
+        send_auth_failure(l, req, rc, reason);
         return;
     }
     /* A body not reserved before it was read (chunked, HTTP/2, or read before our callback was
        back on the connection) is reserved now, by its size: refused here, it is at least not
        decoded nor held through the transaction. */
     if (req->entity.len > reserved) {
-        if (budget_take(req->entity.len - reserved) != 0) {
-            budget_give(reserved);
-            pw_metrics_inc(&self->metrics.pushes[PW_M_OVER_BUDGET], 1);
+        if (budget_take(s, req->entity.len - reserved) != 0) {
+            budget_give(s, reserved);
+            pw_metrics_inc(&l->metrics->pushes[PW_M_OVER_BUDGET], 1);
             pw_req_ctx_t ctx;
             capture_ctx(req, &ctx);
-            log_over_budget(&ctx, req->entity.len);
+            log_over_budget(s, &ctx, req->entity.len);
             send_unavailable(req, "too many bytes in flight, retry later\n");
             return;
         }
@@ -509,25 +522,43 @@ static void handle_push(h2o_req_t *req, size_t reserved)
     };
     pw_http_push_t *hp = pw_xcalloc(1, sizeof *hp);
     hp->started_ms = pw_now_ms();
-    hp->thread = self;
+    hp->loop = l;
     hp->req = req;
     hp->reserved = reserved;
     pw_push_decode(&hp->push, req->entity.base != NULL ? req->entity.base : "", req->entity.len, &meta);
-    hp->job.push = &hp->push;
-    hp->job.on_done = on_db_done;
-    pw_metrics_add_gauge(&self->metrics.in_flight, 1);
+    hp->decoded = hp->push.outcome;
+    pw_metrics_add_gauge(&l->metrics->in_flight, 1);
     hp->cell = h2o_mem_alloc_shared(&req->pool, sizeof(pw_http_push_t *), on_cell_dispose);
     *hp->cell = hp;
     hp->deadline.cb = on_deadline;
-    h2o_timeout_link(self->ctx.loop, &self->deadline, &hp->deadline);
-    self->pushes_alive++;
-    hp->with_db = 1;
-    pw_db_submit(self->db, &hp->job);
+    h2o_timeout_link(l->ctx.loop, &l->deadline, &hp->deadline);
+    l->pushes_alive++;
+    hp->submitted = 1;
+    pw_dispatch_submit(l->dispatch, &hp->push, on_push_done);
 }
 
-/* ---- routing ---- */
+static void send_metrics(pw_http_server_t *s, h2o_req_t *req)
+{
+    /* Only the registry's slots: never a loop's own objects (its pw_auth_t is freed while the
+       other loops still answer /metrics). */
+    pw_keys_stats_t ks;
+    pw_keys_stats(&ks);
+    pw_metrics_extra_t extra = {ks.fetches, ks.failures, ks.keys, atomic_load(&s->inflight_bytes), s->cfg->inflight_bytes_max,
+                                s->cfg->auth_mode == PW_AUTH_OFF};
+    pw_buf_t body = {0};
+    pw_metrics_render(&body, s->metrics, &extra);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    req->res.content_length = body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
+    h2o_send_inline(req, body.base, body.len);
+    pw_buf_dispose(&body);
+}
 
-/* Routes on the path as sent (up to '?'): h2o's normalized path would turn "/%2e%2e/" into "/". */
+/* ---- routes: one handler per path ---- */
+
+/* 1 when the path as sent (up to '?') is exactly path: h2o's normalized path would turn "/%2e%2e/" into "/". */
 static int path_is(h2o_req_t *req, const char *path)
 {
     size_t n = req->path.len;
@@ -548,7 +579,7 @@ static void on_conn_request_disposed(void *p);
  * The connection of an HTTP/1 request (NULL over HTTP/2, where a socket carries many requests
  * and h2o reads it with its own callback).
  */
-static pw_conn_t *conn_of(h2o_req_t *req)
+static pw_http_conn_t *conn_of(h2o_req_t *req)
 {
     if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL)
         return NULL;
@@ -563,52 +594,101 @@ static pw_conn_t *conn_of(h2o_req_t *req)
  */
 static size_t take_conn_reservation(h2o_req_t *req)
 {
-    pw_conn_t *c = conn_of(req);
+    pw_http_conn_t *c = conn_of(req);
     if (c == NULL)
         return 0;
     size_t reserved = c->reserved;
     c->reserved = 0;
-    pw_conn_t **cell = h2o_mem_alloc_shared(&req->pool, sizeof *cell, on_conn_request_disposed);
+    pw_http_conn_t **cell = h2o_mem_alloc_shared(&req->pool, sizeof *cell, on_conn_request_disposed);
     *cell = c;
     return reserved;
 }
 
-static int on_req(h2o_handler_t *handler, h2o_req_t *req)
+/*
+ * Every handler starts here. h2o picks a pathconf by prefix of the normalized path: only the
+ * exact path as sent is this route's; anything else is answered 404. A body that is no push is
+ * not kept: its budget is given back. Returns 1 when the handler answers the request.
+ */
+static int route_begin(h2o_handler_t *self, h2o_req_t *req, size_t *reserved)
 {
-    (void)handler;
-    size_t reserved = take_conn_reservation(req);
-    int get = method_is(req, "GET") || method_is(req, "HEAD");
-    if (path_is(req, "/") || path_is(req, "/push")) {
-        if (method_is(req, "POST")) {
-            handle_push(req, reserved);
-            reserved = 0;
-        } else {
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
-            send_text(req, 405, "Method Not Allowed", "pushes are POST requests\n");
-        }
-    } else if ((path_is(req, "/livez") || path_is(req, "/healthz")) && get) {
-        /* /livez: Cloud Run keeps /healthz for itself (it never reaches the container); /healthz
-           stays for the clients that still ask it. */
-        send_text(req, 200, "OK", "ok\n");
-    } else if (path_is(req, "/readyz") && get) {
-        if (atomic_load(&stopping))
-            send_unavailable(req, "shutting down\n");
-        else if (!pw_db_ready(database))
-            send_unavailable(req, "database not connected, or not answering\n");
-        else if (!pw_auth_ready(config))
-            send_unavailable(req, "no signing keys: not fetched yet, or expired while refreshes failed\n");
-        else
-            send_text(req, 200, "OK", "ready\n");
-    } else if (path_is(req, "/metrics") && get) {
-        send_metrics(req);
-    } else if (path_is(req, "/livez") || path_is(req, "/healthz") || path_is(req, "/readyz") || path_is(req, "/metrics")) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
-        send_text(req, 405, "Method Not Allowed", "use GET\n");
-    } else {
-        send_text(req, 404, "Not Found", "not found\n");
-    }
-    budget_give(reserved); /* a body that is no push is not kept */
+    pw_route_t *r = (pw_route_t *)self;
+    *reserved = take_conn_reservation(req);
+    if (path_is(req, r->path))
+        return 1;
+    budget_give(r->server, *reserved);
+    send_text(req, 404, "Not Found", "not found\n");
     return 0;
+}
+
+/* A GET route: 1 when the request is this path's GET or HEAD, else answered (404, 405). */
+static int route_begin_get(h2o_handler_t *self, h2o_req_t *req)
+{
+    size_t reserved;
+    if (!route_begin(self, req, &reserved))
+        return 0;
+    budget_give(((pw_route_t *)self)->server, reserved);
+    if (method_is(req, "GET") || method_is(req, "HEAD"))
+        return 1;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET, HEAD"));
+    send_text(req, 405, "Method Not Allowed", "use GET\n");
+    return 0;
+}
+
+/* "/" and "/push": POST a push. */
+static int on_push_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    size_t reserved;
+    if (!route_begin(self, req, &reserved))
+        return 0;
+    if (method_is(req, "POST")) {
+        handle_push(loop_of(req), req, reserved);
+        return 0;
+    }
+    budget_give(((pw_route_t *)self)->server, reserved);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
+    send_text(req, 405, "Method Not Allowed", "pushes are POST requests\n");
+    return 0;
+}
+
+/* "/livez" and "/healthz": Cloud Run keeps /healthz for itself (it never reaches the container);
+   /healthz stays for the clients that still ask it. */
+static int on_live_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    if (route_begin_get(self, req))
+        send_text(req, 200, "OK", "ok\n");
+    return 0;
+}
+
+static int on_ready_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    if (!route_begin_get(self, req))
+        return 0;
+    pw_http_server_t *s = ((pw_route_t *)self)->server;
+    if (loop_of(req)->stopping)
+        send_unavailable(req, "shutting down\n");
+    else if (!pw_dispatch_ready(s->dispatch))
+        send_unavailable(req, "database not connected, or not answering\n");
+    else if (!pw_auth_ready(s->cfg))
+        send_unavailable(req, "no signing keys: not fetched yet, or expired while refreshes failed\n");
+    else
+        send_text(req, 200, "OK", "ready\n");
+    return 0;
+}
+
+static int on_metrics_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    if (route_begin_get(self, req))
+        send_metrics(((pw_route_t *)self)->server, req);
+    return 0;
+}
+
+static void add_route(pw_http_server_t *s, h2o_hostconf_t *host, const char *path, int (*on_req)(h2o_handler_t *, h2o_req_t *))
+{
+    h2o_pathconf_t *conf = h2o_config_register_path(host, path, 0);
+    pw_route_t *r = (pw_route_t *)h2o_create_handler(conf, sizeof *r);
+    r->super.on_req = on_req;
+    r->server = s;
+    r->path = path;
 }
 
 /*
@@ -620,7 +700,8 @@ static void log_early_answer(h2o_logger_t *logger, h2o_req_t *req)
     (void)logger;
     if (req->res.status != 413)
         return;
-    pw_metrics_inc(&self->metrics.pushes[PW_M_TOO_LARGE], 1);
+    pw_http_loop_t *l = loop_of(req);
+    pw_metrics_inc(&l->metrics->pushes[PW_M_TOO_LARGE], 1);
     char extra[PW_LOG_LINE_MAX], req_members[1024];
     pw_req_ctx_t ctx;
     capture_ctx(req, &ctx);
@@ -631,24 +712,23 @@ static void log_early_answer(h2o_logger_t *logger, h2o_req_t *req)
              length.base != NULL ? length.base : "");
     snprintf(extra, sizeof extra, "\"status\":413,\"outcome\":\"too_large\",\"contentLength\":\"%s\",%s",
              pw_log_escape(digits, (char[sizeof digits * 6]){0}, sizeof digits * 6), req_members);
-    pw_log(PW_LOG_WARNING, extra, "push refused: its body is over MAX_BODY_BYTES (%zu bytes)", config->max_body_bytes);
+    pw_log(PW_LOG_WARNING, extra, "push refused: its body is over MAX_BODY_BYTES (%zu bytes)", l->server->cfg->max_body_bytes);
 }
 
-/* ---- loops ---- */
+/* ---- connections ---- */
 
 static void on_conn_close(void *data)
 {
-    pw_conn_t *c = data;
+    pw_http_conn_t *c = data;
     h2o_timeout_unlink(&c->rewrap);
-    budget_give(c->reserved); /* the client went away while sending a body */
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    c->thread->n_conns--;
+    budget_give(c->loop->server, c->reserved); /* the client went away while sending a body */
+    h2o_linklist_unlink(&c->link);
+    c->loop->n_conns--;
     free(c);
 }
 
 /* Answers 503 on the connection itself, before h2o has seen the request, and closes it for writing. */
-static void refuse_over_budget(pw_conn_t *c, const char *path, size_t path_len, pw_str_t user_agent, size_t bytes)
+static void refuse_over_budget(pw_http_conn_t *c, const char *path, size_t path_len, pw_str_t user_agent, size_t bytes)
 {
     static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
                                  "Content-Type: text/plain; charset=utf-8\r\n"
@@ -663,7 +743,7 @@ static void refuse_over_budget(pw_conn_t *c, const char *path, size_t path_len, 
     (void)w;
     shutdown(fd, SHUT_WR);
     c->refused = 1;
-    pw_metrics_inc(&c->thread->metrics.pushes[PW_M_OVER_BUDGET], 1);
+    pw_metrics_inc(&c->loop->metrics->pushes[PW_M_OVER_BUDGET], 1);
     pw_req_ctx_t ctx = {"", "", "", ""};
     char raw[96];
     struct sockaddr_storage ss;
@@ -677,7 +757,7 @@ static void refuse_over_budget(pw_conn_t *c, const char *path, size_t path_len, 
     snprintf(raw, sizeof raw, "%.*s", user_agent.base != NULL ? (int)(user_agent.len < 60 ? user_agent.len : 60) : 0,
              user_agent.base != NULL ? user_agent.base : "");
     pw_log_escape(raw, ctx.user_agent, sizeof ctx.user_agent);
-    log_over_budget(&ctx, bytes);
+    log_over_budget(c->loop->server, &ctx, bytes);
 }
 
 /*
@@ -686,8 +766,9 @@ static void refuse_over_budget(pw_conn_t *c, const char *path, size_t path_len, 
  * Requests without a length (chunked) are reserved by their size in handle_push; broken ones
  * and ones over MAX_BODY_BYTES are left to h2o (400, 413).
  */
-static int reserve_for_request(pw_conn_t *c, h2o_socket_t *sock)
+static int reserve_for_request(pw_http_conn_t *c, h2o_socket_t *sock)
 {
+    pw_http_server_t *s = c->loop->server;
     const char *method, *path;
     size_t method_len, path_len, n_headers = H2O_MAX_HEADERS;
     int minor;
@@ -706,9 +787,9 @@ static int reserve_for_request(pw_conn_t *c, h2o_socket_t *sock)
         else if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("user-agent")))
             user_agent = pw_str(headers[i].value, headers[i].value_len);
     }
-    if (length == SIZE_MAX || length == 0 || length > config->max_body_bytes)
+    if (length == SIZE_MAX || length == 0 || length > s->cfg->max_body_bytes)
         return 0;
-    if (budget_take(length) != 0) {
+    if (budget_take(s, length) != 0) {
         refuse_over_budget(c, path, path_len, user_agent, length);
         return -1;
     }
@@ -718,7 +799,7 @@ static int reserve_for_request(pw_conn_t *c, h2o_socket_t *sock)
 
 static void on_read_budgeted(h2o_socket_t *sock, const char *err)
 {
-    pw_conn_t *c = sock->on_close.data;
+    pw_http_conn_t *c = sock->on_close.data;
     if (err == NULL && c->refused) {
         h2o_buffer_consume(&sock->input, sock->input->size); /* the client's 503 is sent: keep nothing */
         return;
@@ -731,7 +812,7 @@ static void on_read_budgeted(h2o_socket_t *sock, const char *err)
 }
 
 /* Puts our read callback in front of h2o's, when h2o is reading a request's headers. */
-static void wrap_reading(pw_conn_t *c)
+static void wrap_reading(pw_http_conn_t *c)
 {
     h2o_socket_t *sock = c->sock;
     if (sock->_cb.read == NULL || sock->_cb.read == on_read_budgeted)
@@ -745,7 +826,7 @@ static void wrap_reading(pw_conn_t *c)
 
 static void on_rewrap(h2o_timeout_entry_t *entry)
 {
-    wrap_reading(H2O_STRUCT_FROM_MEMBER(pw_conn_t, rewrap, entry));
+    wrap_reading(H2O_STRUCT_FROM_MEMBER(pw_http_conn_t, rewrap, entry));
 }
 
 /*
@@ -754,42 +835,47 @@ static void on_rewrap(h2o_timeout_entry_t *entry)
  */
 static void on_conn_request_disposed(void *p)
 {
-    pw_conn_t *c = *(pw_conn_t **)p;
+    pw_http_conn_t *c = *(pw_http_conn_t **)p;
     if (!h2o_timeout_is_linked(&c->rewrap))
-        h2o_timeout_link(c->thread->ctx.loop, &c->thread->ctx.zero_timeout, &c->rewrap);
+        h2o_timeout_link(c->loop->ctx.loop, &c->loop->ctx.zero_timeout, &c->rewrap);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
+    pw_http_loop_t *l = listener->data;
     if (err != NULL)
         return;
-    /* Take a few connections per wakeup; the other threads' listeners share the load. */
+    /* Take a few connections per wakeup; the other loops' listeners share the load. */
     for (int i = 0; i < 16; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             return;
-        pw_conn_t *c = pw_xcalloc(1, sizeof *c);
+        pw_http_conn_t *c = pw_xcalloc(1, sizeof *c);
         c->sock = sock;
-        c->thread = self;
-        c->next = self->conns.next;
-        c->prev = &self->conns;
-        self->conns.next->prev = c;
-        self->conns.next = c;
-        self->n_conns++;
+        c->loop = l;
+        h2o_linklist_insert(&l->conns, &c->link);
+        l->n_conns++;
         sock->on_close.cb = on_conn_close;
         sock->on_close.data = c;
         c->rewrap.cb = on_rewrap;
-        h2o_accept(&self->accept_ctx, sock); /* HTTP/1: h2o starts reading with its callback */
+        h2o_accept(&l->accept_ctx, sock); /* HTTP/1: h2o starts reading with its callback */
         wrap_reading(c);
     }
 }
 
-/*
- * After the pushes are answered: half-close the reading side of every connection still open
- * (idle keep-alive ones), so that h2o sees end-of-file and frees each connection through its own
- * code; then free the loop itself. If some connection will not go (a client that stopped
- * reading), leave it all to the process exit rather than free memory h2o still uses.
- */
+/* ---- loops ---- */
+
+/* The main thread's stop: noted here, on the loop's thread; run_loop takes it from there. */
+static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    pw_http_loop_t *l = H2O_STRUCT_FROM_MEMBER(pw_http_loop_t, control, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        if (messages->next == &l->stop_msg.link)
+            l->stopping = 1; /* handle_push and /readyz answer 503 from now on */
+        h2o_linklist_unlink(messages->next);
+    }
+}
+
 /*
  * h2o_context_dispose asserts that none of the context's timers is armed, but h2o keeps a
  * periodic entry of its own on one of them. Once no connection is left, nothing will run on this
@@ -805,24 +891,82 @@ static void disarm_context_timers(h2o_context_t *ctx)
             h2o_timeout_unlink(H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, timers[i]->_entries.next));
 }
 
-static void close_connections_and_free_loop(pw_thread_t *t)
+static void on_close_timeout(h2o_timeout_entry_t *entry)
 {
-    for (pw_conn_t *c = t->conns.next; c != &t->conns; c = c->next)
-        shutdown(h2o_socket_get_fd(c->sock), SHUT_RD);
-    double until = pw_now_ms() + PW_HTTP_CLOSE_MS;
-    while (t->n_conns > 0 && pw_now_ms() < until)
-        h2o_evloop_run(t->ctx.loop, 10);
-    h2o_evloop_run(t->ctx.loop, 0);
-    if (t->n_conns > 0) {
-        pw_log_warning("stop: %zu connection(s) would not close; leaving them to the exit", t->n_conns);
-        return;
+    (void)entry;
+}
+
+/*
+ * After the pushes are answered: half-close the reading side of every connection still open
+ * (idle keep-alive ones), so that h2o sees end-of-file and frees each connection through its own
+ * code, and run the loop until they are gone or PW_HTTP_CLOSE_MS has passed. Returns the
+ * connections left (a client that stopped reading).
+ */
+static size_t close_connections(pw_http_loop_t *l)
+{
+    for (h2o_linklist_t *n = l->conns.next; n != &l->conns; n = n->next)
+        shutdown(h2o_socket_get_fd(H2O_STRUCT_FROM_MEMBER(pw_http_conn_t, link, n)->sock), SHUT_RD);
+    h2o_timeout_t close_timeout;
+    h2o_timeout_entry_t close_entry = {.cb = on_close_timeout};
+    h2o_timeout_init(l->ctx.loop, &close_timeout, PW_HTTP_CLOSE_MS);
+    h2o_timeout_link(l->ctx.loop, &close_timeout, &close_entry);
+    /* Each close is an event, and so is the timeout (which only wakes the loop: it is then unlinked). */
+    while (l->n_conns > 0 && h2o_timeout_is_linked(&close_entry))
+        h2o_evloop_run(l->ctx.loop, INT32_MAX);
+    h2o_timeout_unlink(&close_entry);
+    h2o_timeout_dispose(l->ctx.loop, &close_timeout);
+    h2o_evloop_run(l->ctx.loop, 0); /* the sockets closed last are freed by the loop's next turn */
+    return l->n_conns;
+}
+
+static void *run_loop(void *arg)
+{
+    pw_http_loop_t *l = arg;
+    pw_http_server_t *s = l->server;
+    h2o_context_init(&l->ctx, h2o_evloop_create(), &s->globalconf);
+    h2o_linklist_init_anchor(&l->conns);
+    l->accept_ctx.ctx = &l->ctx;
+    l->accept_ctx.hosts = s->globalconf.hosts;
+    h2o_timeout_init(l->ctx.loop, &l->deadline, (uint64_t)s->cfg->deadline_ms);
+    h2o_multithread_register_receiver(l->ctx.queue, &l->control, on_control);
+    l->dispatch = pw_dispatch_loop_new(s->dispatch, &l->ctx);
+    l->auth = pw_auth_new(s->cfg);
+    l->listener = h2o_evloop_socket_create(l->ctx.loop, l->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->listener->data = l;
+    h2o_socket_read_start(l->listener, on_accept);
+    pthread_barrier_wait(&s->started); /* from here on the main thread may send the stop */
+
+    while (!l->stopping)
+        h2o_evloop_run(l->ctx.loop, INT32_MAX);
+
+    /* Stop accepting (the main thread has drained Dispatch: what is not committed by then is
+       answered 503), and run until every push of this loop is answered: each answer is a
+       message to this loop, each deadline a timer of it. */
+    h2o_socket_read_stop(l->listener);
+    h2o_socket_close(l->listener);
+    l->listener = NULL;
+    h2o_context_request_shutdown(&l->ctx);
+    while (l->pushes_alive > 0)
+        h2o_evloop_run(l->ctx.loop, INT32_MAX);
+    size_t left = close_connections(l);
+    pw_dispatch_loop_free(l->dispatch);
+    l->dispatch = NULL;
+    pw_auth_free(l->auth);
+    l->auth = NULL;
+    pthread_barrier_wait(&s->told);
+    h2o_multithread_unregister_receiver(l->ctx.queue, &l->control);
+    if (left > 0) {
+        /* Leave it all to the process exit rather than free memory h2o still uses. */
+        pw_log_warning("stop: %zu connection(s) would not close; leaving them to the exit", left);
+        return NULL;
     }
-    disarm_context_timers(&t->ctx);
-    h2o_loop_t *loop = t->ctx.loop;
-    h2o_timeout_dispose(loop, &t->deadline);
-    h2o_context_dispose(&t->ctx);
+    disarm_context_timers(&l->ctx);
+    h2o_loop_t *loop = l->ctx.loop;
+    h2o_timeout_dispose(loop, &l->deadline);
+    h2o_context_dispose(&l->ctx);
     h2o_evloop_destroy(loop);
-    t->torn_down = 1;
+    l->torn_down = 1;
+    return NULL;
 }
 
 /*
@@ -848,58 +992,6 @@ static int open_listener(int port)
     return fd;
 }
 
-static void *run_loop(void *arg)
-{
-    pw_thread_t *t = arg;
-    self = t;
-    t->conns.next = t->conns.prev = &t->conns;
-    h2o_context_init(&t->ctx, h2o_evloop_create(), &globalconf);
-    t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = globalconf.hosts;
-    h2o_timeout_init(t->ctx.loop, &t->deadline, (uint64_t)config->deadline_ms);
-    int home = t == &all_threads[0];
-    if (home) {
-        database = pw_db_new(&t->ctx, config, &t->metrics);
-        atomic_store(&database_created, 1);
-    }
-    t->db = pw_db_port_new(database, &t->ctx, home);
-    t->auth = pw_auth_new(config);
-    t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
-    h2o_socket_read_start(t->listener, on_accept);
-
-    while (!atomic_load(&stopping))
-        h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
-
-    /* Stop accepting; let what is in flight commit (or hit its deadline) within the drain time. */
-    h2o_socket_read_stop(t->listener);
-    h2o_socket_close(t->listener);
-    t->listener = NULL;
-    h2o_context_request_shutdown(&t->ctx);
-    atomic_fetch_sub(&loops_submitting, 1); /* handle_push answers 503 from now on */
-    double until = pw_now_ms() + PW_HTTP_DRAIN_MS;
-    if (home) {
-        /* The database serves every loop: it stays until no loop submits and all is answered. */
-        while ((atomic_load(&loops_submitting) > 0 || pw_db_outstanding(database) > 0) && pw_now_ms() < until)
-            h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
-        while (atomic_load(&loops_submitting) > 0) /* the others stop submitting within a tick */
-            h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
-        pw_db_free(database); /* answers 503 to anything left, on its loop */
-        database = NULL;
-        atomic_store(&database_closed, 1);
-    }
-    /* Every push this loop submitted comes back (committed, or 503 once the database closes).
-       And the loop's message queue stays until the database is closed: h2o's send of an answer
-       still touches the queue after the message is in it. */
-    while (t->pushes_alive > 0 || !atomic_load(&database_closed))
-        h2o_evloop_run(t->ctx.loop, PW_LOOP_TICK_MS);
-    pw_db_port_free(t->db);
-    t->db = NULL;
-    pw_auth_free(t->auth);
-    t->auth = NULL;
-    close_connections_and_free_loop(t);
-    return NULL;
-}
-
 /* Blocks SIGTERM/SIGINT in every thread; the main thread waits for them with sigwait. */
 static void block_stop_signals(sigset_t *set)
 {
@@ -909,60 +1001,74 @@ static void block_stop_signals(sigset_t *set)
     pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
-int pw_http_serve(const pw_config_t *cfg)
+int pw_http_serve(const pw_config_t *cfg, pw_dispatch_t *dispatch, pw_metrics_registry_t *metrics)
 {
-    config = cfg;
     signal(SIGPIPE, SIG_IGN);
     sigset_t stop_set;
     block_stop_signals(&stop_set);
+    if (pw_metrics_registry_size(metrics) < (size_t)cfg->threads) {
+        pw_log_error("metrics: %zu slot(s) for %d loop(s)", pw_metrics_registry_size(metrics), cfg->threads);
+        return -1;
+    }
 
-    h2o_config_init(&globalconf);
-    globalconf.max_request_entity_size = cfg->max_body_bytes;
-    globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushworker"));
-    h2o_hostconf_t *host = h2o_config_register_host(&globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
-    h2o_handler_t *handler = h2o_create_handler(path, sizeof *handler);
-    handler->on_req = on_req;
+    pw_http_server_t *s = pw_xcalloc(1, sizeof *s);
+    s->cfg = cfg;
+    s->dispatch = dispatch;
+    s->metrics = metrics;
+    h2o_config_init(&s->globalconf);
+    s->globalconf.max_request_entity_size = cfg->max_body_bytes;
+    s->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushworker"));
+    h2o_hostconf_t *host = h2o_config_register_host(&s->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    /* h2o tries pathconfs in this order, by prefix: "/" last, as the catch-all (its handler 404s
+       every path but "/" itself). */
+    add_route(s, host, "/push", on_push_req);
+    add_route(s, host, "/livez", on_live_req);
+    add_route(s, host, "/healthz", on_live_req);
+    add_route(s, host, "/readyz", on_ready_req);
+    add_route(s, host, "/metrics", on_metrics_req);
+    add_route(s, host, "/", on_push_req);
     h2o_logger_t *early = h2o_create_logger(&host->fallback_path, sizeof *early);
     early->log_access = log_early_answer;
 
-    pw_thread_t *threads = pw_xcalloc((size_t)cfg->threads, sizeof *threads);
-    all_threads = threads;
-    n_threads = cfg->threads;
     int listen_fd = open_listener(cfg->port);
     if (listen_fd < 0) {
         pw_log_error("cannot listen on 0.0.0.0:%d: %s", cfg->port, strerror(errno));
-        free(threads);
+        h2o_config_dispose(&s->globalconf);
+        free(s);
         return -1;
     }
-    for (int i = 0; i < cfg->threads; i++)
-        threads[i].listen_fd = i == 0 ? listen_fd : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
-    atomic_store(&loops_submitting, cfg->threads);
-    atomic_store(&database_created, 0);
-    atomic_store(&database_closed, 0);
-    /* The first loop creates the database; the others need it to exist. */
-    pthread_create(&threads[0].tid, NULL, run_loop, &threads[0]);
-    while (!atomic_load(&database_created))
-        sched_yield();
-    for (int i = 1; i < cfg->threads; i++)
-        pthread_create(&threads[i].tid, NULL, run_loop, &threads[i]);
+    pw_http_loop_t *loops = pw_xcalloc((size_t)cfg->threads, sizeof *loops);
+    pthread_barrier_init(&s->started, NULL, (unsigned)cfg->threads + 1);
+    pthread_barrier_init(&s->told, NULL, (unsigned)cfg->threads + 1);
+    for (int i = 0; i < cfg->threads; i++) {
+        loops[i].server = s;
+        loops[i].metrics = pw_metrics_slot(metrics, (size_t)i);
+        loops[i].listen_fd = i == 0 ? listen_fd : fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
+        pthread_create(&loops[i].tid, NULL, run_loop, &loops[i]);
+    }
+    pthread_barrier_wait(&s->started);
     pw_log_info("listening on 0.0.0.0:%d with %d thread(s), auth %s", cfg->port, cfg->threads,
                 pw_auth_mode_name(cfg->auth_mode));
 
     int sig;
     sigwait(&stop_set, &sig);
     pw_log_info("%s received: draining in-flight pushes", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    atomic_store(&stopping, 1);
+    pw_dispatch_drain(dispatch, pw_now_ms() + PW_HTTP_DRAIN_MS);
+    for (int i = 0; i < cfg->threads; i++)
+        h2o_multithread_send_message(&loops[i].control, &loops[i].stop_msg);
+    pthread_barrier_wait(&s->told);
     int all_torn_down = 1;
     for (int i = 0; i < cfg->threads; i++) {
-        pthread_join(threads[i].tid, NULL);
-        all_torn_down &= threads[i].torn_down;
+        pthread_join(loops[i].tid, NULL);
+        all_torn_down &= loops[i].torn_down;
     }
-    all_threads = NULL;
-    n_threads = 0;
-    free(threads);
-    if (all_torn_down)
-        h2o_config_dispose(&globalconf);
+    pthread_barrier_destroy(&s->started);
+    pthread_barrier_destroy(&s->told);
+    if (all_torn_down) {
+        free(loops);
+        h2o_config_dispose(&s->globalconf);
+        free(s);
+    }
     pw_log_info("stopped");
     return 0;
 }

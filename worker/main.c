@@ -1,4 +1,9 @@
-/* pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. Command line: serve (default), migrate, --help, --version. */
+/*
+ * pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. The Face: the command line (serve
+ * (default), migrate, redrive, sql, --help, --version). serve assembles the process: the metrics
+ * registry, the database executor (worker/db.h) with the statement Dispatch writes pushes with,
+ * the Dispatch over it, and Http, which is given the Dispatch and never sees the executor.
+ */
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -8,10 +13,12 @@
 #include <sys/resource.h>
 
 #include "worker/config.h"
+#include "worker/db.h"
 #include "worker/dispatch.h"
 #include "worker/http.h"
 #include "worker/jwks.h"
 #include "worker/log.h"
+#include "worker/metrics.h"
 #include "worker/migrate.h"
 #include "worker/redrive.h"
 
@@ -119,7 +126,17 @@ static int cmd_serve(void)
             goto out;
         }
     }
-    rc = pw_http_serve(&cfg) == 0 ? 0 : 1;
+    {
+        /* A metrics slot per loop, and the last for the executor's thread. */
+        pw_metrics_registry_t *metrics = pw_metrics_registry_new((size_t)cfg.threads + 1);
+        pw_db_t *db = pw_db_new(&cfg, pw_dispatch_statement(), pw_metrics_slot(metrics, (size_t)cfg.threads));
+        pw_dispatch_t *dispatch = pw_dispatch_new(db);
+        rc = pw_http_serve(&cfg, dispatch, metrics) == 0 ? 0 : 1;
+        /* No loop submits any more, and each has freed its Dispatch loop. */
+        pw_dispatch_free(dispatch);
+        pw_db_free(db);
+        pw_metrics_registry_free(metrics);
+    }
 out:
     pw_keys_stop();
     curl_global_cleanup();
@@ -141,7 +158,7 @@ static int cmd_migrate(void)
 
 static int cmd_sql(const char *name)
 {
-    const pw_stmt_t *s = pw_dispatch_statement();
+    const pw_db_stmt_t *s = pw_dispatch_statement();
     if (name == NULL) {
         printf("%s\t%d parameters\n", s->name, s->ncols);
         return 0;

@@ -1,6 +1,8 @@
-/* Prometheus text format for pushworker's counters and histograms. */
+/* The registry of per-thread metric slots, and the Prometheus text format of their sums. */
 #include "worker/metrics.h"
 
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifndef PW_VERSION
@@ -67,43 +69,82 @@ int pw_metrics_type_index(const char *s, size_t len)
     return index_of(TYPE_NAMES, PW_M_TYPES, s, len);
 }
 
-static uint64_t sum_counter(pw_metrics_t *const *t, size_t n, size_t offset)
+/* A slot padded to whole cache lines, so that two threads' counters never share one. */
+#define PW_METRICS_LINE 64
+typedef struct {
+    _Alignas(PW_METRICS_LINE) pw_metrics_t m;
+} slot_t;
+
+struct pw_metrics_registry {
+    size_t n;
+    slot_t *slots; /* in block, on a cache line boundary */
+    void *block;
+};
+
+pw_metrics_registry_t *pw_metrics_registry_new(size_t n)
+{
+    pw_metrics_registry_t *r = pw_xcalloc(1, sizeof *r);
+    r->n = n;
+    r->block = pw_xcalloc(n + 1, sizeof *r->slots); /* zero is every counter's start */
+    r->slots = (slot_t *)(((uintptr_t)r->block + PW_METRICS_LINE - 1) & ~(uintptr_t)(PW_METRICS_LINE - 1));
+    return r;
+}
+
+void pw_metrics_registry_free(pw_metrics_registry_t *r)
+{
+    if (r == NULL)
+        return;
+    free(r->block);
+    free(r);
+}
+
+size_t pw_metrics_registry_size(const pw_metrics_registry_t *r)
+{
+    return r->n;
+}
+
+pw_metrics_t *pw_metrics_slot(pw_metrics_registry_t *r, size_t i)
+{
+    return i < r->n ? &r->slots[i].m : NULL;
+}
+
+static uint64_t sum_counter(const pw_metrics_registry_t *r, size_t offset)
 {
     uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += atomic_load_explicit((_Atomic uint64_t *)((char *)t[i] + offset), memory_order_relaxed);
+    for (size_t i = 0; i < r->n; i++)
+        total += atomic_load_explicit((_Atomic uint64_t *)((char *)&r->slots[i].m + offset), memory_order_relaxed);
     return total;
 }
 
-#define SUM(field) sum_counter(threads, n, offsetof(pw_metrics_t, field))
+#define SUM(field) sum_counter(r, offsetof(pw_metrics_t, field))
 
 static void header(pw_buf_t *out, const char *name, const char *type, const char *help)
 {
     pw_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void render_histogram(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, size_t offset, const double *bounds,
-                             const char *name, const char *help)
+static void render_histogram(pw_buf_t *out, const pw_metrics_registry_t *r, size_t offset, const double *bounds, const char *name,
+                             const char *help)
 {
     header(out, name, "histogram", help);
     uint64_t cumulative = 0;
     double sum = 0;
     for (int b = 0; b < PW_M_BUCKETS; b++) {
-        cumulative += sum_counter(threads, n, offset + offsetof(pw_histogram_t, buckets) + (size_t)b * sizeof(_Atomic uint64_t));
+        cumulative += sum_counter(r, offset + offsetof(pw_histogram_t, buckets) + (size_t)b * sizeof(_Atomic uint64_t));
         if (b < PW_M_BUCKETS - 1)
             pw_buf_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[b], (unsigned long long)cumulative);
         else
             pw_buf_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cumulative);
     }
-    for (size_t i = 0; i < n; i++) {
-        const pw_histogram_t *h = (const pw_histogram_t *)((const char *)threads[i] + offset);
+    for (size_t i = 0; i < r->n; i++) {
+        const pw_histogram_t *h = (const pw_histogram_t *)((const char *)&r->slots[i].m + offset);
         sum += atomic_load_explicit(&h->sum, memory_order_relaxed);
     }
     pw_buf_appendf(out, "%s_sum %.6f\n%s_count %llu\n", name, sum, name,
-                   (unsigned long long)sum_counter(threads, n, offset + offsetof(pw_histogram_t, count)));
+                   (unsigned long long)sum_counter(r, offset + offsetof(pw_histogram_t, count)));
 }
 
-void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, const pw_metrics_extra_t *extra)
+void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_metrics_extra_t *extra)
 {
     header(out, "pushworker_pushes_total", "counter", "Pushes answered, by outcome (one per push).");
     for (int o = 0; o < PW_M_OUTCOMES; o++)
@@ -123,8 +164,8 @@ void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, co
            "Pushes kept in dead_letters: not understood (outcome dead_letter) or with items rejected (outcome stored).");
     pw_buf_appendf(out, "pushworker_dead_letters_total %llu\n", (unsigned long long)SUM(dead_letters));
     int64_t in_flight = 0;
-    for (size_t i = 0; i < n; i++)
-        in_flight += atomic_load_explicit(&threads[i]->in_flight, memory_order_relaxed);
+    for (size_t i = 0; i < r->n; i++)
+        in_flight += atomic_load_explicit(&r->slots[i].m.in_flight, memory_order_relaxed);
     header(out, "pushworker_in_flight_pushes", "gauge", "Pushes received and not yet answered.");
     pw_buf_appendf(out, "pushworker_in_flight_pushes %lld\n", (long long)in_flight);
     header(out, "pushworker_inflight_bytes", "gauge", "Bytes of request bodies held by requests and pushes in flight (all loops).");
@@ -135,11 +176,11 @@ void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, co
     pw_buf_appendf(out, "pushworker_db_errors_total %llu\n", (unsigned long long)SUM(db_errors));
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));
-    render_histogram(out, threads, n, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",
+    render_histogram(out, r, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",
                      "Time from receiving a push to answering it.");
-    render_histogram(out, threads, n, offsetof(pw_metrics_t, db_tx_seconds), SECONDS_BOUNDS, "pushworker_db_transaction_seconds",
+    render_histogram(out, r, offsetof(pw_metrics_t, db_tx_seconds), SECONDS_BOUNDS, "pushworker_db_transaction_seconds",
                      "Time from sending a group of pushes to its commit.");
-    render_histogram(out, threads, n, offsetof(pw_metrics_t, batch_pushes), COUNT_BOUNDS, "pushworker_db_batch_pushes",
+    render_histogram(out, r, offsetof(pw_metrics_t, batch_pushes), COUNT_BOUNDS, "pushworker_db_batch_pushes",
                      "Pushes written per transaction (group commit).");
     header(out, "pushworker_jwks_fetches_total", "counter", "Signing key set fetches attempted.");
     pw_buf_appendf(out, "pushworker_jwks_fetches_total %llu\n", (unsigned long long)extra->jwks_fetches);

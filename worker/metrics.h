@@ -1,4 +1,8 @@
-/* Prometheus metrics: per-thread counters and histograms (single writer each), rendered as text at GET /metrics. */
+/*
+ * Prometheus metrics: counters and histograms in a registry of slots, one per writing thread (each
+ * event loop, the database executor), each slot written by its thread only and read by whichever
+ * thread renders GET /metrics. The Face creates the registry and hands out the slots.
+ */
 #ifndef PW_METRICS_H
 #define PW_METRICS_H
 
@@ -34,8 +38,8 @@ typedef struct {
 } pw_histogram_t;
 
 /*
- * One per event loop, written only by its thread (relaxed atomics: no lock prefix on the hot
- * path), read by whichever thread renders /metrics.
+ * A slot: written only by its thread (relaxed atomics: no lock prefix on the hot path), read by
+ * whichever thread renders /metrics.
  */
 typedef struct {
     _Atomic uint64_t pushes[PW_M_OUTCOMES];
@@ -67,7 +71,16 @@ typedef struct {
     int auth_mode_off;
 } pw_metrics_extra_t;
 
-/* Appends the Prometheus text exposition of the sum over threads to out. */
-void pw_metrics_render(pw_buf_t *out, pw_metrics_t *const *threads, size_t n, const pw_metrics_extra_t *extra);
+/* The slots: n zeroed pw_metrics_t, each on cache lines of its own. */
+typedef struct pw_metrics_registry pw_metrics_registry_t;
+
+pw_metrics_registry_t *pw_metrics_registry_new(size_t n);
+void pw_metrics_registry_free(pw_metrics_registry_t *r);
+size_t pw_metrics_registry_size(const pw_metrics_registry_t *r);
+/* Slot i (< size), for the one thread that writes it. */
+pw_metrics_t *pw_metrics_slot(pw_metrics_registry_t *r, size_t i);
+
+/* Appends the Prometheus text exposition of the sum over every slot to out. Any thread. */
+void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_metrics_extra_t *extra);
 
 #endif
