@@ -462,11 +462,13 @@ static void encode_and_submit(pw_push_t *p)
     w->push = p;
     size_t at = 0;
     for (int k = 0; k < s->ncols; k++) {
-        memcpy(w->data + at, dl->cols.col[k].base, dl->cols.col[k].len);
+        if (dl->cols.col[k].len > 0)
+            memcpy(w->data + at, dl->cols.col[k].base, dl->cols.col[k].len);
         at += dl->cols.col[k].len;
         w->ends[k] = (uint32_t)at;
     }
-    memcpy(w->data + at, dl->key.base, dl->key.len);
+    if (dl->key.len > 0)
+        memcpy(w->data + at, dl->key.base, dl->key.len);
     w->job.frags = w->data;
     w->job.ends = w->ends;
     w->job.key = keyed ? pw_str(w->data + at, dl->key.len) : PW_STR_NULL;
