@@ -32,6 +32,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -558,6 +559,32 @@ static void test_a_refused_job_fails_only_itself(void **state)
     assert_true(after.jobs - before.jobs == 1 + 4);
 }
 
+/* PW_DB_ALONE: a job so flagged, queued among others, is written in a transaction of its own; those before and after it are grouped. */
+static void test_an_alone_job_is_never_grouped(void **state)
+{
+    (void)state;
+    start_db();
+    tjob_t blocker, jobs[5];
+    hold_connection(&blocker);
+    tjob_init(&jobs[0], "x1", "1", 1, 0);
+    tjob_init(&jobs[1], "x2", "2", 1, 0);
+    tjob_init(&jobs[2], "solo", "3", 1, PW_DB_ALONE);
+    tjob_init(&jobs[3], "x3", "4", 1, 0);
+    tjob_init(&jobs[4], "x4", "5", 1, 0);
+    for (int i = 0; i < 5; i++)
+        submit(&T.loop, &jobs[i]);
+    WAIT_QUEUED(T.db, 5);
+    unlock_row();
+    RUN_UNTIL(&T.loop, 6);
+    ASSERT_ANSWER(&blocker, 0, "", 0);
+    for (int i = 0; i < 5; i++)
+        ASSERT_ANSWER(&jobs[i], 0, "", 1);
+    pwt_assert_rows(Q_ROWS, "blocker|0\nsolo|3\nx1|1\nx2|2\nx3|4\nx4|5");
+    assert_int_equal(writers_of("{x1,x2}"), 1);
+    assert_int_equal(writers_of("{x3,x4}"), 1);
+    assert_int_equal(writers_of("{x1,x2,solo,x3,x4}"), 3);
+}
+
 /* ---- 4. trials -------------------------------------------------------------------------------- */
 
 /* PW_DB_TRIAL: data the statement accepts is answered 0 and not kept; data it refuses PW_EREFUSED; a plain job beside them is written. */
@@ -766,6 +793,10 @@ static void test_drain_answers_what_is_stuck_at_the_deadline(void **state)
     fprintf(stderr, "drain: answered %.0f and %.0f ms after the deadline\n", stuck.done_ms - deadline, behind.done_ms - deadline);
     assert_true(stuck.done_ms >= deadline && behind.done_ms >= deadline);
     assert_true(stuck.done_ms < deadline + 3000 && behind.done_ms < deadline + 3000);
+    /* the connections close right after the answers go (ready may still be 1 when they arrive) */
+    double until = pw_now_ms() + WAIT_MS;
+    while (pw_db_ready(T.db) && pw_now_ms() < until)
+        pwt_sleep_ms(5);
     assert_int_equal(pw_db_ready(T.db), 0);
     tloop_close(&T.loop);
     double t0 = pw_now_ms();
@@ -831,12 +862,81 @@ static void test_shards_keep_to_their_connection(void **state)
     pwt_assert_rows(Q_ROWS, "blocker|0\nshard1|1\nshard2|2");
 }
 
+/* ---- 10. a full queue -------------------------------------------------------------------------- */
+
+/* queue_max jobs wait behind the busy connection: one more is answered PW_EUNAVAIL at once; those waiting are written. */
+static void test_a_full_queue_answers_unavailable(void **state)
+{
+    (void)state;
+    T.cfg.queue_max = 2;
+    start_db();
+    tjob_t blocker, q1, q2, over;
+    hold_connection(&blocker); /* in flight: not in the queue */
+    tjob_init(&q1, "q1", "1", 1, 0);
+    tjob_init(&q2, "q2", "2", 1, 0);
+    tjob_init(&over, "over", "3", 1, 0);
+    submit(&T.loop, &q1);
+    submit(&T.loop, &q2);
+    WAIT_QUEUED(T.db, 2);
+    submit(&T.loop, &over);
+    RUN_UNTIL(&T.loop, 1);
+    ASSERT_ANSWER(&over, PW_EUNAVAIL, "", 0);
+    unlock_row();
+    RUN_UNTIL(&T.loop, 4);
+    ASSERT_ANSWER(&blocker, 0, "", 0);
+    ASSERT_ANSWER(&q1, 0, "", 1);
+    ASSERT_ANSWER(&q2, 0, "", 1);
+    pwt_assert_rows(Q_ROWS, "blocker|0\nq1|1\nq2|2");
+}
+
+/* ---- 11. the watchdog and reconnecting -------------------------------------------------------------- */
+
+/*
+ * The server stops answering (the backend of the job in flight is stopped with SIGSTOP): the
+ * watchdog drops the connection after statement_timeout_ms + its grace and answers the job
+ * PW_EUNAVAIL (whether it committed is unknown); the executor connects again and writes the next
+ * job. Skipped when the test may not signal the server's processes.
+ */
+static void test_a_server_that_stops_answering_is_left_and_reconnected(void **state)
+{
+    (void)state;
+    T.cfg.statement_timeout_ms = 2000; /* far longer than it takes to find the backend and stop it */
+    start_db();
+    tjob_t blocker;
+    hold_connection(&blocker);
+    long long pid = pwt_scalar_int("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+    if (kill((pid_t)pid, SIGSTOP) != 0) {
+        unlock_row();
+        RUN_UNTIL(&T.loop, 1);
+        skip();
+    }
+    double t0 = pw_now_ms();
+    int answered = tloop_run_until(&T.loop, 1);
+    double waited = pw_now_ms() - t0;
+    kill((pid_t)pid, SIGCONT);
+    unlock_row();
+    if (!answered)
+        FAIL("the job whose server stopped answering was not answered in %d ms", WAIT_MS);
+    ASSERT_ANSWER(&blocker, PW_EUNAVAIL, "", 0);
+    fprintf(stderr, "watchdog: answered %.0f ms after the server stopped\n", waited);
+    assert_true(waited < 2000 + PW_DB_ANSWER_GRACE_MS + 3000);
+    assert_int_equal(atomic_load(&T.metrics.db_reconnects), 1);
+    assert_true(ready_at_some_point(T.db, WAIT_MS));
+    tjob_t next;
+    tjob_init(&next, "next", "1", 1, 0);
+    submit(&T.loop, &next);
+    RUN_UNTIL(&T.loop, 2);
+    ASSERT_ANSWER(&next, 0, "", 1);
+    pwt_assert_rows(Q_ROWS, "blocker|0\nnext|1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ports_answer_each_loop_on_its_own_thread, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_jobs_submitted_at_once_share_transactions, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_refused_job_fails_only_itself, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_an_alone_job_is_never_grouped, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_trial_is_rolled_back, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_conflict_is_retried_alone_a_bounded_number_of_times, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_lock_timeout_fails_only_the_job_that_waits, fresh, cleanup),
@@ -845,6 +945,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drain_answers_what_is_stuck_at_the_deadline, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_jobs_submitted_after_a_drain_are_still_taken, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_shards_keep_to_their_connection, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_a_full_queue_answers_unavailable, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_a_server_that_stops_answering_is_left_and_reconnected, fresh, cleanup),
     };
     return cmocka_run_group_tests_name("db_exec", tests, group_setup, pwt_teardown_db);
 }
