@@ -10,8 +10,9 @@
 -- BENCH_THREAD_BASE=1 send the two halves of a 2-thread data set. There is no response()
 -- callback (it would slow wrk down): wrk counts non-2xx/3xx answers and socket errors itself.
 -- With BENCH_LOAD_THREADS=T (wrk's -t), each thread's first request waits until all T threads have
--- loaded their pushes ($BENCH_RESULT.loaded, made by the last and removed by done()): wrk starts
--- a thread as soon as it has loaded its own file, and its clock only once all have.
+-- loaded their pushes ($BENCH_RESULT.loaded, made by the last and removed by done(): scripts/bench
+-- starts its measurements when it appears): wrk starts a thread as soon as it has loaded its own
+-- file, and its clock only once all have.
 --
 -- Paced (BENCH_THREAD_RATE=R, pushes per second per wrk thread; unset or 0: closed loop): each
 -- thread gives its requests send times R apart (t0, t0 + 1/R, ...; t0 its first request), and a
@@ -88,7 +89,7 @@ function init(args)
    primed = (id ~= base_id)
    late_sends, late_max_us, late_first_ms, late_last_ms = 0, 0, -1, -1
    started = false
-   if threads_here >= 2 and id == base_id + threads_here - 1 then
+   if threads_here >= 1 and id == base_id + threads_here - 1 then
       local m = assert(io.open(loaded_path, "w"))
       m:close()
    end
