@@ -1,7 +1,11 @@
 /* Status handler: a group's status events become status_events rows and merged message_logs rows, in one statement. */
 #include "worker/handlers.h"
 
-enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB, C_RECIPIENT_USER, C_NCOLS };
+enum {
+    C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB,
+    C_RECIPIENT_USER, /* last: added by migration 0005 */
+    C_NCOLS
+};
 
 /*
  * Why SQL and not C: the merge must not read-modify-write (two pushes for the same message at
