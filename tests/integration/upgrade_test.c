@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/util.h"
@@ -20,6 +21,25 @@
 /* The migrations the previous release applied, as its `worker migrate` did: each in a transaction, then recorded. */
 static const char *const OLD_MIGRATIONS[] = {"0001_schema", "0002_analytics", "0003_redrive", "0004_dead_letter_key"};
 
+/* Runs a script of several statements (the checker runs one statement per call) on a connection of its own. */
+static void exec_script(const char *sql)
+{
+    PGconn *c = PQconnectdb(pwt_db_url());
+    if (PQstatus(c) != CONNECTION_OK)
+        pwt_fail(__FILE__, __LINE__, "cannot connect: %s", PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        pwt_fail(__FILE__, __LINE__, "script failed: %s", msg);
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
 static void apply_old_migrations(void)
 {
     pwt_exec("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
@@ -31,7 +51,7 @@ static void apply_old_migrations(void)
         if (sql == NULL)
             pwt_fail(__FILE__, __LINE__, "cannot read %s", rel);
         char *tx = pwt_xasprintf("BEGIN; %s\n; INSERT INTO schema_migrations (name) VALUES ('%s'); COMMIT", sql, OLD_MIGRATIONS[i]);
-        pwt_exec(tx);
+        exec_script(tx);
         free(tx);
         free(sql);
         free(path);
@@ -79,7 +99,7 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 {
     (void)state;
     apply_old_migrations();
-    pwt_exec(OLD_ROWS);
+    exec_script(OLD_ROWS);
     char *before = pwt_rows(Q_OLD_COLUMNS);
 
     assert_int_equal(pwt_migrate(), 0);
