@@ -107,7 +107,9 @@ CROSS JOIN LATERAL (
 ) t
 WHERE m.bsp_msg_id IS NOT NULL; -- as in the prototype's queries (its table may allow NULL)
 
--- pw_undelivered: 0002's columns, then the recipient (the function is replaced: a column is added).
+-- pw_undelivered: 0002's columns, then the recipient. A function's result columns cannot change in
+-- place, so it is dropped and created again (an object of your own that depends on it, such as a
+-- view selecting from it, makes this migration fail until that object is dropped).
 DROP FUNCTION IF EXISTS pw_undelivered(int, boolean);
 CREATE FUNCTION pw_undelivered(minutes int, include_failed boolean DEFAULT true)
 RETURNS TABLE (bsp_msg_id text, to_phone text, current_status text, sent_at timestamptz,
