@@ -20,7 +20,10 @@ typedef struct {
     pw_str_t status;                   /* "sent" "delivered" "read" "failed" "played" (static literals, lower
                                           case) or any other value exactly as received (AiSensy: lower-cased) */
     pw_time_us_t occurred_at;          /* when it happened, UTC */
-    pw_str_t recipient_id;             /* the user's number as received (digits, maybe '+'); NULL when absent */
+    pw_str_t recipient_id;             /* the user's number as received (digits, maybe '+'); NULL when absent
+                                          or empty (a message sent to a business-scoped user id) */
+    pw_str_t recipient_user_id;        /* the user's business-scoped user id (BSUID, "US.1349...", opaque) when
+                                          the message was sent to it; NULL when absent or empty */
     pw_str_t phone_number_id;          /* metadata.phone_number_id of the change; NULL when absent */
     pw_str_t conversation;             /* JSON text of an object; NULL when absent */
     pw_str_t pricing;                  /* JSON text of an object; NULL when absent */
@@ -42,10 +45,14 @@ typedef struct {
     pw_str_t payload;         /* JSON text of the message object as received */
 } pw_inbound_t;
 
-/* One WhatsApp user seen in value.contacts[] (or an AiSensy sender). */
+/* One WhatsApp user seen in value.contacts[] (or an AiSensy sender): known by a phone number, a
+   business-scoped user id, or both (entries with neither are not listed). */
 typedef struct {
-    pw_str_t wa_id;             /* never empty (entries without wa_id are not listed) */
-    pw_str_t profile_name;      /* NULL when absent */
+    pw_str_t wa_id;             /* the phone number as received; NULL when absent or empty (username users) */
+    pw_str_t user_id;           /* the business-scoped user id (BSUID); NULL when absent or empty */
+    pw_str_t profile_name;      /* profile.name; NULL when absent */
+    pw_str_t username;          /* profile.username ("@pablomorales"); NULL when absent */
+    pw_str_t country_code;      /* profile.country_code ("US"); NULL when absent */
     pw_time_us_t seen_at;       /* the latest message/status time in the same change */
     pw_time_us_t first_seen_at; /* the earliest one (docs/rows.md first_seen_at); <= seen_at */
 } pw_contact_t;

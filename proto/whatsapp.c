@@ -11,6 +11,10 @@
  * context_id, contact_name, phone_number_id) are simply NULL when they do not fit.
  */
 typedef struct contact_key contact_key_t;
+typedef struct {
+    contact_key_t *keys; /* sorted by key then position; NULL until built */
+    size_t n;
+} contact_index_t;
 
 typedef struct {
     pw_webhook_t *wh;
@@ -18,8 +22,8 @@ typedef struct {
     pw_str_t phone_number_id; /* value.metadata.phone_number_id */
     pw_jval_t contacts;       /* value.contacts[], PW_J_NONE when absent */
     size_t n_contacts;        /* its length */
-    contact_key_t *by_wa_id;  /* its entries with a string wa_id, sorted: built on first use */
-    size_t n_by_wa_id;
+    contact_index_t by_wa_id; /* its entries by wa_id, and by user_id: built on first use */
+    contact_index_t by_user_id;
     pw_time_us_t earliest;    /* the earliest accepted status/message time so far; 0 before any */
     pw_time_us_t latest;      /* the latest one */
 } change_t;
@@ -60,8 +64,8 @@ static void saw_time(change_t *ch, pw_time_us_t t)
 
 /* ---- statuses[] ---- */
 
-enum { S_ID, S_STATUS, S_TIMESTAMP, S_RECIPIENT, S_CONVERSATION, S_PRICING, S_ERRORS, S_BIZ, S_COUNT };
-static const char *const STATUS_KEYS[S_COUNT] = {"id",           "status",  "timestamp", "recipient_id",
+enum { S_ID, S_STATUS, S_TIMESTAMP, S_RECIPIENT, S_RECIPIENT_USER, S_CONVERSATION, S_PRICING, S_ERRORS, S_BIZ, S_COUNT };
+static const char *const STATUS_KEYS[S_COUNT] = {"id",      "status",       "timestamp", "recipient_id", "recipient_user_id",
                                                  "conversation", "pricing", "errors",    "biz_opaque_callback_data"};
 
 static int read_status(change_t *ch, const pw_jval_t *item, const char *where)
@@ -83,6 +87,9 @@ static int read_status(change_t *ch, const pw_jval_t *item, const char *where)
         return reject(ch, where, "timestamp", why);
     if ((why = pw__webhook_opt_string(wh, &f[S_RECIPIENT], &s.recipient_id)) != NULL)
         return reject(ch, where, "recipient_id", why);
+    /* A message sent to a business-scoped user id has an empty recipient_id and this instead. */
+    if ((why = pw__webhook_opt_string(wh, &f[S_RECIPIENT_USER], &s.recipient_user_id)) != NULL)
+        return reject(ch, where, "recipient_user_id", why);
     if ((why = opt_typed(&f[S_CONVERSATION], PW_J_OBJECT)) != NULL)
         return reject(ch, where, "conversation", why);
     if ((why = opt_typed(&f[S_PRICING], PW_J_OBJECT)) != NULL)
@@ -135,9 +142,9 @@ static pw_str_t message_body(pw_webhook_t *wh, const pw_jval_t *msg, pw_str_t ty
     return PW_STR_NULL;
 }
 
-/* A contacts[] entry whose wa_id is a string, by wa_id then position. */
+/* A contacts[] entry whose wa_id (or user_id) is a non-empty string, by it then position. */
 struct contact_key {
-    pw_str_t wa_id;
+    pw_str_t key;
     size_t index;
     pw_jval_t item;
 };
@@ -145,64 +152,72 @@ struct contact_key {
 static int compare_contacts(const void *pa, const void *pb)
 {
     const contact_key_t *a = pa, *b = pb;
-    size_t n = a->wa_id.len < b->wa_id.len ? a->wa_id.len : b->wa_id.len;
-    int c = n > 0 ? memcmp(a->wa_id.base, b->wa_id.base, n) : 0;
+    size_t n = a->key.len < b->key.len ? a->key.len : b->key.len;
+    int c = n > 0 ? memcmp(a->key.base, b->key.base, n) : 0;
     if (c != 0)
         return c;
-    if (a->wa_id.len != b->wa_id.len)
-        return a->wa_id.len < b->wa_id.len ? -1 : 1;
+    if (a->key.len != b->key.len)
+        return a->key.len < b->key.len ? -1 : 1;
     return a->index < b->index ? -1 : a->index > b->index;
 }
 
 /* Sorted once per change, so that matching each message's sender costs a binary search (a
    change may hold tens of thousands of messages and contacts). */
-static void index_contacts(change_t *ch)
+static void index_contacts(change_t *ch, contact_index_t *ix, const char *field)
 {
     pw__jiter_t it;
     pw_jval_t item;
     size_t i = 0;
 
-    ch->by_wa_id = PW_XMALLOC(ch->n_contacts * sizeof *ch->by_wa_id);
+    ix->keys = PW_XMALLOC((ch->n_contacts > 0 ? ch->n_contacts : 1) * sizeof *ix->keys);
     pw__webhook_iter(ch->wh, &ch->contacts, &it);
     while (pw__webhook_next(&it, &item)) {
-        pw_jval_t v = pw__webhook_member(ch->wh, &item, "wa_id");
-        pw_str_t wa_id = pw__webhook_str(ch->wh, &v);
-        if (wa_id.base != NULL)
-            ch->by_wa_id[ch->n_by_wa_id++] = (contact_key_t){wa_id, i, item};
+        pw_str_t key = pw__webhook_text_at(ch->wh, &item, field);
+        if (key.base != NULL)
+            ix->keys[ix->n++] = (contact_key_t){key, i, item};
         i++;
     }
-    qsort(ch->by_wa_id, ch->n_by_wa_id, sizeof *ch->by_wa_id, compare_contacts);
+    qsort(ix->keys, ix->n, sizeof *ix->keys, compare_contacts);
 }
 
-/* docs/rows.md: profile.name of the (first) contacts[] entry whose wa_id equals from, else of the only entry. */
-static pw_str_t contact_name(change_t *ch, pw_str_t from)
+/* The profile of the first contacts[] entry whose field (wa_id, user_id) equals want; PW_J_NONE when none. */
+static pw_jval_t find_profile(change_t *ch, contact_index_t *ix, const char *field, pw_str_t want)
+{
+    if (ix->keys == NULL)
+        index_contacts(ch, ix, field);
+    contact_key_t probe = {want, 0, {0}};
+    size_t lo = 0, hi = ix->n;
+    while (lo < hi) { /* the first entry not before (want, 0) */
+        size_t mid = lo + (hi - lo) / 2;
+        if (compare_contacts(&ix->keys[mid], &probe) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < ix->n && ix->keys[lo].key.len == want.len && memcmp(ix->keys[lo].key.base, want.base, want.len) == 0)
+        return pw__webhook_member(ch->wh, &ix->keys[lo].item, "profile");
+    return (pw_jval_t){0};
+}
+
+/* docs/rows.md: profile.name of the (first) contacts[] entry whose wa_id equals from, else whose
+   user_id equals from_user_id, else of the only entry. */
+static pw_str_t contact_name(change_t *ch, pw_str_t from, pw_str_t from_user_id)
 {
     if (ch->n_contacts == 0)
         return PW_STR_NULL;
-    if (from.base != NULL) {
-        if (ch->by_wa_id == NULL)
-            index_contacts(ch);
-        contact_key_t want = {from, 0, {0}};
-        size_t lo = 0, hi = ch->n_by_wa_id;
-        while (lo < hi) { /* the first entry not before (from, 0) */
-            size_t mid = lo + (hi - lo) / 2;
-            if (compare_contacts(&ch->by_wa_id[mid], &want) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo < ch->n_by_wa_id && ch->by_wa_id[lo].wa_id.len == from.len &&
-            memcmp(ch->by_wa_id[lo].wa_id.base, from.base, from.len) == 0) {
-            pw_jval_t profile = pw__webhook_member(ch->wh, &ch->by_wa_id[lo].item, "profile");
-            return pw__webhook_text_at(ch->wh, &profile, "name");
-        }
-    }
+    pw_jval_t profile = {0};
+    if (from.base != NULL)
+        profile = find_profile(ch, &ch->by_wa_id, "wa_id", from);
+    if (profile.type == PW_J_NONE && from_user_id.base != NULL)
+        profile = find_profile(ch, &ch->by_user_id, "user_id", from_user_id);
+    if (profile.type != PW_J_NONE)
+        return pw__webhook_text_at(ch->wh, &profile, "name");
     if (ch->n_contacts == 1) {
         pw__jiter_t it;
         pw_jval_t only;
         pw__webhook_iter(ch->wh, &ch->contacts, &it);
         pw__webhook_next(&it, &only);
-        pw_jval_t profile = pw__webhook_member(ch->wh, &only, "profile");
+        profile = pw__webhook_member(ch->wh, &only, "profile");
         return pw__webhook_text_at(ch->wh, &profile, "name");
     }
     return PW_STR_NULL;
@@ -235,7 +250,7 @@ static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
         return reject(ch, where, "from_user_id", why);
 
     m.phone_number_id = ch->phone_number_id;
-    m.contact_name = contact_name(ch, m.from);
+    m.contact_name = contact_name(ch, m.from, m.from_user_id);
     m.body = message_body(wh, item, m.type);
     m.context_id = pw__webhook_text_at(wh, &f[M_CONTEXT], "id");
     m.payload = pw__webhook_json(wh, item);
@@ -248,20 +263,27 @@ static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
 
 static int read_contact(change_t *ch, const pw_jval_t *item, const char *where)
 {
-    static const char *const KEYS[] = {"wa_id", "profile"};
+    static const char *const KEYS[] = {"wa_id", "user_id", "profile"};
     pw_contact_t c = {0};
-    pw_jval_t f[2];
+    pw_jval_t f[3];
     const char *why;
 
     if (item->type != PW_J_OBJECT)
         return reject(ch, where, NULL, "not an object");
-    pw__webhook_members(ch->wh, item, KEYS, 2, f);
+    pw__webhook_members(ch->wh, item, KEYS, 3, f);
+    /* The identities are stored verbatim: the wrong type is a broken item. wa_id is empty for a
+       user who hides the number behind a username, user_id is absent before business-scoped ids. */
     if ((why = pw__webhook_opt_string(ch->wh, &f[0], &c.wa_id)) != NULL)
         return reject(ch, where, "wa_id", why);
-    /* A username-only user has no wa_id; a change with nothing timed gives no sighting time. */
-    if (c.wa_id.base == NULL || ch->latest == 0)
+    if ((why = pw__webhook_opt_string(ch->wh, &f[1], &c.user_id)) != NULL)
+        return reject(ch, where, "user_id", why);
+    /* Known by neither, or in a change with nothing timed (no sighting time): nothing to store. */
+    if ((c.wa_id.base == NULL && c.user_id.base == NULL) || ch->latest == 0)
         return 0;
-    c.profile_name = pw__webhook_text_at(ch->wh, &f[1], "name");
+    /* The profile is for convenience: what does not fit is NULL. */
+    c.profile_name = pw__webhook_text_at(ch->wh, &f[2], "name");
+    c.username = pw__webhook_text_at(ch->wh, &f[2], "username");
+    c.country_code = pw__webhook_text_at(ch->wh, &f[2], "country_code");
     c.seen_at = ch->latest;
     c.first_seen_at = ch->earliest;
     *pw__webhook_add_contact(ch->wh) = c;
@@ -346,7 +368,8 @@ static int read_change(pw_webhook_t *wh, const pw_jval_t *change, size_t e, size
     if (f[1].type != PW_J_OBJECT)
         return pw_set_err(err, errlen, PW_EINVAL, "%s: missing or not an object", ch.path);
     rc = read_messages_value(&ch, &f[1], n_items, err, errlen);
-    free(ch.by_wa_id);
+    free(ch.by_wa_id.keys);
+    free(ch.by_user_id.keys);
     return rc;
 }
 

@@ -20,6 +20,7 @@ void pw_cols_dispose(pw_cols_t *c)
 {
     for (int i = 0; i < PW_COLS_MAX; i++)
         pw_buf_dispose(&c->col[i]);
+    pw_buf_dispose(&c->record);
 }
 
 static pw_buf_t *next_elem(pw_cols_t *c, int i)
@@ -94,6 +95,33 @@ void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw)
         if (raw.base[k] >= '0' && raw.base[k] <= '9')
             digits[n++] = raw.base[k];
     pw_cols_str(c, i, n > 1 ? pw_str(digits, n) : PW_STR_NULL);
+}
+
+void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n)
+{
+    /* The record literal first: a field in double quotes with '"' and '\\' escaped, nothing
+       between two commas for NULL. Then that text as an array element (escaped again, NUL bytes
+       replaced there). */
+    pw_buf_t *r = &c->record;
+    pw_buf_reset(r);
+    pw_buf_appendc(r, '(');
+    for (int k = 0; k < n; k++) {
+        if (k > 0)
+            pw_buf_appendc(r, ',');
+        if (fields[k].base == NULL)
+            continue;
+        pw_buf_reserve(r, fields[k].len + 2);
+        pw_buf_appendc(r, '"');
+        for (size_t j = 0; j < fields[k].len; j++) {
+            char ch = fields[k].base[j];
+            if (ch == '"' || ch == '\\')
+                pw_buf_appendc(r, '\\');
+            pw_buf_appendc(r, ch);
+        }
+        pw_buf_appendc(r, '"');
+    }
+    pw_buf_appendc(r, ')');
+    append_quoted(c, next_elem(c, i), r->base, r->len);
 }
 
 void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)

@@ -21,6 +21,7 @@ typedef struct {
     int ncols;
     size_t nrows;
     size_t replaced; /* NUL bytes replaced by U+FFFD */
+    pw_buf_t record; /* scratch for pw_cols_record */
 } pw_cols_t;
 
 /* Starts ncols empty columns. Each column is then a fragment of an array literal: its elements,
@@ -39,6 +40,9 @@ void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
 void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json);
 /* A phone number as '+' followed by its digits; NULL when absent or without digits. */
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
+/* An element of a row type (a composite: the SQL casts the array to `sometype[]`): PostgreSQL's
+   record literal "(a,b,...)" of n fields, each text or NULL (base == NULL), quoted as one element. */
+void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n);
 /* A bigint element; 0 appends NULL (ids start at 1). */
 void pw_cols_id(pw_cols_t *c, int i, int64_t id);
 /* A bytea element in hex form. */

@@ -1,7 +1,11 @@
 /* Status handler: a group's status events become status_events rows and merged message_logs rows, in one statement. */
 #include "worker/handlers.h"
 
-enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB, C_NCOLS };
+enum {
+    C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING, C_ERRORS, C_BIZ, C_PSMID, C_SUB,
+    C_RECIPIENT_USER, /* last: added by migration 0005 */
+    C_NCOLS
+};
 
 /*
  * Why SQL and not C: the merge must not read-modify-write (two pushes for the same message at
@@ -12,7 +16,7 @@ enum { C_ID, C_STATUS, C_AT, C_RECIPIENT, C_TO_PHONE, C_PNID, C_CONV, C_PRICING,
  *   ev   upserts status_events, replacing a row only by an event before it in that order;
  *   imp  adds the implied statuses (read => delivered => sent; played => delivered => sent);
  *   m    folds them per message into {"status": "YYYY-MM-DDTHH:MM:SSZ"} keeping the earliest,
- *        with the recipient and the failure's errors (no join: the plan must not depend on
+ *        with the recipient (phone number and user id) and the failure's errors (no join: the plan must not depend on
  *        row estimates, since the session uses generic plans, see worker/db.c);
  *   then upserts message_logs, merging the maps (earliest per key, see PW_MERGE) and keeping the
  *   errors of the failed event status_events keeps (PW_FAILED_BEFORE), and touches the row only
@@ -69,16 +73,18 @@ static const char status_ctes[] =
     "s AS ("
     "  SELECT DISTINCT ON (id, status) *"
     "  FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],"
-    "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[])"
-    "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid, sub)"
+    "              $7::jsonb[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::text[])"
+    "       AS u(id, status, at, recipient, to_phone, pnid, conv, pricing, errors, biz, psmid, sub, recipient_user)"
     "  WHERE " PW_SQL_FROM_NEW_PUSH("u")
     "  ORDER BY id, status, " PW_EVENT_ORDER
     "), ev AS ("
     "  INSERT INTO status_events AS e (bsp_msg_id, status, occurred_at, recipient_id, phone_number_id,"
-    "                                  conversation, pricing, errors, biz_opaque_callback_data, pubsub_message_id)"
-    "  SELECT id, status, at, recipient, pnid, conv, pricing, errors, biz, psmid FROM s ORDER BY id, status"
+    "                                  conversation, pricing, errors, biz_opaque_callback_data, pubsub_message_id,"
+    "                                  recipient_user_id)"
+    "  SELECT id, status, at, recipient, pnid, conv, pricing, errors, biz, psmid, recipient_user FROM s ORDER BY id, status"
     "  ON CONFLICT (bsp_msg_id, status) DO UPDATE SET"
     "    occurred_at = excluded.occurred_at, recipient_id = excluded.recipient_id,"
+    "    recipient_user_id = excluded.recipient_user_id,"
     "    phone_number_id = excluded.phone_number_id, conversation = excluded.conversation,"
     "    pricing = excluded.pricing, errors = excluded.errors,"
     "    biz_opaque_callback_data = excluded.biz_opaque_callback_data,"
@@ -86,7 +92,7 @@ static const char status_ctes[] =
     "  WHERE " PW_EVENT_KEY("excluded") " < " PW_EVENT_KEY("e")
     "  RETURNING 1"
     "), imp AS ("
-    "  SELECT s.id, k.status, min(s.at) AS at, min(s.to_phone) AS to_phone,"
+    "  SELECT s.id, k.status, min(s.at) AS at, min(s.to_phone) AS to_phone, min(s.recipient_user) AS recipient_user,"
     "         (array_agg(s.errors) FILTER (WHERE s.status = 'failed'))[1] AS errors"
     "  FROM s CROSS JOIN LATERAL unnest(CASE s.status"
     "      WHEN 'read' THEN ARRAY['read', 'delivered', 'sent']"
@@ -96,22 +102,26 @@ static const char status_ctes[] =
     "  GROUP BY s.id, k.status"
     "), m AS ("
     "  SELECT id, jsonb_object_agg(status, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) AS ws,"
-    "         min(at) AS first_at, min(to_phone) AS to_phone,"
+    "         min(at) AS first_at, min(to_phone) AS to_phone, min(recipient_user) AS recipient_user,"
     "         (array_agg(errors) FILTER (WHERE status = 'failed'))[1] AS err"
     "  FROM imp GROUP BY id"
     "), ml AS ("
-    " INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at)"
-    " SELECT id, to_phone, ws, " PW_CURRENT_STATUS_BY(PW_WS_HAS, "ws") ", err, least(first_at, now()), now() FROM m ORDER BY id "
+    " INSERT INTO message_logs AS l (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at,"
+    "                                recipient_user_id)"
+    " SELECT id, to_phone, ws, " PW_CURRENT_STATUS_BY(PW_WS_HAS, "ws") ", err, least(first_at, now()), now(), recipient_user"
+    " FROM m ORDER BY id "
     "ON CONFLICT (bsp_msg_id) DO UPDATE SET"
     "  whatsapp_status = " PW_MERGE("l.whatsapp_status", "excluded.whatsapp_status") ","
         /* the merge's keys are those of both maps */
     "  current_status = " PW_CURRENT_STATUS_BY(PW_EITHER_HAS, "l.whatsapp_status || excluded.whatsapp_status") ","
     "  to_phone = coalesce(l.to_phone, excluded.to_phone),"
+    "  recipient_user_id = coalesce(l.recipient_user_id, excluded.recipient_user_id),"
     "  last_error = CASE WHEN " PW_FAILED_BEFORE("l", "excluded") " THEN excluded.last_error ELSE l.last_error END,"
     "  created_at = least(l.created_at, excluded.created_at),"
     "  updated_at = now() "
     "WHERE " PW_MERGE_CHANGES("l.whatsapp_status", "excluded.whatsapp_status")
     "   OR (l.to_phone IS NULL AND excluded.to_phone IS NOT NULL)"
+    "   OR (l.recipient_user_id IS NULL AND excluded.recipient_user_id IS NOT NULL)"
     "   OR excluded.created_at < l.created_at"
     "   OR " PW_FAILED_BEFORE("l", "excluded")
     " RETURNING 1"
@@ -135,6 +145,7 @@ static void status_encode(pw_cols_t *c, int base, const pw_rows_t *v)
         pw_cols_str(c, base + C_BIZ, st->biz_opaque_callback_data);
         pw_cols_str(c, base + C_PSMID, v->message_id);
         pw_cols_str(c, base + C_SUB, pw_rows_receipt_sub(v));
+        pw_cols_str(c, base + C_RECIPIENT_USER, st->recipient_user_id);
         pw_cols_end_row(c);
     }
 }

@@ -7,8 +7,8 @@
  *     wh is all zero; on success format is META or AISENSY and text is the input;
  *   - every item as docs/rows.md needs it: status and inbound ids non-empty, every present slice
  *     non-empty and readable (ASan: each byte is read), known statuses are the static lower-case
- *     literals, times in range (0 < t <= 9999-12-31T23:59:59.999999Z), contacts with a wa_id and
- *     first_seen_at <= seen_at; every JSON text slice (conversation, pricing, errors, payload) is
+ *     literals, times in range (0 < t <= 9999-12-31T23:59:59.999999Z), contacts with a wa_id or a
+ *     user_id and first_seen_at <= seen_at; every JSON text slice (conversation, pricing, errors, payload) is
  *     one strict JSON value of the documented type that PostgreSQL's jsonb accepts: no \u0000 and
  *     no half surrogate pair left (pw_json_validate counts none);
  *   - n_statuses + n_inbound + n_contacts <= PW_WEBHOOK_MAX_ITEMS; reject_reason is "" exactly
@@ -112,6 +112,7 @@ static void check_result(const pw_webhook_t *wh)
                 CHECK(!(s->status.base[k] >= 'A' && s->status.base[k] <= 'Z'));
         check_time(s->occurred_at);
         touch(s->recipient_id);
+        touch(s->recipient_user_id);
         touch(s->phone_number_id);
         touch(s->biz_opaque_callback_data);
         check_json(s->conversation, '{');
@@ -135,8 +136,12 @@ static void check_result(const pw_webhook_t *wh)
     }
     for (size_t i = 0; i < wh->n_contacts; i++) {
         const pw_contact_t *c = &wh->contacts[i];
-        required(c->wa_id);
+        CHECK(c->wa_id.base != NULL || c->user_id.base != NULL);
+        touch(c->wa_id);
+        touch(c->user_id);
         touch(c->profile_name);
+        touch(c->username);
+        touch(c->country_code);
         check_time(c->seen_at);
         check_time(c->first_seen_at);
         CHECK(c->first_seen_at <= c->seen_at);

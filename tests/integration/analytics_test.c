@@ -109,7 +109,8 @@ static void load_known_data(void)
 #define Q_INBOUND_DAILY "SELECT * FROM inbound_messages_daily ORDER BY day, msg_type COLLATE \"C\""
 /* $1, $2: the window; times printed in UTC whatever the session's zone. */
 #define Q_SUMMARY "SELECT * FROM pw_message_summary($1, $2)"
-#define Q_ENGAGED "SELECT * FROM pw_engaged_recipients($1, $2, $3::int)"
+/* The columns of 0002 (0005 added recipient, which is to_phone here: these messages all have one). */
+#define Q_ENGAGED "SELECT to_phone, messages, delivered, read, read_rate FROM pw_engaged_recipients($1, $2, $3::int)"
 #define Q_UNDELIVERED(args)                                                                                            \
     "SELECT bsp_msg_id, to_phone, current_status, to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), "      \
     "last_error FROM pw_undelivered(" args ")"
@@ -173,7 +174,8 @@ static void migration_creates_the_views_with_their_columns(void **state)
         "message_status_times|bsp_msg_id text, to_phone text, current_status text, sent_at timestamp with time zone, "
             "sent_day date, delivered_at timestamp with time zone, read_at timestamp with time zone, "
             "failed_at timestamp with time zone, played_at timestamp with time zone, delivery_seconds double precision, "
-            "read_seconds double precision, read_after_sent_seconds double precision, last_error jsonb");
+            "read_seconds double precision, read_after_sent_seconds double precision, last_error jsonb, "
+            "recipient_user_id text, recipient text");
     pwt_assert_rows("SELECT to_regprocedure('pw_message_summary(timestamptz, timestamptz)') IS NOT NULL, "
                     "to_regprocedure('pw_undelivered(int, boolean)') IS NOT NULL, "
                     "to_regprocedure('pw_engaged_recipients(timestamptz, timestamptz, int)') IS NOT NULL, "
@@ -326,6 +328,8 @@ static void engaged_recipients_by_read_rate_over_a_window(void **state)
         "+919800000004|2|2|1|50.00\n"
         "+919800000002|4|2|0|0.00\n"
         "+919800000003|4|0|0|0.00");
+    assert_rows_everywhere("SELECT count(*) FILTER (WHERE recipient = to_phone), count(*) FROM pw_engaged_recipients($1, $2, $3::int)",
+                           PARAMS("2024-10-01T00:00:00Z", "2024-10-04T00:00:00Z", "1"), "4|4");
     /* min_messages is inclusive. */
     assert_rows_everywhere("SELECT to_phone FROM pw_engaged_recipients($1, $2, $3::int)",
                            PARAMS("2024-10-01T00:00:00Z", "2024-10-04T00:00:00Z", "4"),

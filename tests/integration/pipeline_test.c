@@ -708,13 +708,14 @@ static void inbound_ad_referral_text_is_stored_with_referral_in_payload(void **s
     pwt_assert_rows("SELECT payload->'referral'->>'ctwa_clid' IS NOT NULL FROM inbound_messages", "t");
 }
 
-static void inbound_username_only_user_has_user_id_and_no_phone_or_contact_row(void **state)
+static void inbound_username_only_user_has_user_id_and_a_contact_without_phone(void **state)
 {
     (void)state;
     check_meta_inbound("meta/username_only.json", "3019",
                        WI("dXNlcm5hbWVfb25seQAA==") "|" PNID "|NULL|US.13491208655302741918|chai_lover|text|Hello "
                        "from a username|NULL|2024-03-06 00:18:00+00|3019",
-                       "", RECEIPT("3019", "stored"));
+                       CONTACT("NULL", "chai_lover", "2024-03-06 00:18:00+00"), RECEIPT("3019", "stored"));
+    pwt_assert_rows("SELECT wa_id, user_id FROM contacts", "NULL|US.13491208655302741918");
 }
 
 static void inbound_forwarded_has_no_context_message_id(void **state)
@@ -787,8 +788,8 @@ static void aisensy_user_text_becomes_inbound_with_country_code(void **state)
     pwt_assert_rows_p(Q_AISENSY_PAYLOAD_MISMATCHES, PARAMS(webhook), "0");
     pwt_assert_rows(Q_RECEIPTS, RECEIPT("4001", "stored"));
     /* docs/rows.md: the AiSensy sender is also a contact. */
-    pwt_assert_rows("SELECT t::text FROM contacts t",
-                    "(919876500001,\"Asha Verma\",\"2024-03-06 00:59:55+00\",\"2024-03-06 00:59:55+00\")");
+    pwt_assert_rows("SELECT wa_id, user_id, profile_name, username, country_code, first_seen_at, last_seen_at FROM contacts",
+                    "919876500001|NULL|Asha Verma|NULL|NULL|2024-03-06 00:59:55+00|2024-03-06 00:59:55+00");
     assert_no_status_rows();
     ASSERT_EMPTY("dead_letters");
     free(webhook);
@@ -1229,7 +1230,7 @@ int main(void)
         T(inbound_system_changed_number_body_is_system_body),
         T(inbound_unsupported_is_stored_without_body),
         T(inbound_ad_referral_text_is_stored_with_referral_in_payload),
-        T(inbound_username_only_user_has_user_id_and_no_phone_or_contact_row),
+        T(inbound_username_only_user_has_user_id_and_a_contact_without_phone),
         T(inbound_forwarded_has_no_context_message_id),
         T(inbound_two_messages_of_one_contact_set_first_and_last_seen),
         T(inbound_first_write_wins_on_redelivery_in_a_new_push),

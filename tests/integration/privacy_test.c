@@ -71,10 +71,12 @@ static int all_digits(const char *s)
     return d >= 8;
 }
 
-/* Collects what must never be logged: phone numbers, texts a person wrote, profile names. */
+/* Collects what must never be logged: phone numbers, texts a person wrote, profile names, usernames and user ids. */
 static void collect(json_object *o, const char *key)
 {
-    static const char *const personal[] = {"body", "caption", "title", "text", "name", "formatted_name", "description", "address"};
+    static const char *const personal[] = {"body",    "caption",      "title",        "text",    "name",
+                                           "formatted_name", "description", "address", "username", "user_id",
+                                           "from_user_id",   "recipient_user_id"};
     if (json_object_is_type(o, json_type_object)) {
         json_object_object_foreach(o, k, v) collect(v, k);
     } else if (json_object_is_type(o, json_type_array)) {

@@ -199,7 +199,7 @@ static void test_username_only_message_without_from(void **state)
 {
     pw_webhook_t wh;
     (void)state;
-    /* BSUID era: no from, no wa_id; contacts[] has user_id only, so it gives a name but no contact row. */
+    /* BSUID era: no from, no wa_id; contacts[] has user_id only. */
     assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':'Jo'},'user_id':'US.13491208655302741918'}],"
                                       "'messages':[{'from_user_id':'US.13491208655302741918','id':'wamid.U',"
                                       "'timestamp':'1696329600','type':'text','text':{'body':'hey'}}]"),
@@ -210,7 +210,14 @@ static void test_username_only_message_without_from(void **state)
     assert_str(wh.inbound[0].from, NULL);
     assert_str(wh.inbound[0].from_user_id, "US.13491208655302741918");
     assert_str(wh.inbound[0].contact_name, "Jo");
-    assert_int_equal(wh.n_contacts, 0);
+    /* known only by user_id: a contact all the same */
+    assert_int_equal(wh.n_contacts, 1);
+    assert_str(wh.contacts[0].wa_id, NULL);
+    assert_str(wh.contacts[0].user_id, "US.13491208655302741918");
+    assert_str(wh.contacts[0].profile_name, "Jo");
+    assert_str(wh.contacts[0].username, NULL);
+    assert_str(wh.contacts[0].country_code, NULL);
+    assert_int_equal(wh.contacts[0].seen_at, 1696329600 * S);
     pw_webhook_dispose(&wh);
 
     /* pywa's user_changed_user_id system message has no from either */
@@ -221,6 +228,119 @@ static void test_username_only_message_without_from(void **state)
     assert_int_equal(wh.n_inbound, 1);
     assert_str(wh.inbound[0].from, NULL);
     assert_str(wh.inbound[0].body, "changed");
+    pw_webhook_dispose(&wh);
+}
+
+/* Meta's "Business-scoped user IDs" page: an incoming text from a user who adopted a username, with
+   from and wa_id empty strings; and a delivered status of a message sent to the user's BSUID. */
+static void test_business_scoped_user_ids(void **state)
+{
+    pw_webhook_t wh;
+    (void)state;
+    assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':'Sheena Nelson','username':'@realsheenanelson',"
+                                      "'country_code':'US'},'wa_id':'','user_id':'US.13491208655302741918'}],"
+                                      "'messages':[{'from':'','from_user_id':'US.13491208655302741918','id':'wamid.T',"
+                                      "'timestamp':'1749416383','type':'text','text':{'body':'Does it come in another color?'}}]"),
+                           &wh),
+                     0);
+    assert_int_equal(wh.n_rejected, 0);
+    assert_int_equal(wh.n_inbound, 1);
+    assert_str(wh.inbound[0].from, NULL); /* "" reads as absent */
+    assert_str(wh.inbound[0].from_user_id, "US.13491208655302741918");
+    assert_str(wh.inbound[0].contact_name, "Sheena Nelson");
+    assert_int_equal(wh.n_contacts, 1);
+    assert_str(wh.contacts[0].wa_id, NULL);
+    assert_str(wh.contacts[0].user_id, "US.13491208655302741918");
+    assert_str(wh.contacts[0].profile_name, "Sheena Nelson");
+    assert_str(wh.contacts[0].username, "@realsheenanelson");
+    assert_str(wh.contacts[0].country_code, "US");
+    pw_webhook_dispose(&wh);
+
+    assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':'Pablo M.','username':'@pablomorales',"
+                                      "'country_code':'US'},'wa_id':'','user_id':'user.9373795779eb6441'}],"
+                                      "'statuses':[{'id':'wamid.D','status':'delivered','timestamp':'1750030073',"
+                                      "'recipient_id':'','recipient_user_id':'user.9373795779eb6441',"
+                                      "'pricing':{'billable':true,'pricing_model':'PMP','type':'regular','category':'marketing'}}]"),
+                           &wh),
+                     0);
+    assert_int_equal(wh.n_rejected, 0);
+    assert_int_equal(wh.n_statuses, 1);
+    assert_str(wh.statuses[0].recipient_id, NULL);
+    assert_str(wh.statuses[0].recipient_user_id, "user.9373795779eb6441");
+    assert_int_equal(wh.n_contacts, 1);
+    assert_str(wh.contacts[0].wa_id, NULL);
+    assert_str(wh.contacts[0].user_id, "user.9373795779eb6441");
+    assert_str(wh.contacts[0].username, "@pablomorales");
+    assert_int_equal(wh.contacts[0].seen_at, 1750030073 * S);
+    pw_webhook_dispose(&wh);
+
+    /* sent to the phone of a user with a username: both identities in contacts[], no recipient_user_id */
+    assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':'Pablo M.','username':'@pablomorales',"
+                                      "'country_code':'US'},'wa_id':'16505551234','user_id':'user.9373795779eb6441'}],"
+                                      "'statuses':[{'id':'wamid.D','status':'delivered','timestamp':'1750030073',"
+                                      "'recipient_id':'16505551234'}]"),
+                           &wh),
+                     0);
+    assert_str(wh.statuses[0].recipient_id, "16505551234");
+    assert_str(wh.statuses[0].recipient_user_id, NULL);
+    assert_str(wh.contacts[0].wa_id, "16505551234");
+    assert_str(wh.contacts[0].user_id, "user.9373795779eb6441");
+    pw_webhook_dispose(&wh);
+}
+
+/* The profile is for convenience (what does not fit is NULL); the identities are stored verbatim (the wrong type rejects). */
+static void test_contact_identity_fields(void **state)
+{
+    pw_webhook_t wh;
+    (void)state;
+    assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':7,'username':['x'],'country_code':''},'wa_id':'1',"
+                                      "'user_id':'US.1'},{'wa_id':'','user_id':''},{'profile':{'name':'N'}},"
+                                      "{'user_id':'US.\\u0032'},{'wa_id':'3','user_id':null}],"
+                                      "'statuses':[{'id':'a','status':'sent','timestamp':'1696329600'}]"),
+                           &wh),
+                     0);
+    assert_int_equal(wh.n_rejected, 0);
+    assert_int_equal(wh.n_contacts, 3); /* the entries with neither identity are no sighting */
+    assert_str(wh.contacts[0].wa_id, "1");
+    assert_str(wh.contacts[0].user_id, "US.1");
+    assert_str(wh.contacts[0].profile_name, NULL);
+    assert_str(wh.contacts[0].username, NULL);
+    assert_str(wh.contacts[0].country_code, NULL);
+    assert_str(wh.contacts[1].wa_id, NULL);
+    assert_str(wh.contacts[1].user_id, "US.2"); /* unescaped */
+    assert_str(wh.contacts[2].wa_id, "3");
+    assert_str(wh.contacts[2].user_id, NULL); /* null reads as absent */
+    pw_webhook_dispose(&wh);
+
+    assert_int_equal(parse(with_value("'contacts':[{'wa_id':'1','user_id':42},{'wa_id':'2','user_id':'US.2'}],"
+                                      "'statuses':[{'id':'a','status':'sent','timestamp':'1696329600'}]"),
+                           &wh),
+                     0);
+    assert_int_equal(wh.n_rejected, 1);
+    assert_string_equal(wh.reject_reason, "entry[0].changes[0].value.contacts[0].user_id: not a string");
+    assert_int_equal(wh.n_contacts, 1);
+    assert_str(wh.contacts[0].user_id, "US.2");
+    pw_webhook_dispose(&wh);
+}
+
+/* The sender's name: the entry whose wa_id equals from, else whose user_id equals from_user_id, else the only entry. */
+static void test_contact_name_by_user_id(void **state)
+{
+    pw_webhook_t wh;
+    (void)state;
+    assert_int_equal(parse(with_value("'contacts':[{'profile':{'name':'A'},'user_id':'US.A'},{'profile':{'name':'B'},"
+                                      "'wa_id':'222','user_id':'US.B'},{'profile':{'name':'C'},'wa_id':'333'}],"
+                                      "'messages':[{'from_user_id':'US.B','id':'m1','timestamp':'1696329600','type':'text'},"
+                                      "{'from':'333','from_user_id':'US.A','id':'m2','timestamp':'1696329600','type':'text'},"
+                                      "{'from':'999','from_user_id':'US.A','id':'m3','timestamp':'1696329600','type':'text'},"
+                                      "{'from_user_id':'US.Z','id':'m4','timestamp':'1696329600','type':'text'}]"),
+                           &wh),
+                     0);
+    assert_int_equal(wh.n_inbound, 4);
+    assert_str(wh.inbound[0].contact_name, "B");
+    assert_str(wh.inbound[1].contact_name, "C"); /* wa_id first */
+    assert_str(wh.inbound[2].contact_name, "A");
+    assert_str(wh.inbound[3].contact_name, NULL);
     pw_webhook_dispose(&wh);
 }
 
@@ -396,6 +516,8 @@ static void test_reject_reasons(void **state)
                   ST ".timestamp: not a Unix time: \"2023-10-03T10:40:00Z\"");
     expect_reject("'statuses':[{'id':'a','status':'sent','timestamp':'1696329600','recipient_id':16315551234}]",
                   ST ".recipient_id: not a string");
+    expect_reject("'statuses':[{'id':'a','status':'sent','timestamp':'1696329600','recipient_user_id':{}}]",
+                  ST ".recipient_user_id: not a string");
     expect_reject("'statuses':[{'id':'a','status':'sent','timestamp':'1696329600','errors':{}}]", ST ".errors: not an array");
     expect_reject("'statuses':[{'id':'a','status':'sent','timestamp':'1696329600','pricing':'PMP'}]", ST ".pricing: not an object");
     expect_reject("'statuses':[{'id':'a','status':'sent','timestamp':'1696329600','conversation':[]}]",
@@ -576,6 +698,9 @@ int main(void)
         cmocka_unit_test(test_body_per_type),
         cmocka_unit_test(test_context_and_referral),
         cmocka_unit_test(test_username_only_message_without_from),
+        cmocka_unit_test(test_business_scoped_user_ids),
+        cmocka_unit_test(test_contact_identity_fields),
+        cmocka_unit_test(test_contact_name_by_user_id),
         cmocka_unit_test(test_contact_name_matching),
         cmocka_unit_test(test_statuses_across_entries_and_changes),
         cmocka_unit_test(test_unknown_status_kept_exactly),

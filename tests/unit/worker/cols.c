@@ -107,10 +107,26 @@ static void test_begin_resets_for_the_next_batch(void **state)
     pw_cols_dispose(&c); /* idempotent */
 }
 
+static void test_records_are_quoted_twice(void **state)
+{
+    (void)state;
+    pw_cols_t c = {0};
+    pw_cols_begin(&c, 1);
+    const pw_str_t a[] = {PW_STR_LIT("919876543210"), PW_STR_NULL, PW_STR_LIT("say \"hi\" \\ (x,y)"), PW_STR_LIT("")};
+    pw_cols_record(&c, 0, a, 4);
+    const pw_str_t b[] = {PW_STR_NULL, pw_str("a\0b", 3)};
+    pw_cols_record(&c, 0, b, 2);
+    /* the record literal ("919876543210",,"say \"hi\" \\ (x,y)",""), then that text as one quoted array element */
+    assert_string_equal(c.col[0].base, "\"(\\\"919876543210\\\",,\\\"say \\\\\\\"hi\\\\\\\" \\\\\\\\ (x,y)\\\",\\\"\\\")\"" "," "\"(,\\\"a\xEF\xBF\xBD" "b\\\")\"");
+    assert_int_equal(c.replaced, 1);
+    pw_cols_dispose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strings_are_quoted_and_escaped),
+        cmocka_unit_test(test_records_are_quoted_twice),
         cmocka_unit_test(test_nul_bytes_become_replacement_characters),
         cmocka_unit_test(test_jsonb_text_is_written_as_given),
         cmocka_unit_test(test_phone_numbers_keep_digits_behind_a_plus),

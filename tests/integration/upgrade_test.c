@@ -1,0 +1,179 @@
+/* Upgrading in place: a database migrated to 0004 by the previous release, with rows in every table, gets 0005 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <libpq-fe.h>
+
+#include "tests/integration/harness.h"
+#include "tests/integration/util.h"
+
+/* clang-format off: expected rows are laid out by hand. */
+
+#define SUB "projects/acme-prod/subscriptions/whatsapp-events-push"
+#define PUBLISH_TIME "2024-03-07T12:00:00Z"
+
+/* The migrations the previous release applied, as its `worker migrate` did: each in a transaction, then recorded. */
+static const char *const OLD_MIGRATIONS[] = {"0001_schema", "0002_analytics", "0003_redrive", "0004_dead_letter_key"};
+
+/* Runs a script of several statements (the checker runs one statement per call) on a connection of its own. */
+static void exec_script(const char *sql)
+{
+    PGconn *c = PQconnectdb(pwt_db_url());
+    if (PQstatus(c) != CONNECTION_OK)
+        pwt_fail(__FILE__, __LINE__, "cannot connect: %s", PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        pwt_fail(__FILE__, __LINE__, "script failed: %s", msg);
+    }
+    PQclear(r);
+    PQfinish(c);
+}
+
+static void apply_old_migrations(void)
+{
+    pwt_exec("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    for (size_t i = 0; i < sizeof OLD_MIGRATIONS / sizeof OLD_MIGRATIONS[0]; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "migrations/%s.sql", OLD_MIGRATIONS[i]);
+        char *path = pwt_repo_path(rel);
+        char *sql = path != NULL ? pwt_read_text(path) : NULL;
+        if (sql == NULL)
+            pwt_fail(__FILE__, __LINE__, "cannot read %s", rel);
+        char *tx = pwt_xasprintf("BEGIN; %s\n; INSERT INTO schema_migrations (name) VALUES ('%s'); COMMIT", sql, OLD_MIGRATIONS[i]);
+        exec_script(tx);
+        free(tx);
+        free(sql);
+        free(path);
+    }
+}
+
+/* Rows as the previous release wrote them (its columns only). */
+static const char OLD_ROWS[] =
+    "INSERT INTO message_logs (bsp_msg_id, to_phone, whatsapp_status, current_status, last_error, created_at, updated_at) VALUES"
+    " ('wamid.OLD1', '+919800000041', '{\"sent\": \"2024-03-01T10:00:00Z\", \"read\": \"2024-03-01T10:05:00Z\","
+    "   \"delivered\": \"2024-03-01T10:05:00Z\"}', 'read', NULL, '2024-03-01 10:00:00+00', '2024-03-01 10:05:00+00'),"
+    " ('wamid.OLD2', NULL, '{\"sent\": \"2024-03-01T11:00:00Z\"}', 'sent', NULL, '2024-03-01 11:00:00+00', '2024-03-01 11:00:00+00');"
+    "INSERT INTO status_events (bsp_msg_id, status, occurred_at, recipient_id, phone_number_id, pubsub_message_id, received_at) VALUES"
+    " ('wamid.OLD1', 'sent', '2024-03-01 10:00:00+00', '919800000041', '106540352242922', '101', '2024-03-01 10:00:01+00'),"
+    " ('wamid.OLD1', 'read', '2024-03-01 10:05:00+00', '919800000041', '106540352242922', '102', '2024-03-01 10:05:01+00'),"
+    " ('wamid.OLD2', 'sent', '2024-03-01 11:00:00+00', NULL, '106540352242922', '103', '2024-03-01 11:00:01+00');"
+    "INSERT INTO inbound_messages (wa_msg_id, phone_number_id, from_phone, from_user_id, contact_name, msg_type, body, sent_at,"
+    "                              payload, pubsub_message_id, received_at) VALUES"
+    " ('wamid.IN1', '106540352242922', '+919800000041', NULL, 'Asha', 'text', 'hi', '2024-03-01 12:00:00+00', '{}', '104',"
+    "  '2024-03-01 12:00:01+00'),"
+    " ('wamid.IN2', '106540352242922', NULL, 'IN.41', 'Asha', 'text', 'yo', '2024-03-01 12:30:00+00', '{}', '105',"
+    "  '2024-03-01 12:30:01+00');"
+    "INSERT INTO contacts (wa_id, profile_name, first_seen_at, last_seen_at) VALUES"
+    " ('919800000041', 'Asha', '2024-03-01 10:00:00+00', '2024-03-01 12:00:00+00'),"
+    " ('919800000043', NULL, '2024-02-01 09:00:00+00', '2024-02-01 09:00:00+00');"
+    "INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome, received_at) VALUES"
+    " ('" SUB "', '101', NULL, 'stored', '2024-03-01 10:00:01+00');"
+    "INSERT INTO dead_letters (subscription, message_id, reason, body, received_at) VALUES"
+    " ('" SUB "', '106', 'payload: not JSON', 'x', '2024-03-01 13:00:00+00')";
+
+/* Every column the previous release had, of every table, in a fixed order. */
+#define Q_OLD_COLUMNS                                                                                                  \
+    "SELECT 'ml', bsp_msg_id, to_phone, whatsapp_status::text, current_status, last_error::text, created_at::text,"   \
+    " updated_at::text FROM message_logs"                                                                               \
+    " UNION ALL SELECT 'se', bsp_msg_id || status, occurred_at::text, recipient_id, phone_number_id, pubsub_message_id," \
+    " received_at::text, NULL FROM status_events"                                                                       \
+    " UNION ALL SELECT 'im', wa_msg_id, from_phone, from_user_id, contact_name, body, sent_at::text, received_at::text"  \
+    " FROM inbound_messages"                                                                                            \
+    " UNION ALL SELECT 'ct', wa_id, profile_name, first_seen_at::text, last_seen_at::text, NULL, NULL, NULL FROM contacts" \
+    " UNION ALL SELECT 'pr', message_id, outcome, received_at::text, NULL, NULL, NULL, NULL FROM pubsub_receipts"        \
+    " UNION ALL SELECT 'dl', message_id, reason, received_at::text, NULL, NULL, NULL, NULL FROM dead_letters"          \
+    " ORDER BY 1, 2"
+
+static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
+{
+    (void)state;
+    apply_old_migrations();
+    exec_script(OLD_ROWS);
+    char *before = pwt_rows(Q_OLD_COLUMNS);
+
+    assert_int_equal(pwt_migrate(), 0);
+    pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
+                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids");
+    /* every old column holds what it held */
+    pwt_assert_rows(Q_OLD_COLUMNS, before);
+    free(before);
+    /* the new columns are empty; each contact got an id, in the table's order */
+    pwt_assert_rows("SELECT bsp_msg_id, recipient_user_id FROM message_logs ORDER BY 1", "wamid.OLD1|NULL\nwamid.OLD2|NULL");
+    pwt_assert_rows("SELECT count(*), count(recipient_user_id) FROM status_events", "3|0");
+    pwt_assert_rows("SELECT id, wa_id, user_id, username, country_code FROM contacts ORDER BY id",
+                    "1|919800000041|NULL|NULL|NULL\n2|919800000043|NULL|NULL|NULL");
+    /* the keys: id, and each identity unique when present */
+    pwt_assert_rows("SELECT indexname FROM pg_indexes WHERE tablename = 'contacts' ORDER BY 1",
+                    "contacts_pkey\ncontacts_user_id_key\ncontacts_wa_id_key");
+    pwt_assert_rows("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)"
+                    " WHERE i.indrelid = 'contacts'::regclass AND i.indisprimary", "id");
+
+    /* the analytics over the old rows */
+    pwt_assert_rows("SELECT * FROM pw_engaged_recipients('2024-03-01T00:00Z', '2024-03-02T00:00Z', 1)",
+                    "+919800000041|1|1|1|100.00|+919800000041");
+    pwt_assert_rows("SELECT bsp_msg_id, to_phone, recipient FROM pw_undelivered(5)", "wamid.OLD2|NULL|NULL");
+    /* the second text came from a user id alone: a sender of its own until something links it */
+    pwt_assert_rows("SELECT day, msg_type, messages, senders FROM inbound_messages_daily", "2024-03-01|text|2|2");
+
+    /* a worker of the previous release keeps writing contacts during a rolling deploy: its upsert named ON CONFLICT (wa_id) */
+    pwt_exec("INSERT INTO contacts AS c (wa_id, profile_name, first_seen_at, last_seen_at)"
+             " VALUES ('919800000043', 'Cy', '2024-02-02 09:00:00+00', '2024-02-02 09:00:00+00')"
+             " ON CONFLICT (wa_id) DO UPDATE SET profile_name = excluded.profile_name,"
+             " last_seen_at = greatest(c.last_seen_at, excluded.last_seen_at)");
+
+    /* this release links what it sees to the old rows */
+    pwt_worker_t w;
+    assert_int_equal(pwt_worker_start(&w, NULL), 0);
+    char *members = pwt_xstrdup("\"contacts\":[{\"profile\":{\"name\":\"Asha\",\"username\":\"@asha\",\"country_code\":\"IN\"},"
+                                "\"wa_id\":\"919800000041\",\"user_id\":\"IN.41\"},"
+                                "{\"profile\":{\"name\":\"Bo\"},\"wa_id\":\"919800000042\",\"user_id\":\"IN.42\"}],"
+                                "\"statuses\":[{\"id\":\"wamid.OLD2\",\"status\":\"delivered\",\"timestamp\":\"1709290800\","
+                                "\"recipient_id\":\"\",\"recipient_user_id\":\"IN.42\"}]");
+    char *webhook = pwt_meta_webhook(members);
+    pwt_assert_status(pwt_push(&w, webhook, strlen(webhook), "201", SUB, PUBLISH_TIME), 204);
+    free(webhook);
+    free(members);
+    /* (an older sighting: the times only widen, and the stored name stays; the username and country code were unknown) */
+    pwt_assert_rows("SELECT CASE WHEN id <= 2 THEN id::text ELSE 'new' END, wa_id, user_id, profile_name, username, country_code,"
+                    " first_seen_at, last_seen_at FROM contacts ORDER BY wa_id",
+                    "1|919800000041|IN.41|Asha|@asha|IN|2024-03-01 10:00:00+00|2024-03-01 12:00:00+00\n"
+                    "new|919800000042|IN.42|Bo|NULL|NULL|2024-03-01 11:00:00+00|2024-03-01 11:00:00+00\n"
+                    "2|919800000043|NULL|Cy|NULL|NULL|2024-02-01 09:00:00+00|2024-02-02 09:00:00+00");
+    pwt_assert_rows("SELECT bsp_msg_id, to_phone, recipient_user_id, current_status FROM message_logs ORDER BY 1",
+                    "wamid.OLD1|+919800000041|NULL|read\nwamid.OLD2|NULL|IN.42|delivered");
+    /* the old user-id-only sender and message now count under the phone the webhook linked */
+    pwt_assert_rows("SELECT bsp_msg_id, recipient FROM message_status_times ORDER BY 1",
+                    "wamid.OLD1|+919800000041\nwamid.OLD2|+919800000042");
+    pwt_assert_rows("SELECT senders FROM inbound_messages_daily", "1");
+    assert_int_equal(pwt_worker_stop(&w), 0);
+
+    /* and migrating again changes nothing */
+    char *after = pwt_dump_tables();
+    assert_int_equal(pwt_migrate(), 0);
+    pwt_assert_tables_unchanged(after);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return pwt_db_create("upgrade");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_database_at_0004_with_rows_upgrades_in_place),
+    };
+    return cmocka_run_group_tests_name("integration/upgrade", tests, setup, pwt_teardown_db);
+}
