@@ -59,7 +59,7 @@ enum {
     PW_EUNAVAIL = -5,  /* not done now, may be done later: database down or busy, queue full, shutting down */
     PW_EREFUSED = -6,  /* the database refused the data itself (SQLSTATE class 22, 23 or 54): retrying alone cannot help */
     PW_ECONFLICT = -7, /* serialization failure or deadlock (class 40), still so after the retries */
-    PW_ETIMEDOUT = -8, /* a lock or the statement took longer than allowed (55P03, 57014), or no answer in time */
+    PW_ETIMEDOUT = -8, /* a lock or the statement took longer than allowed (55P03, 57014), or a push's deadline passed */
     PW_ECANCELED = -9, /* given up by its submitter (its deadline answered it) before it was sent */
     PW_EUNAUTH = -10,  /* no credentials, or credentials that do not verify */
     PW_EFORBIDDEN = -11, /* valid credentials of someone not allowed */

@@ -68,11 +68,14 @@ struct pw_db_job {
     /*
      * The answer, set before on_done: result is 0 (committed; for a trial: accepted and rolled
      * back), PW_EREFUSED (the data itself refused: only for a job that ran alone, since a group
-     * that is refused is split), PW_ECONFLICT, PW_ETIMEDOUT, PW_ECANCELED or PW_EUNAVAIL.
+     * that is refused is split), PW_ECONFLICT, PW_ETIMEDOUT (lock_timeout or statement_timeout,
+     * for a job alone), PW_ECANCELED or PW_EUNAVAIL (no connection, a connection lost or dropped
+     * by the watchdog, the queue full, the drain deadline passed).
      * sqlstate and message say what PostgreSQL said, when it said something (message is valid
      * UTF-8, cut at a whole character). got_row is 1 when a row of the result had key as its
      * first column: each such row goes to the first job of the group with that key that has no
-     * row yet.
+     * row yet. A trial's rows are routed too (got_row says what the statement returned before
+     * it was rolled back).
      */
     int result;
     int got_row;
@@ -112,9 +115,10 @@ void pw_db_submit(pw_db_port_t *port, pw_db_job_t *job);
 int pw_db_ready(const pw_db_t *db);
 
 /**
- * From now on the executor answers whatever is still queued or in flight at deadline_ms
- * (pw_now_ms() clock) PW_EUNAVAIL, without waiting for the server: what is committed by then is
- * answered 0. Jobs submitted after it are still taken. Any thread.
+ * Sets the drain deadline (pw_now_ms() clock). Until deadline_ms jobs are taken and written as
+ * usual; at deadline_ms whatever is still queued or in flight is answered PW_EUNAVAIL without
+ * waiting for the server (what committed by then is answered 0), the connections are closed, and
+ * every job submitted from then on is answered PW_EUNAVAIL at once. Any thread.
  */
 void pw_db_drain(pw_db_t *db, double deadline_ms);
 
