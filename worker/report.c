@@ -442,8 +442,8 @@ static void bar_chart(pw_buf_t *b, const bars_t *c)
  * failures those of message_failures_daily, so a window that is not whole days is counted right.
  */
 static const char q_days[] =
-    "WITH d AS (SELECT day::date FROM generate_series(($1::timestamptz AT TIME ZONE 'UTC')::date,"
-    "             (($2::timestamptz - interval '1 microsecond') AT TIME ZONE 'UTC')::date, interval '1 day') day),"
+    "WITH d AS (SELECT day::date FROM generate_series(($1::timestamptz AT TIME ZONE 'UTC')::date::timestamp,"
+    "             (($2::timestamptz - interval '1 microsecond') AT TIME ZONE 'UTC')::date::timestamp, interval '1 day') day),"
     " t AS (SELECT * FROM message_status_times WHERE sent_at >= $1::timestamptz AND sent_at < $2::timestamptz)"
     " SELECT to_char(d.day, 'YYYY-MM-DD'), count(t.sent_at), count(t.delivered_at), count(t.read_at), count(t.failed_at),"
     "  round((percentile_cont(0.5) WITHIN GROUP (ORDER BY t.delivery_seconds))::numeric, 2),"
