@@ -87,8 +87,8 @@ int pw_report_parse_args(int argc, char **argv, pw_time_us_t now_us, pw_report_o
     opts->min_messages = 5;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        int known = strcmp(a, "--since") == 0 || strcmp(a, "--until") == 0 || strcmp(a, "--out") == 0 ||
-                    strcmp(a, "--top") == 0 || strcmp(a, "--min-messages") == 0;
+        int known = strcmp(a, "--since") == 0 || strcmp(a, "--until") == 0 || strcmp(a, "--out") == 0 || strcmp(a, "--top") == 0 ||
+                    strcmp(a, "--min-messages") == 0;
         if (!known)
             return set_err(err, errlen, "unknown option '%s'", a);
         if (i + 1 >= argc)
@@ -184,12 +184,23 @@ static void esc(pw_buf_t *b, const char *s)
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
         switch (c) {
-        case '&': pw_buf_append(b, "&amp;", 5); break;
-        case '<': pw_buf_append(b, "&lt;", 4); break;
-        case '>': pw_buf_append(b, "&gt;", 4); break;
-        case '"': pw_buf_append(b, "&quot;", 6); break;
-        case '\'': pw_buf_append(b, "&#39;", 5); break;
-        default: pw_buf_appendc(b, c < 0x20 && c != '\t' && c != '\n' ? ' ' : (char)c);
+        case '&':
+            pw_buf_append(b, "&amp;", 5);
+            break;
+        case '<':
+            pw_buf_append(b, "&lt;", 4);
+            break;
+        case '>':
+            pw_buf_append(b, "&gt;", 4);
+            break;
+        case '"':
+            pw_buf_append(b, "&quot;", 6);
+            break;
+        case '\'':
+            pw_buf_append(b, "&#39;", 5);
+            break;
+        default:
+            pw_buf_appendc(b, c < 0x20 && c != '\t' && c != '\n' ? ' ' : (char)c);
         }
     }
 }
@@ -264,7 +275,8 @@ static double ceil_pos(double x)
 /* An axis step near max/4 from 1-2-5 steps (counts: at least 1), or from clock-friendly ones (durations). */
 static double axis_step(double max, int duration)
 {
-    static const double clock[] = {0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400};
+    static const double clock[] = {0.1, 0.2, 0.5, 1,    2,    5,    10,    15,    30,    60,   120,
+                                   300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400};
     double raw = max / 4;
     if (duration) {
         for (size_t i = 0; i < sizeof clock / sizeof clock[0]; i++)
@@ -290,16 +302,16 @@ static double axis_step(double max, int duration)
  */
 typedef struct {
     const char *id, *title;
-    const char *kind;               /* data-row of the groups */
+    const char *kind; /* data-row of the groups */
     int groups, series;
-    const char *const *keys;        /* per series: CSS class and data- attribute name */
-    const char *const *names;       /* per series: as shown */
-    char (*days)[11];               /* per group */
-    const char *const *texts;       /* [group * series + s]: value as the query gave it */
-    const double *values;           /* [group * series + s]: NAN for none */
-    const char *extra;              /* per group extra attributes (already escaped), or NULL */
+    const char *const *keys;  /* per series: CSS class and data- attribute name */
+    const char *const *names; /* per series: as shown */
+    char (*days)[11];         /* per group */
+    const char *const *texts; /* [group * series + s]: value as the query gave it */
+    const double *values;     /* [group * series + s]: NAN for none */
+    const char *extra;        /* per group extra attributes (already escaped), or NULL */
     size_t extra_stride;
-    int duration;                   /* values are seconds */
+    int duration; /* values are seconds */
 } columns_t;
 
 #define COL_W 720
@@ -336,8 +348,9 @@ static void column_chart(pw_buf_t *b, const columns_t *c)
                    "aria-label=\"%s\" data-chart=\"%s\">\n",
                    c->id, COL_W, COL_H, c->title, c->kind);
     /* Grid lines and y labels. */
-    for (double v = 0; v <= top + step / 2; v += step) {
-        double y = COL_TOP + ph - v / top * ph;
+    int ticks = (int)(top / step + 0.5);
+    for (int i = 0; i <= ticks; i++) {
+        double v = i * step, y = COL_TOP + ph - v / top * ph;
         fmt(t, sizeof t, v);
         pw_buf_appendf(b, "<line class=\"grid\" x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\"/>", COL_LEFT, COL_W - COL_RIGHT, y, y);
         pw_buf_appendf(b, "<text class=\"ylab\" x=\"%d\" y=\"%.1f\">%s</text>\n", COL_LEFT - 6, y + 4, t);
@@ -359,8 +372,9 @@ static void column_chart(pw_buf_t *b, const columns_t *c)
             double v = c->values[g * c->series + s];
             double h = isnan(v) ? 0 : v / top * ph;
             fmt(t, sizeof t, v);
-            pw_buf_appendf(b, "<rect class=\"bar %s\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"><title>%s %s: %s</title></rect>",
-                           c->keys[s], x0 + s * bw, COL_TOP + ph - h, bw * 0.92, h, c->days[g], c->names[s], t);
+            pw_buf_appendf(
+                b, "<rect class=\"bar %s\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\"><title>%s %s: %s</title></rect>",
+                c->keys[s], x0 + s * bw, COL_TOP + ph - h, bw * 0.92, h, c->days[g], c->names[s], t);
             if (bw >= 16 && !isnan(v) && (c->duration || v > 0))
                 pw_buf_appendf(b, "<text class=\"val\" x=\"%.1f\" y=\"%.1f\">%s</text>", x0 + s * bw + bw * 0.46,
                                COL_TOP + ph - h - 3, t);
@@ -388,10 +402,10 @@ typedef struct {
     const char *id, *title, *kind, *empty;
     int rows, series;
     const char *const *keys;
-    const char *const *labels;   /* per row: shown (cut to 48 characters), in full in the <title> */
-    const char *const *attrs;    /* per row: data- attributes, escaped */
-    const char *const *right;    /* per row: text at the bar's end */
-    const double *values;        /* [row * series + s] */
+    const char *const *labels; /* per row: shown (cut to 48 characters), in full in the <title> */
+    const char *const *attrs;  /* per row: data- attributes, escaped */
+    const char *const *right;  /* per row: text at the bar's end */
+    const double *values;      /* [row * series + s] */
 } bars_t;
 
 #define BAR_W 480
@@ -472,9 +486,8 @@ static const char q_inbound[] =
     "SELECT msg_type, count(*) FROM inbound_messages WHERE sent_at >= $1::timestamptz AND sent_at < $2::timestamptz"
     " GROUP BY msg_type ORDER BY 2 DESC, msg_type COLLATE \"C\"";
 
-static const char q_engaged[] =
-    "SELECT recipient, messages, delivered, read, read_rate"
-    " FROM pw_engaged_recipients($1::timestamptz, $2::timestamptz, $3::int) LIMIT $4::int";
+static const char q_engaged[] = "SELECT recipient, messages, delivered, read, read_rate"
+                                " FROM pw_engaged_recipients($1::timestamptz, $2::timestamptz, $3::int) LIMIT $4::int";
 
 typedef struct {
     PGconn *pg;
@@ -561,20 +574,22 @@ static void kpi(pw_buf_t *b, const char *key, const char *value_attr, const char
     pw_buf_appendf(b, "</b><span>%s</span></div>\n", label);
 }
 
-static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, const char *until_s, PGresult *days,
-                   PGresult *sum, PGresult *fail, PGresult *inb, PGresult *eng)
+static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, const char *until_s, PGresult *days, PGresult *sum,
+                   PGresult *fail, PGresult *inb, PGresult *eng)
 {
     char h[64], t[64], t2[64];
     script_hash(h);
-    pw_buf_appendf(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                      "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-                      "style-src 'unsafe-inline'; script-src 'sha256-%s'\">\n"
-                      "<title>WhatsApp messages %s to %s (UTC)</title>\n<style>%s</style>\n</head>\n<body>\n",
+    pw_buf_appendf(b,
+                   "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                   "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+                   "style-src 'unsafe-inline'; script-src 'sha256-%s'\">\n"
+                   "<title>WhatsApp messages %s to %s (UTC)</title>\n<style>%s</style>\n</head>\n<body>\n",
                    h, since_s, until_s, style);
-    pw_buf_appendf(b, "<header><h1>WhatsApp messages</h1><p class=\"sub\" data-since=\"%s\" data-until=\"%s\">"
-                      "Sent from %s to %s (UTC; the end excluded). Outbound messages count on the UTC day they were sent.</p>"
-                      "</header>\n",
+    pw_buf_appendf(b,
+                   "<header><h1>WhatsApp messages</h1><p class=\"sub\" data-since=\"%s\" data-until=\"%s\">"
+                   "Sent from %s to %s (UTC; the end excluded). Outbound messages count on the UTC day they were sent.</p>"
+                   "</header>\n",
                    since_s, until_s, since_s, until_s);
 
     /* Key numbers of the whole window. */
@@ -615,8 +630,13 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
         }
     pw_buf_appendf(b, "<section class=\"card\"><h2>Daily funnel</h2><p class=\"note\">Messages by the UTC day they were "
                       "sent: how many were sent, delivered (or read, or played), read, and failed.</p>\n");
-    columns_t funnel = {"funnel", "Messages sent, delivered, read and failed per UTC day", "funnel", n, 4, fkeys, fkeys,
-                        day, texts, values, NULL, 0, 0};
+    columns_t funnel = {"funnel", "Messages sent, delivered, read and failed per UTC day",
+                        "funnel", n,
+                        4,        fkeys,
+                        fkeys,    day,
+                        texts,    values,
+                        NULL,     0,
+                        0};
     column_chart(b, &funnel);
     pw_buf_appendf(b, "</section>\n");
 
@@ -640,7 +660,16 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
         columns_t lat = {pass == 0 ? "latency-delivery" : "latency-read",
                          pass == 0 ? "Delivery time per UTC day, p50 and p90" : "Read time per UTC day, p50 and p90",
                          pass == 0 ? "latency-delivery" : "latency-read",
-                         n, 2, lkeys, lnames, day, texts, values, extra, 40, 1};
+                         n,
+                         2,
+                         lkeys,
+                         lnames,
+                         day,
+                         texts,
+                         values,
+                         extra,
+                         40,
+                         1};
         column_chart(b, &lat);
         pw_buf_appendf(b, "</section>\n");
     }
@@ -675,8 +704,17 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
         static const char *const keys[] = {"failed"};
         pw_buf_appendf(b, "<section class=\"card\"><h2>Failures by error code</h2><p class=\"note\">Failed messages "
                           "sent in the window, by error (a message with two errors counts under both).</p>\n");
-        bars_t c = {"failures", "Failed messages by error code", "failure", "no failures in this window", shown, 1, keys,
-                    (const char *const *)labels, (const char *const *)attrs, (const char *const *)right, v};
+        bars_t c = {"failures",
+                    "Failed messages by error code",
+                    "failure",
+                    "no failures in this window",
+                    shown,
+                    1,
+                    keys,
+                    (const char *const *)labels,
+                    (const char *const *)attrs,
+                    (const char *const *)right,
+                    v};
         bar_chart(b, &c);
         if (rows > shown)
             pw_buf_appendf(b, "<p class=\"note\">and %d more errors</p>", rows - shown);
@@ -712,8 +750,17 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
         static const char *const keys[] = {"inbound"};
         pw_buf_appendf(b, "<section class=\"card\"><h2>Inbound messages by type</h2><p class=\"note\">Messages received, "
                           "by their time sent, per WhatsApp message type.</p>\n");
-        bars_t c = {"inbound", "Inbound messages by type", "inbound", "no inbound messages in this window", shown, 1, keys,
-                    labels, (const char *const *)attrs, (const char *const *)right, v};
+        bars_t c = {"inbound",
+                    "Inbound messages by type",
+                    "inbound",
+                    "no inbound messages in this window",
+                    shown,
+                    1,
+                    keys,
+                    labels,
+                    (const char *const *)attrs,
+                    (const char *const *)right,
+                    v};
         bar_chart(b, &c);
         if (rows > shown)
             pw_buf_appendf(b, "<p class=\"note\">and %d more types</p>", rows - shown);
@@ -751,13 +798,23 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
         }
         static const char *const keys[] = {"messages", "read"};
         static const char *const names[] = {"messages sent", "read"};
-        pw_buf_appendf(b, "<section class=\"card\"><h2>Most engaged recipients</h2><p class=\"note\">Recipients of at least "
-                          "%d messages in the window, highest read rate (read / sent) first; top %d. Phone numbers "
-                          "are masked.</p>\n",
+        pw_buf_appendf(b,
+                       "<section class=\"card\"><h2>Most engaged recipients</h2><p class=\"note\">Recipients of at least "
+                       "%d messages in the window, highest read rate (read / sent) first; top %d. Phone numbers "
+                       "are masked.</p>\n",
                        o->min_messages, o->top);
         legend(b, 2, keys, names);
-        bars_t c = {"engaged", "Most engaged recipients", "recipient", "no recipient reached the minimum", rows, 2, keys,
-                    (const char *const *)labels, (const char *const *)attrs, (const char *const *)right, v};
+        bars_t c = {"engaged",
+                    "Most engaged recipients",
+                    "recipient",
+                    "no recipient reached the minimum",
+                    rows,
+                    2,
+                    keys,
+                    (const char *const *)labels,
+                    (const char *const *)attrs,
+                    (const char *const *)right,
+                    v};
         bar_chart(b, &c);
         pw_buf_appendf(b, "</section>\n</div>\n");
         for (int r = 0; r < rows; r++) {
