@@ -1,6 +1,6 @@
 /*
  * pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. The Face: the command line (serve
- * (default), migrate, redrive, sql, --help, --version). serve assembles the process: the metrics
+ * (default), migrate, redrive, report, sql, --help, --version). serve assembles the process: the metrics
  * registry, the database executor (worker/db.h) with the statement Dispatch writes pushes with,
  * the Dispatch over it, and Http, which is given the Dispatch and never sees the executor.
  */
@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "worker/config.h"
 #include "worker/db.h"
@@ -21,6 +22,7 @@
 #include "worker/metrics.h"
 #include "worker/migrate.h"
 #include "worker/redrive.h"
+#include "worker/report.h"
 
 #ifndef PW_VERSION
 #define PW_VERSION "unknown"
@@ -28,6 +30,7 @@
 
 static const char usage[] =
     "usage: worker [serve | migrate | redrive [--since TIME] [--reason TEXT] [--dry-run]\n"
+    "               | report --out FILE [--since TIME] [--until TIME] [--top N] [--min-messages N]\n"
     "               | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
@@ -36,6 +39,12 @@ static const char usage[] =
     "             understood (as a live push would be), mark them redriven, leave the rest; print\n"
     "             counts. --since: received at or after TIME (timestamptz text); --reason: whose\n"
     "             reason contains TEXT; --dry-run: only count\n"
+    "  report     write one self-contained HTML file of charts (FILE, or - for stdout): daily sent /\n"
+    "             delivered / read / failed, delivery and read time (p50, p90), failures by error code,\n"
+    "             inbound messages by type, the most engaged recipients (masked). Messages sent at or\n"
+    "             after --since and before --until: ISO 8601 dates or times, UTC unless a zone is given\n"
+    "             [the 7 UTC days up to today]; --top [10] recipients of at least --min-messages [5].\n"
+    "             Exit 0 written, 1 database or file error, 2 bad arguments\n"
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
@@ -188,11 +197,28 @@ static int cmd_redrive(int argc, char **argv)
     return pw_redrive_run(url != NULL ? url : "", &opts);
 }
 
+static int cmd_report(int argc, char **argv)
+{
+    pw_report_opts_t opts;
+    char err[512];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (pw_report_parse_args(argc - 2, argv + 2, (pw_time_us_t)now.tv_sec * 1000000 + now.tv_nsec / 1000, &opts, err,
+                             sizeof err) != 0) {
+        fprintf(stderr, "worker report: %s (try: worker --help)\n", err);
+        return 2;
+    }
+    const char *url = getenv("DATABASE_URL");
+    return pw_report_run(url != NULL ? url : "", &opts);
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
     if (strcmp(cmd, "redrive") == 0)
         return cmd_redrive(argc, argv);
+    if (strcmp(cmd, "report") == 0)
+        return cmd_report(argc, argv);
     if (argc == 3 && strcmp(cmd, "sql") == 0)
         return cmd_sql(argv[2]);
     if (argc > 2) {
