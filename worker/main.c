@@ -48,7 +48,7 @@ static const char usage[] =
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
-    "HTTP: POST / (or /push) a push; GET /healthz; GET /readyz.\n"
+    "HTTP: POST / (or /push) a push; GET /livez (or /healthz); GET /readyz; GET /metrics.\n"
     "  204 committed (stored, duplicate, ignored or kept in dead_letters), 401 bad or missing token,\n"
     "  403 token of another service account, 413 body too large,\n"
     "  503 database unavailable, no signing keys, over INFLIGHT_BYTES_MAX or deadline passed (Pub/Sub redelivers).\n"
