@@ -239,11 +239,7 @@ static int cleanup_and_check_alive(void **state)
 /* meta/status_sent.json wrapped under message id, malloc'd. */
 static char *sent_push(const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
-    free(payload);
-    return body;
+    return pwt_wrap_fixture("meta/status_sent.json", message_id, SUB, PUBLISH_TIME);
 }
 
 /* Posts meta/status_sent.json (message id) to w with "Authorization: <authz>" (NULL: no such header). */

@@ -659,6 +659,15 @@ long pwt_push(const pwt_worker_t *w, const void *payload, size_t len, const char
     return status;
 }
 
+char *pwt_wrap_fixture(const char *rel, const char *message_id, const char *subscription, const char *publish_time)
+{
+    size_t len;
+    char *payload = pwt_read_fixture(rel, &len);
+    char *body = pwt_wrap(payload, len, message_id, subscription, publish_time);
+    free(payload);
+    return body;
+}
+
 long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *message_id, const char *subscription,
                       const char *publish_time)
 {

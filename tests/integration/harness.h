@@ -175,6 +175,9 @@ char *pwt_wrap(const void *payload, size_t len, const char *message_id, const ch
 long pwt_push(const pwt_worker_t *w, const void *payload, size_t len, const char *message_id, const char *subscription,
               const char *publish_time);
 
+/* pwt_wrap of the fixture rel (see pwt_read_fixture): malloc'd. */
+char *pwt_wrap_fixture(const char *rel, const char *message_id, const char *subscription, const char *publish_time);
+
 /* pwt_push of the fixture rel (see pwt_read_fixture). */
 long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *message_id, const char *subscription,
                       const char *publish_time);

@@ -37,8 +37,7 @@ static int redrive(const char *args, char **out)
  */
 static void seed_dead_letters(void)
 {
-    char *payload = pwt_read_fixture("meta/status_read.json", NULL);
-    char *good = pwt_wrap(payload, strlen(payload), "7001", SUB, "2024-03-06T05:00:00Z");
+    char *good = pwt_wrap_fixture("meta/status_read.json", "7001", SUB, "2024-03-06T05:00:00Z");
     const char *bad = "{\"message\":{\"data\":\"!!!!\",\"messageId\":\"7002\"},\"subscription\":\"" SUB "\"}";
     free(pwt_rows_p("INSERT INTO dead_letters (subscription, message_id, reason, body) VALUES"
                " ($1, '7001', 'payload: unsupported format (pushworker 0.1)', convert_to($2, 'UTF8')),"
@@ -50,7 +49,6 @@ static void seed_dead_letters(void)
              " ('" SUB "', '7001', '2024-03-06T05:00:00Z', 'dead_letter'),"
              " ('" SUB "', '7002', NULL, 'dead_letter')");
     free(good);
-    free(payload);
 }
 
 static void dry_run_counts_and_writes_nothing(void **state)
