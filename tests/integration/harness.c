@@ -54,7 +54,7 @@ static char worker_conninfo[2048];
 static char log_dir[256];      /* where worker logs go; "" until first needed */
 static int keep_logs;          /* set when a check failed, or PWT_KEEP_LOGS=1 */
 static int log_seq;            /* numbers the log files */
-static pwt_worker_t *live_workers[PWT_MAX_WORKERS];
+static void *live_workers[PWT_MAX_WORKERS]; /* pwt_worker_t *: the running workers (pwt_slots_track) */
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
@@ -373,14 +373,7 @@ int pwt_migrate(void)
 
 static void track(pwt_worker_t *w, int on)
 {
-    for (int i = 0; i < PWT_MAX_WORKERS; i++) {
-        if (on && live_workers[i] == NULL) {
-            live_workers[i] = w;
-            return;
-        }
-        if (!on && live_workers[i] == w)
-            live_workers[i] = NULL;
-    }
+    pwt_slots_track(live_workers, PWT_MAX_WORKERS, w, on);
 }
 
 int pwt_worker_alive(pwt_worker_t *w)
