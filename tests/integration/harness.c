@@ -941,6 +941,12 @@ void pwt_suite_init(const char *name, pwt_worker_t *w, const char *const *env)
     suite.env = env;
 }
 
+int pwt_setup_db(void **state)
+{
+    (void)state;
+    return pwt_db_create(suite.name);
+}
+
 int pwt_suite_setup(void **state)
 {
     (void)state;
