@@ -239,11 +239,7 @@ static int cleanup_and_check_alive(void **state)
 /* meta/status_sent.json wrapped under message id, malloc'd. */
 static char *sent_push(const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
-    free(payload);
-    return body;
+    return pwt_wrap_fixture("meta/status_sent.json", message_id, SUB, PUBLISH_TIME);
 }
 
 /* Posts meta/status_sent.json (message id) to w with "Authorization: <authz>" (NULL: no such header). */
@@ -314,6 +310,14 @@ static void expect_token_rejected_(const char *file, int line, const char *token
     free(authz);
 }
 #define expect_token_rejected(token, status) expect_token_rejected_(__FILE__, __LINE__, (token), (status))
+
+/* A token minted from dir with the mint-token arguments that follow (see MINT) must be refused with status. */
+static void expect_minted_rejected_(const char *file, int line, char *token, long status)
+{
+    expect_token_rejected_(file, line, token, status);
+    free(token);
+}
+#define expect_minted_rejected(status, ...) expect_minted_rejected_(__FILE__, __LINE__, MINT(__VA_ARGS__), (status))
 
 /* The push with this token is answered 204 and stored: its receipt under message_id. */
 static void expect_accepted_(const char *file, int line, const pwt_worker_t *w, const char *token, const char *message_id)
@@ -405,9 +409,7 @@ static void hs256_keyed_with_the_public_key_is_401(void **state)
 static void es256_header_is_401_even_with_a_valid_rs256_signature(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--alg", "ES256");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--alg", "ES256");
 }
 
 static void unknown_kid_with_a_fresh_key_set_is_401_and_fetches_nothing(void **state)
@@ -424,9 +426,7 @@ static void unknown_kid_with_a_fresh_key_set_is_401_and_fetches_nothing(void **s
 static void signature_by_another_key_with_the_same_kid_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(other_dir, "--kid", KID_A);
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, other_dir, "--kid", KID_A);
 }
 
 static void truncated_signature_is_401(void **state)
@@ -506,73 +506,55 @@ static void oversized_token_over_8192_bytes_is_401(void **state)
 static void expired_beyond_60s_skew_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--iat-offset", "-3720", "--exp-in", "-120");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--iat-offset", "-3720", "--exp-in", "-120");
 }
 
 static void issued_in_the_future_beyond_skew_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--iat-offset", "300", "--exp-in", "3900");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--iat-offset", "300", "--exp-in", "3900");
 }
 
 static void nbf_in_the_future_beyond_skew_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--nbf-offset", "300");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--nbf-offset", "300");
 }
 
 static void wrong_issuer_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--iss", "https://accounts.google.com.evil.example");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--iss", "https://accounts.google.com.evil.example");
 }
 
 static void wrong_audience_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--aud", "https://another-service-7q2x9b4k3a-el.a.run.app/push");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--aud", "https://another-service-7q2x9b4k3a-el.a.run.app/push");
 }
 
 static void audience_differing_only_in_case_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--aud", AUD_HOST_UPPER);
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--aud", AUD_HOST_UPPER);
 }
 
 static void audience_with_a_trailing_slash_added_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--aud", AUD "/");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--aud", AUD "/");
 }
 
 static void token_of_another_service_account_is_403(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--email", "intruder@other-project.iam.gserviceaccount.com");
-    expect_token_rejected(tok, 403);
-    free(tok);
+    expect_minted_rejected(403, keys_dir, "--email", "intruder@other-project.iam.gserviceaccount.com");
 }
 
 static void email_verified_false_is_401(void **state)
 {
     (void)state;
-    char *tok = MINT(keys_dir, "--email-verified", "false");
-    expect_token_rejected(tok, 401);
-    free(tok);
+    expect_minted_rejected(401, keys_dir, "--email-verified", "false");
 }
 
 /* ---- rejected requests: the Authorization header itself -------------------------------------------- */

@@ -93,10 +93,7 @@ static void large_pushes_over_the_budget_get_503_and_a_normal_push_204(void **st
     free(chunked);
     assert_int_equal(metric("pushworker_pushes_total{outcome=\"over_budget\"}"), 3);
 
-    size_t normal_len;
-    char *status_read = pwt_read_fixture("meta/status_read.json", &normal_len);
-    pwt_bg_post_start(&normal, &worker, pwt_wrap(status_read, normal_len, "9005", SUB, PUBLISH_TIME));
-    free(status_read);
+    pwt_bg_post_start(&normal, &worker, pwt_wrap_fixture("meta/status_read.json", "9005", SUB, PUBLISH_TIME));
     wait_inflight_at_least((long long)held_len + 1000);
     pwt_exec("COMMIT");
 

@@ -199,12 +199,6 @@ static void claims_mode_without_service_account_still_starts(void **state)
     }
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return pwt_db_create("config");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,5 +208,5 @@ int main(void)
         cmocka_unit_test(bad_jwks_settings_refuse_to_start_even_when_unused),
         cmocka_unit_test(claims_mode_without_service_account_still_starts),
     };
-    return cmocka_run_group_tests_name("config", tests, group_setup, pwt_teardown_db);
+    return pwt_db_suite_run("config", tests);
 }

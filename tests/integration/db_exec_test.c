@@ -314,6 +314,32 @@ static void hold_connection(tjob_t *blocker)
     WAIT_LOCK_WAITERS(1);
 }
 
+/* Submits t, a plain job writing (k, 1), and runs until the loop has answered `answered` jobs in all: t must be answered 0, its
+ * row written. */
+static void write_one(tjob_t *t, const char *k, int answered)
+{
+    tjob_init(t, k, "1", 1, 0);
+    submit(&T.loop, t);
+    RUN_UNTIL(&T.loop, answered);
+    ASSERT_ANSWER(t, 0, "", 1);
+}
+
+/*
+ * Queues jobs[0..n) behind a blocker (hold_connection), so that they wait together for the only connection; then releases it
+ * and runs until all n + 1 are answered, the blocker with 0. The blocker's row is "blocker|0".
+ */
+static void run_queued_behind_blocker(tjob_t *jobs, int n)
+{
+    tjob_t blocker;
+    hold_connection(&blocker);
+    for (int i = 0; i < n; i++)
+        submit(&T.loop, &jobs[i]);
+    WAIT_QUEUED(T.db, (size_t)n);
+    unlock_row();
+    RUN_UNTIL(&T.loop, n + 1);
+    ASSERT_ANSWER(&blocker, 0, "", 0);
+}
+
 typedef struct {
     uint64_t groups; /* transactions committed */
     double jobs;     /* jobs in them */
@@ -532,20 +558,14 @@ static void test_a_refused_job_fails_only_itself(void **state)
     (void)state;
     start_db();
     batches_t before = batches();
-    tjob_t blocker, jobs[5];
-    hold_connection(&blocker);
+    tjob_t jobs[5];
     tjob_init(&jobs[0], "s1", "1", 1, 0);
     tjob_init(&jobs[1], "s2", "2", 1, 0);
     tjob_init(&jobs[2], "sbad", "x", 1, 0);
     tjob_init(&jobs[3], "s3", "3", 1, 0);
     tjob_init(&jobs[4], "s4", "4", 1, 0);
-    for (int i = 0; i < 5; i++)
-        submit(&T.loop, &jobs[i]);
-    WAIT_QUEUED(T.db, 5);
-    unlock_row();
-    RUN_UNTIL(&T.loop, 6);
+    run_queued_behind_blocker(jobs, 5);
 
-    ASSERT_ANSWER(&blocker, 0, "", 0);
     for (int i = 0; i < 5; i++)
         if (i != 2)
             ASSERT_ANSWER(&jobs[i], 0, "", 1);
@@ -564,19 +584,13 @@ static void test_an_alone_job_is_never_grouped(void **state)
 {
     (void)state;
     start_db();
-    tjob_t blocker, jobs[5];
-    hold_connection(&blocker);
+    tjob_t jobs[5];
     tjob_init(&jobs[0], "x1", "1", 1, 0);
     tjob_init(&jobs[1], "x2", "2", 1, 0);
     tjob_init(&jobs[2], "solo", "3", 1, PW_DB_ALONE);
     tjob_init(&jobs[3], "x3", "4", 1, 0);
     tjob_init(&jobs[4], "x4", "5", 1, 0);
-    for (int i = 0; i < 5; i++)
-        submit(&T.loop, &jobs[i]);
-    WAIT_QUEUED(T.db, 5);
-    unlock_row();
-    RUN_UNTIL(&T.loop, 6);
-    ASSERT_ANSWER(&blocker, 0, "", 0);
+    run_queued_behind_blocker(jobs, 5);
     for (int i = 0; i < 5; i++)
         ASSERT_ANSWER(&jobs[i], 0, "", 1);
     pwt_assert_rows(Q_ROWS, "blocker|0\nsolo|3\nx1|1\nx2|2\nx3|4\nx4|5");
@@ -816,10 +830,7 @@ static void test_jobs_submitted_after_a_drain_are_still_taken(void **state)
     start_db();
     pw_db_drain(T.db, pw_now_ms() + 10000);
     tjob_t late;
-    tjob_init(&late, "late", "1", 1, 0);
-    submit(&T.loop, &late);
-    RUN_UNTIL(&T.loop, 1);
-    ASSERT_ANSWER(&late, 0, "", 1);
+    write_one(&late, "late", 1);
     pwt_assert_rows(Q_ROWS, "late|1");
     tloop_close(&T.loop);
     double t0 = pw_now_ms();
@@ -923,10 +934,7 @@ static void test_a_server_that_stops_answering_is_left_and_reconnected(void **st
     assert_int_equal(atomic_load(&T.metrics.db_reconnects), 1);
     assert_true(ready_at_some_point(T.db, WAIT_MS));
     tjob_t next;
-    tjob_init(&next, "next", "1", 1, 0);
-    submit(&T.loop, &next);
-    RUN_UNTIL(&T.loop, 2);
-    ASSERT_ANSWER(&next, 0, "", 1);
+    write_one(&next, "next", 2);
     pwt_assert_rows(Q_ROWS, "blocker|0\nnext|1");
 }
 

@@ -412,13 +412,26 @@ static void drop_refusing_triggers(void)
     pwt_exec("DROP TRIGGER IF EXISTS trust_refuse_dl ON dead_letters");
 }
 
+/* Empties the tables, installs the refusing triggers (dead_letter_condition: see install_refusing_triggers) and starts *w. */
+static void start_with_refusing_triggers(pwt_worker_t *w, const char *dead_letter_condition)
+{
+    pwt_truncate_all();
+    install_refusing_triggers(dead_letter_condition);
+    assert_int_equal(pwt_worker_start(w, NULL), 0);
+}
+
+/* Stops w (it must exit 0) and drops the refusing triggers. */
+static void stop_with_refusing_triggers(pwt_worker_t *w)
+{
+    assert_int_equal(pwt_worker_stop(w), 0);
+    drop_refusing_triggers();
+}
+
 static void a_refused_item_costs_the_push_nothing_else_and_is_kept_as_a_dead_letter(void **state)
 {
     (void)state;
-    pwt_truncate_all();
-    install_refusing_triggers(NULL);
     pwt_worker_t w;
-    assert_int_equal(pwt_worker_start(&w, NULL), 0);
+    start_with_refusing_triggers(&w, NULL);
     char *body = status_push("trust-refuse-1", PWT_LIST(W_GOOD, "sent", W_BAD, "delivered", W_GOOD, "read"));
     pwt_assert_status(post(&w, body), 204);
     pwt_assert_rows("SELECT bsp_msg_id, status FROM status_events ORDER BY status", W_GOOD "|read\n" W_GOOD "|sent");
@@ -435,35 +448,29 @@ static void a_refused_item_costs_the_push_nothing_else_and_is_kept_as_a_dead_let
     char *before = pwt_dump_tables();
     pwt_assert_status(post(&w, body), 204);
     pwt_assert_tables_unchanged(before);
-    assert_int_equal(pwt_worker_stop(&w), 0);
-    drop_refusing_triggers();
+    stop_with_refusing_triggers(&w);
     free(body);
 }
 
 static void when_the_dead_letter_is_refused_too_the_raw_body_is_kept_with_a_fixed_reason(void **state)
 {
     (void)state;
-    pwt_truncate_all();
-    install_refusing_triggers("NEW.message_id = 'trust-refuse-2' AND NEW.reason NOT LIKE 'database refused this push%'");
     pwt_worker_t w;
-    assert_int_equal(pwt_worker_start(&w, NULL), 0);
+    start_with_refusing_triggers(&w, "NEW.message_id = 'trust-refuse-2' AND NEW.reason NOT LIKE 'database refused this push%'");
     char *body = status_push("trust-refuse-2", PWT_LIST(W_GOOD, "sent", W_BAD, "delivered"));
     pwt_assert_status(post(&w, body), 204);
     pwt_assert_rows("SELECT bsp_msg_id, status FROM status_events", W_GOOD "|sent");
     pwt_assert_rows_p("SELECT message_id, reason, body = convert_to($1, 'UTF8') FROM dead_letters", PWT_LIST(body),
                     "trust-refuse-2|database refused this push (SQLSTATE 22023); its raw body is kept|t");
-    assert_int_equal(pwt_worker_stop(&w), 0);
-    drop_refusing_triggers();
+    stop_with_refusing_triggers(&w);
     free(body);
 }
 
 static void when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and_nothing_is_written(void **state)
 {
     (void)state;
-    pwt_truncate_all();
-    install_refusing_triggers("NEW.message_id = 'trust-refuse-3'");
     pwt_worker_t w;
-    assert_int_equal(pwt_worker_start(&w, NULL), 0);
+    start_with_refusing_triggers(&w, "NEW.message_id = 'trust-refuse-3'");
     char *body = status_push("trust-refuse-3", PWT_LIST(W_GOOD, "sent", W_BAD, "delivered"));
     pwt_assert_status(post(&w, body), 503);
     pwt_assert_rows("SELECT count(*) FROM pubsub_receipts", "0");
@@ -476,8 +483,7 @@ static void when_every_dead_letter_of_the_push_is_refused_it_is_answered_503_and
     if (strstr(log, "refused even as a bare dead letter") == NULL)
         pwt_fail(__FILE__, __LINE__, "no error logged for the push nothing of which could be kept");
     free(log);
-    assert_int_equal(pwt_worker_stop(&w), 0);
-    drop_refusing_triggers();
+    stop_with_refusing_triggers(&w);
     free(other);
     free(body);
 }

@@ -249,6 +249,36 @@ static const char *target_of(void *ctx, int t)
     return w != NULL ? w->base_url : NULL;
 }
 
+/* A new set of n generated pushes to SUB (pwt_rd_generate: message ids "<prefix>-NNNNNN", seed, inbound_every). */
+static pwt_rd_set_t *generated_set(const char *prefix, size_t n, unsigned seed, int inbound_every)
+{
+    pwt_rd_set_t *set = pwt_rd_set_new();
+    pwt_rd_generate(set, SUB, prefix, n, seed, inbound_every);
+    return set;
+}
+
+/*
+ * Sends set to the workers of tg (pwt_rd_run): concurrency requests at most (0: its default), rate_per_s first attempts a
+ * second (0: no limit), within deadline_ms; headers (NULL: none) on every request; tick(tick_ctx) injects the fault (NULL:
+ * none); seed for the jitter, label for messages. Fills *st; returns the pushes left unacknowledged.
+ */
+static size_t run_load(pwt_rd_set_t *set, targets_t *tg, int concurrency, double rate_per_s, long deadline_ms,
+                       const char *const *headers, pwt_rd_tick_fn tick, void *tick_ctx, unsigned seed, const char *label,
+                       pwt_rd_stats_t *st)
+{
+    pwt_rd_opts_t o = {.target = target_of,
+                       .target_ctx = tg,
+                       .concurrency = concurrency,
+                       .rate_per_s = rate_per_s,
+                       .deadline_ms = deadline_ms,
+                       .headers = headers,
+                       .tick = tick,
+                       .tick_ctx = tick_ctx,
+                       .seed = seed,
+                       .label = label};
+    return pwt_rd_run(set, &o, st);
+}
+
 /* A value of the worker's /metrics (first sample of name), or -1. */
 static long long metric(const pwt_worker_t *w, const char *name)
 {
@@ -386,21 +416,11 @@ static void test_postgres_stopped_immediately_mid_load_and_restarted_loses_and_d
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
     pid_t pid = w->pid;
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "pgstop", 3000, 1, 10);
+    pwt_rd_set_t *set = generated_set("pgstop", 3000, 1, 10);
     pg_fault_t f = {.stop_at_acked = 1000};
     targets_t tg = {.w = {w}, .n = 1};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 32,
-                       .rate_per_s = 600,
-                       .deadline_ms = 90000,
-                       .tick = pg_fault_tick,
-                       .tick_ctx = &f,
-                       .seed = 1,
-                       .label = "pg stop"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 32, 600, 90000, NULL, pg_fault_tick, &f, 1, "pg stop", &st);
     pwt_rd_print_stats("pg stop", &st);
     if (f.state != 4) {
         if (f.state == 1 || f.state == 3)
@@ -514,20 +534,11 @@ static void test_sigterm_mid_load_drains_exits_0_within_10_s_and_a_new_worker_fi
     (void)state;
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "sigterm", 3000, 2, 10);
+    pwt_rd_set_t *set = generated_set("sigterm", 3000, 2, 10);
     targets_t tg = {.w = {w}, .n = 1};
     term_fault_t f = {.tg = &tg, .set = set, .old = w, .term_at_acked = 1000};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 32,
-                       .deadline_ms = 90000,
-                       .tick = term_fault_tick,
-                       .tick_ctx = &f,
-                       .seed = 2,
-                       .label = "sigterm"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 32, 0, 90000, NULL, term_fault_tick, &f, 2, "sigterm", &st);
     pwt_rd_print_stats("sigterm", &st);
     if (f.state != 2)
         FAULT_FAIL("SIGTERM was not sent or the worker was not replaced during the run (state %d)", f.state);
@@ -616,21 +627,11 @@ static void test_stalled_database_answers_503_by_the_push_deadline_and_recovers_
     (void)state;
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info", "PUSH_DEADLINE_MS=2000"), 1);
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "stall", 1500, 3, 10);
+    pwt_rd_set_t *set = generated_set("stall", 1500, 3, 10);
     lock_fault_t f = {.lock_at = 2000, .hold_ms = 6000};
     targets_t tg = {.w = {w}, .n = 1};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 16,
-                       .rate_per_s = 150,
-                       .deadline_ms = 90000,
-                       .tick = lock_fault_tick,
-                       .tick_ctx = &f,
-                       .seed = 3,
-                       .label = "stalled database"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 16, 150, 90000, NULL, lock_fault_tick, &f, 3, "stalled database", &st);
     if (f.conn != NULL) {
         PQfinish(f.conn);
         f.conn = NULL;
@@ -705,8 +706,7 @@ static void test_backend_terminated_mid_group_every_push_is_stored_or_answered_5
     (void)state;
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "termbackend", 2000, 5, 10);
+    pwt_rd_set_t *set = generated_set("termbackend", 2000, 5, 10);
     backend_kill_t f = {.conn = PQconnectdb(pwt_db_url()), .next_at = 1000};
     if (PQstatus(f.conn) != CONNECTION_OK)
         FAULT_FAIL("cannot connect: %s", PQerrorMessage(f.conn));
@@ -721,17 +721,8 @@ static void test_backend_terminated_mid_group_every_push_is_stored_or_answered_5
         FAULT_FAIL("cannot slow the groups down: %s", PQerrorMessage(f.conn));
     PQclear(slow);
     targets_t tg = {.w = {w}, .n = 1};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 32,
-                       .rate_per_s = 500,
-                       .deadline_ms = 90000,
-                       .tick = backend_kill_tick,
-                       .tick_ctx = &f,
-                       .seed = 5,
-                       .label = "backend terminated"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 32, 500, 90000, NULL, backend_kill_tick, &f, 5, "backend terminated", &st);
     PQclear(PQexec(f.conn, "DROP TRIGGER pwt_slow_group ON pubsub_receipts; DROP FUNCTION pwt_slow_group()"));
     PQfinish(f.conn);
     pwt_rd_print_stats("backend terminated", &st);
@@ -811,8 +802,7 @@ static void test_stuck_database_makes_readyz_503_within_seconds_and_recovers(voi
         }
         pwt_sleep_ms(200);
     }
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "stuck", 2, 6, 1);
+    pwt_rd_set_t *set = generated_set("stuck", 2, 6, 1);
     long stuck_code = quiet_request(w->base_url, "/", set->pushes[0].body, NULL, 12000);
     resume_postgres();
     long long t1 = pwt_now_ms(), t_ready = -1;
@@ -1039,21 +1029,10 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     cf.unknown_answers[cf.n_unknown++] = push_unknown_kid(w1);
     cf.unknown_answers[cf.n_unknown++] = push_unknown_kid(w2);
 
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "jwks-cached", 600, 5, 10);
+    pwt_rd_set_t *set = generated_set("jwks-cached", 600, 5, 10);
     targets_t tg = {.w = {w1, w2}, .n = 2};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 8,
-                       .rate_per_s = 100,
-                       .deadline_ms = 60000,
-                       .headers = auth_headers,
-                       .tick = cached_tick,
-                       .tick_ctx = &cf,
-                       .seed = 5,
-                       .label = "jwks cached"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 8, 100, 60000, auth_headers, cached_tick, &cf, 5, "jwks cached", &st);
     pwt_rd_print_stats("jwks, keys cached", &st);
     /* The hanging fetch ends with the worker's 5 s fetch timeout: wait for it to be counted. */
     long long deadline = pwt_now_ms() + 8000;
@@ -1116,8 +1095,7 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
     for (int i = 0; i < 4; i++) {
         long ready = quiet_request(k[i].w->base_url, "/readyz", NULL, NULL, 2000);
         long health = quiet_request(k[i].w->base_url, "/healthz", NULL, NULL, 2000);
-        pwt_rd_set_t *one = pwt_rd_set_new();
-        pwt_rd_generate(one, SUB, "jwks-probe", 1, 6, 0);
+        pwt_rd_set_t *one = generated_set("jwks-probe", 1, 6, 0);
         long push = quiet_request(k[i].w->base_url, "/", one->pushes[0].body, token, 5000);
         pwt_rd_set_free(one);
         printf("# jwks, no keys (%s): /readyz %ld, /healthz %ld, a valid push %ld\n", k[i].mode, ready, health, push);
@@ -1125,20 +1103,10 @@ static void test_jwks_down_slow_or_garbage_keeps_cached_keys_and_without_keys_an
             FAULT_FAIL("JWKS %s, no keys: /readyz %ld (want 503), /healthz %ld (want 200), push %ld (want 503, never 401)",
                        k[i].mode, ready, health, push);
     }
-    set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "jwks-nokeys", 400, 7, 10);
+    set = generated_set("jwks-nokeys", 400, 7, 10);
     targets_t tg4 = {.w = {k[0].w, k[1].w, k[2].w, k[3].w}, .n = 4};
     nokeys_fault_t nf = {.k = k, .n = 4};
-    pwt_rd_opts_t o4 = {.target = target_of,
-                        .target_ctx = &tg4,
-                        .concurrency = 8,
-                        .deadline_ms = 60000,
-                        .headers = auth_headers,
-                        .tick = nokeys_tick,
-                        .tick_ctx = &nf,
-                        .seed = 7,
-                        .label = "jwks no keys"};
-    left = pwt_rd_run(set, &o4, &st);
+    left = run_load(set, &tg4, 8, 0, 60000, auth_headers, nokeys_tick, &nf, 7, "jwks no keys", &st);
     pwt_rd_print_stats("jwks, no keys until repaired", &st);
     double first_ack[4];
     long refused[4];
@@ -1212,8 +1180,7 @@ static void test_a_second_sigterm_during_the_drain_does_not_kill_a_verify_mode_w
         FAULT_FAIL("could not lock message_logs");
     }
 
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "sigterm2", 1, 10, 1);
+    pwt_rd_set_t *set = generated_set("sigterm2", 1, 10, 1);
     /* The push, from a child process (so this thread can signal and watch): its exit status says how it was answered. */
     fflush(NULL);
     pid_t client = fork();
@@ -1389,20 +1356,10 @@ static void test_idle_connection_flood_and_slowloris_do_not_starve_normal_pushes
         FAULT_FAIL("only %d of %d connections could be opened", idle_ok, IDLE_CONNECTIONS);
 
     slowloris_t sl = {.fds = slow, .n = SLOW_CONNECTIONS, .start = pwt_now_ms()};
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "flood", 2000, 8, 10);
+    pwt_rd_set_t *set = generated_set("flood", 2000, 8, 10);
     targets_t tg = {.w = {w}, .n = 1};
-    pwt_rd_opts_t o = {.target = target_of,
-                       .target_ctx = &tg,
-                       .concurrency = 16,
-                       .rate_per_s = 200,
-                       .deadline_ms = 60000,
-                       .tick = slowloris_tick,
-                       .tick_ctx = &sl,
-                       .seed = 8,
-                       .label = "flood"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 16, 200, 60000, NULL, slowloris_tick, &sl, 8, "flood", &st);
     pwt_rd_print_stats("flood", &st);
     double p99 = pwt_rd_latency_ms(0.99);
     int idle_closed = count_closed(idle, IDLE_CONNECTIONS), slow_closed = count_closed(slow, SLOW_CONNECTIONS);
@@ -1436,13 +1393,10 @@ static void test_the_checker_notices_lost_unexpected_and_inconsistent_rows(void 
     (void)state;
     SKIP_IF_NEEDED();
     pwt_worker_t *w = must_start_worker(PWT_LIST("LOG_LEVEL=info"), 1);
-    pwt_rd_set_t *set = pwt_rd_set_new();
-    pwt_rd_generate(set, SUB, "checker", 60, 9, 3);
+    pwt_rd_set_t *set = generated_set("checker", 60, 9, 3);
     targets_t tg = {.w = {w}, .n = 1};
-    pwt_rd_opts_t o = {
-        .target = target_of, .target_ctx = &tg, .concurrency = 4, .deadline_ms = 30000, .seed = 9, .label = "checker"};
     pwt_rd_stats_t st;
-    size_t left = pwt_rd_run(set, &o, &st);
+    size_t left = run_load(set, &tg, 4, 0, 30000, NULL, NULL, NULL, 9, "checker", &st);
     assert_all_acked(left, &st, "checker");
     pwt_rd_check_t k;
     if (pwt_rd_check(set, "checker (untouched)", 0, &k) != 0)

@@ -54,7 +54,7 @@ static char worker_conninfo[2048];
 static char log_dir[256];      /* where worker logs go; "" until first needed */
 static int keep_logs;          /* set when a check failed, or PWT_KEEP_LOGS=1 */
 static int log_seq;            /* numbers the log files */
-static pwt_worker_t *live_workers[PWT_MAX_WORKERS];
+static void *live_workers[PWT_MAX_WORKERS]; /* pwt_worker_t *: the running workers (pwt_slots_track) */
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
@@ -373,14 +373,7 @@ int pwt_migrate(void)
 
 static void track(pwt_worker_t *w, int on)
 {
-    for (int i = 0; i < PWT_MAX_WORKERS; i++) {
-        if (on && live_workers[i] == NULL) {
-            live_workers[i] = w;
-            return;
-        }
-        if (!on && live_workers[i] == w)
-            live_workers[i] = NULL;
-    }
+    pwt_slots_track(live_workers, PWT_MAX_WORKERS, w, on);
 }
 
 int pwt_worker_alive(pwt_worker_t *w)
@@ -657,6 +650,15 @@ long pwt_push(const pwt_worker_t *w, const void *payload, size_t len, const char
     long status = pwt_post(w, "/", body, strlen(body), NULL, NULL);
     free(body);
     return status;
+}
+
+char *pwt_wrap_fixture(const char *rel, const char *message_id, const char *subscription, const char *publish_time)
+{
+    size_t len;
+    char *payload = pwt_read_fixture(rel, &len);
+    char *body = pwt_wrap(payload, len, message_id, subscription, publish_time);
+    free(payload);
+    return body;
 }
 
 long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *message_id, const char *subscription,
@@ -937,6 +939,12 @@ void pwt_suite_init(const char *name, pwt_worker_t *w, const char *const *env)
     suite.name = name;
     suite.worker = w;
     suite.env = env;
+}
+
+int pwt_setup_db(void **state)
+{
+    (void)state;
+    return pwt_db_create(suite.name);
 }
 
 int pwt_suite_setup(void **state)

@@ -105,6 +105,13 @@ int pwt_suite_alive(void **state);    /* per-test teardown: pwt_worker_check_ali
 #define pwt_suite_run(name, w, env, tests)                                                                                         \
     (pwt_suite_init((name), (w), (env)), cmocka_run_group_tests_name((name), (tests), pwt_suite_setup, pwt_suite_teardown))
 
+/* For binaries that migrate (or not) themselves: pwt_db_create(the name given to pwt_suite_init), 0 or -1: a group setup. */
+int pwt_setup_db(void **state);
+
+/* main's last line for those: the cmocka group `tests` with pwt_setup_db (an empty database, no worker) and pwt_teardown_db. */
+#define pwt_db_suite_run(name, tests)                                                                                              \
+    (pwt_suite_init((name), NULL, NULL), cmocka_run_group_tests_name((name), (tests), pwt_setup_db, pwt_teardown_db))
+
 /* Restarts w with env when it has died (printing its log first). 0 or -1: for a per-test setup. */
 int pwt_worker_ensure(pwt_worker_t *w, const char *const *env);
 
@@ -174,6 +181,9 @@ char *pwt_wrap(const void *payload, size_t len, const char *message_id, const ch
 /* pwt_wrap(payload, len, message_id, subscription, publish_time) POSTed to w's "/": the status. */
 long pwt_push(const pwt_worker_t *w, const void *payload, size_t len, const char *message_id, const char *subscription,
               const char *publish_time);
+
+/* pwt_wrap of the fixture rel (see pwt_read_fixture): malloc'd. */
+char *pwt_wrap_fixture(const char *rel, const char *message_id, const char *subscription, const char *publish_time);
 
 /* pwt_push of the fixture rel (see pwt_read_fixture). */
 long pwt_push_fixture(const pwt_worker_t *w, const char *rel, const char *message_id, const char *subscription,

@@ -101,6 +101,15 @@ static long post(const void *body, size_t len)
     return post_to(&worker, body, len);
 }
 
+/* The push of one good status (GOOD_STATUS) under message_id, wrapped: malloc'd. */
+static char *good_push_body(const char *message_id)
+{
+    char *payload = statuses_webhook("[" GOOD_STATUS "]");
+    char *body = wrap(payload, strlen(payload), message_id);
+    free(payload);
+    return body;
+}
+
 /* Wraps payload (len bytes) under message_id and posts it to the main worker. */
 static long push(const void *payload, size_t len, const char *message_id)
 {
@@ -187,6 +196,37 @@ static void check_payload_dead_lettered(const char *payload, size_t len, const c
     free(body);
 }
 
+/* A push of the statuses array `statuses` (JSON text) under mid, holding GOOD_STATUS and items that must be rejected: 204,
+ * one dead letter (reason prefix), the good status stored. */
+static void check_good_status_kept_beside_rejected(const char *statuses, const char *mid, const char *prefix)
+{
+    char *payload = statuses_webhook(statuses);
+    char *body = wrap(payload, strlen(payload), mid);
+    pwt_assert_status(post(body, strlen(body)), 204);
+    assert_one_dead_letter(body, strlen(body), SUB, mid, prefix, "");
+    assert_good_status_stored(mid, 1);
+    free(body);
+    free(payload);
+}
+
+/* A body (len bytes) posted to "/" that must be answered 204 and kept as one dead letter without ids (reason: prefix, then
+ * contains), with no receipt and no data rows. */
+static void check_body_dead_lettered_without_ids(const void *body, size_t len, const char *prefix, const char *contains)
+{
+    pwt_assert_status(post(body, len), 204);
+    assert_one_dead_letter(body, len, "NULL", "NULL", prefix, contains);
+    ASSERT_EMPTY("pubsub_receipts");
+    assert_no_data_rows();
+}
+
+/* A webhook whose statuses are `statuses` (text that is no JSON), pushed under mid: dead-lettered as "payload: invalid JSON". */
+static void check_statuses_invalid_json(const char *statuses, const char *mid)
+{
+    char *payload = statuses_webhook(statuses);
+    check_payload_dead_lettered(payload, strlen(payload), mid, "payload: invalid JSON at offset ", "");
+    free(payload);
+}
+
 /* One status item (JSON object text) that must be rejected: kept as a dead letter, nothing stored. */
 static void check_status_item_rejected(const char *item, const char *mid, const char *why)
 {
@@ -205,6 +245,28 @@ static void check_status_item_rejected(const char *item, const char *mid, const 
     free(body);
     free(payload);
     free(arr);
+}
+
+/* A status item of W_GOOD, "sent", whose "timestamp" member is each case's JSON text (as is), must be rejected for the
+ * case's reason (after "statuses[0]."); the tables are emptied between cases. */
+typedef struct {
+    const char *timestamp;
+    const char *why;
+} timestamp_case_t;
+
+#define check_timestamps_rejected(mid, ...)                                                                                        \
+    check_timestamp_cases_rejected((mid), (const timestamp_case_t[]){__VA_ARGS__},                                                 \
+                                   sizeof((const timestamp_case_t[]){__VA_ARGS__}) / sizeof(timestamp_case_t))
+static void check_timestamp_cases_rejected(const char *mid, const timestamp_case_t *cases, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            pwt_truncate_all();
+        fprintf(stderr, "  case: timestamp %s\n", cases[i].timestamp);
+        char *item = pwt_xasprintf("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":%s}", cases[i].timestamp);
+        check_status_item_rejected(item, mid, cases[i].why);
+        free(item);
+    }
 }
 
 /* ---- raw HTTP/1.x over a socket (what libcurl will not send) ------------------------------------ */
@@ -386,6 +448,28 @@ static void raw_exchange(int port, const void *req, size_t len, int is_head, raw
     raw_close(&c);
 }
 
+/* req (NUL-terminated) on a new connection must be answered 204 and store the good status pushed under mid. */
+static void check_raw_push_stored(const char *req, const char *mid)
+{
+    raw_resp_t r;
+    raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
+    pwt_assert_status(r.status, 204);
+    assert_good_status_stored(mid, 0);
+    raw_resp_free(&r);
+}
+
+/* req (NUL-terminated) on a new connection must be answered 400 and the connection closed, nothing written. */
+static void check_raw_request_refused(const char *req)
+{
+    raw_resp_t r;
+    int closed = 0;
+    raw_exchange(worker.port, req, strlen(req), 0, &r, &closed);
+    pwt_assert_status(r.status, 400);
+    assert_true(closed);
+    assert_nothing_written();
+    raw_resp_free(&r);
+}
+
 /* ---- fixtures (cmocka) ------------------------------------------------------------------------ */
 
 /* After each test: the worker is alive and still answers a normal push with 204 and stores it. */
@@ -421,15 +505,10 @@ static int alive_and_still_serving(void **state)
 static void truncated_envelope_is_dead_lettered_without_ids(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "1001");
+    char *body = good_push_body("1001");
     size_t len = strlen(body) - 10; /* cut inside the final members: still starts {"message":{ */
-    pwt_assert_status(post(body, len), 204);
-    assert_one_dead_letter(body, len, "NULL", "NULL", "envelope: invalid JSON at offset ", "unexpected end of data");
-    ASSERT_EMPTY("pubsub_receipts");
-    assert_no_data_rows();
+    check_body_dead_lettered_without_ids(body, len, "envelope: invalid JSON at offset ", "unexpected end of data");
     free(body);
-    free(payload);
 }
 
 static void truncated_payload_is_dead_lettered_under_its_message_id(void **state)
@@ -444,35 +523,27 @@ static void truncated_payload_is_dead_lettered_under_its_message_id(void **state
 static void payload_with_single_quotes_is_invalid_json(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[{'id':'" W_GOOD "','status':'sent','timestamp':'1709679600'}]");
-    check_payload_dead_lettered(payload, strlen(payload), "1011", "payload: invalid JSON at offset ", "");
-    free(payload);
+    check_statuses_invalid_json("[{'id':'" W_GOOD "','status':'sent','timestamp':'1709679600'}]", "1011");
 }
 
 static void payload_with_trailing_comma_is_invalid_json(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS ",]");
-    check_payload_dead_lettered(payload, strlen(payload), "1012", "payload: invalid JSON at offset ", "");
-    free(payload);
+    check_statuses_invalid_json("[" GOOD_STATUS ",]", "1012");
 }
 
 /* NaN is no JSON (RFC 8259): the push must be a "payload: invalid JSON" dead letter, not stored as valid. */
 static void payload_with_nan_is_invalid_json(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"1709679600\","
-                                     "\"recipient_id\":\"919876543299\",\"score\":NaN}]");
-    check_payload_dead_lettered(payload, strlen(payload), "1013", "payload: invalid JSON at offset ", "");
-    free(payload);
+    check_statuses_invalid_json("[{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"1709679600\","
+                                     "\"recipient_id\":\"919876543299\",\"score\":NaN}]", "1013");
 }
 
 static void payload_with_infinity_is_invalid_json(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":Infinity}]");
-    check_payload_dead_lettered(payload, strlen(payload), "1014", "payload: invalid JSON at offset ", "");
-    free(payload);
+    check_statuses_invalid_json("[{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":Infinity}]", "1014");
 }
 
 static void payload_with_comments_is_invalid_json(void **state)
@@ -552,11 +623,8 @@ static void envelope_nested_10000_deep_is_dead_lettered_as_too_deep(void **state
     char *payload = statuses_webhook("[" GOOD_STATUS "]");
     size_t len;
     char *body = wrap_with_member(payload, "1101", member, strlen(member), &len);
-    pwt_assert_status(post(body, len), 204);
     /* The salvage parser refuses the depth too: no ids, no receipt. */
-    assert_one_dead_letter(body, len, "NULL", "NULL", "envelope: nesting too deep", "");
-    ASSERT_EMPTY("pubsub_receipts");
-    assert_no_data_rows();
+    check_body_dead_lettered_without_ids(body, len, "envelope: nesting too deep", "");
     free(body);
     free(payload);
     free(member);
@@ -578,10 +646,7 @@ static void payload_nested_10000_deep_is_dead_lettered_as_too_deep(void **state)
 /* A valid push of GOOD_STATUS padded with JSON whitespace to exactly len bytes. */
 static char *good_push_of_size(size_t len, const char *mid)
 {
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = pwt_pad_json(wrap(payload, strlen(payload), mid), len);
-    free(payload);
-    return body;
+    return pwt_pad_json(good_push_body(mid), len);
 }
 
 static void body_over_max_body_bytes_is_413_and_writes_nothing(void **state)
@@ -741,8 +806,7 @@ static void envelope_with_invalid_utf8_is_dead_lettered(void **state)
 static void envelope_ids_with_invalid_utf8_are_dead_lettered_not_refused(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *w = wrap(payload, strlen(payload), "1402");
+    char *w = good_push_body("1402");
     const char *const where[] = {"\"messageId\":\"", "\"subscription\":\""};
     for (int k = 0; k < 2; k++) {
         pwt_truncate_all();
@@ -761,7 +825,6 @@ static void envelope_ids_with_invalid_utf8_are_dead_lettered_not_refused(void **
         free(body);
     }
     free(w);
-    free(payload);
 }
 
 static void unwrapped_message_id_header_with_invalid_utf8_is_dead_lettered_not_refused(void **state)
@@ -873,18 +936,14 @@ static void lone_surrogate_escape_in_text_is_stored_as_fffd_and_push_kept(void *
 static void status_timestamp_that_is_not_a_number_is_rejected(void **state)
 {
     (void)state;
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"abc\"}", "1601",
-                               "timestamp: not a Unix time");
+    check_timestamps_rejected("1601", {"\"abc\"", "timestamp: not a Unix time"});
 }
 
 static void status_timestamp_of_wrong_type_is_rejected(void **state)
 {
     (void)state;
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":true}", "1602",
-                               "timestamp: not a string or number");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":{\"s\":1709679600}}", "1602",
-                               "timestamp: not a string or number");
+    check_timestamps_rejected("1602", {"true", "timestamp: not a string or number"},
+                              {"{\"s\":1709679600}", "timestamp: not a string or number"});
 }
 
 static void status_id_as_number_is_rejected(void **state)
@@ -931,16 +990,8 @@ static void statuses_that_is_not_an_array_dead_letters_the_push(void **state)
 static void one_mistyped_status_is_rejected_and_its_neighbour_stored(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[{\"id\":123,\"status\":\"sent\",\"timestamp\":\"1709679600\"}," GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "1608");
-    pwt_assert_status(post(body, strlen(body)), 204);
-    assert_one_dead_letter(body, strlen(body), SUB, "1608",
-                           "rejected 1 item(s): entry[0].changes[0].value.statuses[0].id: not a string", "");
-    pwt_assert_rows(Q_EVENTS, GOOD_EVENT);
-    pwt_assert_rows(Q_LOGS, GOOD_LOG);
-    assert_receipt("1608", "stored");
-    free(body);
-    free(payload);
+    check_good_status_kept_beside_rejected("[{\"id\":123,\"status\":\"sent\",\"timestamp\":\"1709679600\"}," GOOD_STATUS "]", "1608",
+                                           "rejected 1 item(s): entry[0].changes[0].value.statuses[0].id: not a string");
 }
 
 /* ---- out-of-range times ------------------------------------------------------------------------ */
@@ -948,38 +999,25 @@ static void one_mistyped_status_is_rejected_and_its_neighbour_stored(void **stat
 static void status_timestamp_zero_is_rejected(void **state)
 {
     (void)state;
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"0\"}", "1701",
-                               "timestamp: time not after 1970-01-01T00:00:00Z");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":0}", "1701",
-                               "timestamp: time not after 1970-01-01T00:00:00Z");
+    check_timestamps_rejected("1701", {"\"0\"", "timestamp: time not after 1970-01-01T00:00:00Z"},
+                              {"0", "timestamp: time not after 1970-01-01T00:00:00Z"});
 }
 
 static void status_timestamp_negative_is_rejected(void **state)
 {
     (void)state;
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"-1709679600\"}", "1702",
-                               "timestamp: not a Unix time");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":-1709679600}", "1702",
-                               "timestamp: time not after 1970-01-01T00:00:00Z");
+    check_timestamps_rejected("1702", {"\"-1709679600\"", "timestamp: not a Unix time"},
+                              {"-1709679600", "timestamp: time not after 1970-01-01T00:00:00Z"});
 }
 
 /* 253402300800000 ms is 10000-01-01T00:00:00Z (in seconds it would read as milliseconds: see the next test). */
 static void status_timestamp_in_year_10000_is_rejected(void **state)
 {
     (void)state;
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"253402300800000\"}", "1703",
-                               "timestamp: time after 9999-12-31T23:59:59Z");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":253402300800000}", "1703",
-                               "timestamp: time after 9999-12-31T23:59:59Z");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":\"99999999999999999999999\"}",
-                               "1703", "timestamp: time after 9999-12-31T23:59:59Z");
-    pwt_truncate_all();
-    check_status_item_rejected("{\"id\":\"" W_GOOD "\",\"status\":\"sent\",\"timestamp\":1e300}", "1703",
-                               "timestamp: time after 9999-12-31T23:59:59Z");
+    check_timestamps_rejected("1703", {"\"253402300800000\"", "timestamp: time after 9999-12-31T23:59:59Z"},
+                              {"253402300800000", "timestamp: time after 9999-12-31T23:59:59Z"},
+                              {"\"99999999999999999999999\"", "timestamp: time after 9999-12-31T23:59:59Z"},
+                              {"1e300", "timestamp: time after 9999-12-31T23:59:59Z"});
 }
 
 /* docs/rows.md: >= 1e11 means milliseconds, so year 10000 written in seconds is read as 1978. */
@@ -1063,8 +1101,7 @@ static void duplicate_keys_in_payload_last_one_wins(void **state)
 static void duplicate_data_member_in_envelope_last_one_wins(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *w = wrap(payload, strlen(payload), "1903");
+    char *w = good_push_body("1903");
     const char *at = strstr(w, "\"data\":\"");
     assert_non_null(at);
     /* A bad first "data", the good one last: stored. */
@@ -1083,7 +1120,6 @@ static void duplicate_data_member_in_envelope_last_one_wins(void **state)
     free(bad_last);
     free(good_last);
     free(w);
-    free(payload);
 }
 
 /* ---- HTTP surface ------------------------------------------------------------------------------- */
@@ -1091,35 +1127,26 @@ static void duplicate_data_member_in_envelope_last_one_wins(void **state)
 static void content_type_text_plain_is_still_a_push(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2001");
+    char *body = good_push_body("2001");
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), PARAMS("Content-Type: text/plain"), NULL), 204);
     assert_good_status_stored("2001", 0);
     free(body);
-    free(payload);
 }
 
 static void missing_content_type_is_still_a_push(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2002");
+    char *body = good_push_body("2002");
     char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
-    raw_resp_t r;
-    raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
-    pwt_assert_status(r.status, 204);
-    assert_good_status_stored("2002", 0);
-    raw_resp_free(&r);
+    check_raw_push_stored(req, "2002");
     free(req);
     free(body);
-    free(payload);
 }
 
 static void http_1_0_request_gets_204_and_connection_closed(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2003");
+    char *body = good_push_body("2003");
     char *req = pwt_xasprintf("POST / HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body),
                           body);
     raw_resp_t r;
@@ -1135,46 +1162,32 @@ static void http_1_0_request_gets_204_and_connection_closed(void **state)
     raw_resp_free(&r);
     free(req);
     free(body);
-    free(payload);
 }
 
 static void chunked_request_body_is_stored(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2004");
+    char *body = good_push_body("2004");
     size_t n = strlen(body), a = n / 3, b = n / 3;
     char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
                           "%zx\r\n%.*s\r\n%zx;ext=1\r\n%.*s\r\n%zx\r\n%s\r\n0\r\n\r\n",
                           a, (int)a, body, b, (int)b, body + a, n - a - b, body + a + b);
-    raw_resp_t r;
-    raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
-    pwt_assert_status(r.status, 204);
-    assert_good_status_stored("2004", 0);
-    raw_resp_free(&r);
+    check_raw_push_stored(req, "2004");
     free(req);
     free(body);
-    free(payload);
 }
 
 static void broken_chunked_encoding_is_400_and_writes_nothing(void **state)
 {
     (void)state;
     const char *req = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
-    raw_resp_t r;
-    int closed = 0;
-    raw_exchange(worker.port, req, strlen(req), 0, &r, &closed);
-    pwt_assert_status(r.status, 400);
-    assert_true(closed);
-    assert_nothing_written();
-    raw_resp_free(&r);
+    check_raw_request_refused(req);
 }
 
 static void other_methods_on_root_answer_405_with_allow_post(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2005");
+    char *body = good_push_body("2005");
     const char *const methods[] = {"GET", "PUT", "DELETE", "PATCH", "OPTIONS"};
     for (int i = 0; i < 5; i++) {
         pwt_response_t resp;
@@ -1190,7 +1203,6 @@ static void other_methods_on_root_answer_405_with_allow_post(void **state)
     }
     assert_nothing_written();
     free(body);
-    free(payload);
 }
 
 static void head_on_root_answers_405(void **state)
@@ -1213,23 +1225,17 @@ static void head_on_root_answers_405(void **state)
 static void header_value_of_64_kib_is_accepted_and_push_stored(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2006");
+    char *body = good_push_body("2006");
     char *value = pwt_xmalloc(65536 + 1);
     memset(value, 'a', 65536);
     value[65536] = '\0';
     char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Type: application/json\r\n"
                           "Content-Length: %zu\r\n\r\n%s",
                           value, strlen(body), body);
-    raw_resp_t r;
-    raw_exchange(worker.port, req, strlen(req), 0, &r, NULL);
-    pwt_assert_status(r.status, 204);
-    assert_good_status_stored("2006", 0);
-    raw_resp_free(&r);
+    check_raw_push_stored(req, "2006");
     free(req);
     free(value);
     free(body);
-    free(payload);
 }
 
 static void header_block_over_h2o_limit_is_400_and_closed(void **state)
@@ -1240,13 +1246,7 @@ static void header_block_over_h2o_limit_is_400_and_closed(void **state)
     memset(value, 'a', n);
     value[n] = '\0';
     char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\n{}", value);
-    raw_resp_t r;
-    int closed = 0;
-    raw_exchange(worker.port, req, strlen(req), 0, &r, &closed);
-    pwt_assert_status(r.status, 400);
-    assert_true(closed);
-    assert_nothing_written();
-    raw_resp_free(&r);
+    check_raw_request_refused(req);
     free(req);
     free(value);
 }
@@ -1261,13 +1261,7 @@ static void more_than_100_headers_is_400_and_closed(void **state)
         req = more;
     }
     char *full = pwt_xasprintf("%sContent-Length: 2\r\n\r\n{}", req);
-    raw_resp_t r;
-    int closed = 0;
-    raw_exchange(worker.port, full, strlen(full), 0, &r, &closed);
-    pwt_assert_status(r.status, 400);
-    assert_true(closed);
-    assert_nothing_written();
-    raw_resp_free(&r);
+    check_raw_request_refused(full);
     free(full);
     free(req);
 }
@@ -1275,8 +1269,7 @@ static void more_than_100_headers_is_400_and_closed(void **state)
 static void expect_100_continue_gets_100_then_204(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2007");
+    char *body = good_push_body("2007");
     char *head = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
                            "Content-Length: %zu\r\n\r\n",
                            strlen(body));
@@ -1295,15 +1288,13 @@ static void expect_100_continue_gets_100_then_204(void **state)
     assert_good_status_stored("2007", 0);
     free(head);
     free(body);
-    free(payload);
 }
 
 /* The client promises more than it sends, then hangs up: nothing to answer, nothing written. */
 static void body_shorter_than_content_length_then_close_writes_nothing(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2008");
+    char *body = good_push_body("2008");
     char *req = pwt_xasprintf("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n%.*s", strlen(body) + 100,
                           (int)strlen(body), body);
     raw_conn_t c;
@@ -1315,26 +1306,22 @@ static void body_shorter_than_content_length_then_close_writes_nothing(void **st
     assert_nothing_written();
     free(req);
     free(body);
-    free(payload);
 }
 
 static void query_string_on_root_is_still_a_push(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2009");
+    char *body = good_push_body("2009");
     pwt_assert_status(pwt_post(&worker, "/?x=1", body, strlen(body), NULL, NULL), 204);
     assert_good_status_stored("2009", 0);
     free(body);
-    free(payload);
 }
 
 /* The brief's contract: "/%2e%2e/" is another path (404), not "/" reached by decoding dot segments. */
 static void percent_encoded_dot_dot_path_is_404(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[" GOOD_STATUS "]");
-    char *body = wrap(payload, strlen(payload), "2010");
+    char *body = good_push_body("2010");
     char *req = pwt_xasprintf("POST /%%2e%%2e/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
                           strlen(body), body);
     raw_resp_t r;
@@ -1344,7 +1331,6 @@ static void percent_encoded_dot_dot_path_is_404(void **state)
     raw_resp_free(&r);
     free(req);
     free(body);
-    free(payload);
 }
 
 /* ---- bodies that are not envelopes ----------------------------------------------------------- */
@@ -1352,10 +1338,7 @@ static void percent_encoded_dot_dot_path_is_404(void **state)
 static void empty_body_is_dead_lettered(void **state)
 {
     (void)state;
-    pwt_assert_status(post("", 0), 204);
-    assert_one_dead_letter("", 0, "NULL", "NULL", "payload: empty", "");
-    ASSERT_EMPTY("pubsub_receipts");
-    assert_no_data_rows();
+    check_body_dead_lettered_without_ids("", 0, "payload: empty", "");
 }
 
 static void body_that_is_a_bare_string_number_or_array_is_dead_lettered(void **state)
@@ -1365,11 +1348,7 @@ static void body_that_is_a_bare_string_number_or_array_is_dead_lettered(void **s
     for (int i = 0; i < 5; i++) {
         pwt_truncate_all();
         fprintf(stderr, "  case: %s\n", bodies[i]);
-        pwt_assert_status(post(bodies[i], strlen(bodies[i])), 204);
-        assert_one_dead_letter(bodies[i], strlen(bodies[i]), "NULL", "NULL", "payload: neither a Meta nor an AiSensy webhook",
-                               "");
-        ASSERT_EMPTY("pubsub_receipts");
-        assert_no_data_rows();
+        check_body_dead_lettered_without_ids(bodies[i], strlen(bodies[i]), "payload: neither a Meta nor an AiSensy webhook", "");
     }
 }
 
@@ -1383,11 +1362,7 @@ static void envelope_with_message_null_or_array_is_read_as_unwrapped_and_dead_le
     };
     for (int i = 0; i < 2; i++) {
         pwt_truncate_all();
-        pwt_assert_status(post(bodies[i], strlen(bodies[i])), 204);
-        assert_one_dead_letter(bodies[i], strlen(bodies[i]), "NULL", "NULL", "payload: neither a Meta nor an AiSensy webhook",
-                               "");
-        ASSERT_EMPTY("pubsub_receipts");
-        assert_no_data_rows();
+        check_body_dead_lettered_without_ids(bodies[i], strlen(bodies[i]), "payload: neither a Meta nor an AiSensy webhook", "");
     }
 }
 
@@ -1422,26 +1397,21 @@ static void webhook_in_neither_format_is_dead_lettered(void **state)
 static void aisensy_without_data_message_is_dead_lettered(void **state)
 {
     (void)state;
-    const char *missing = "{\"topic\":\"message.sender.user\",\"data\":{},\"created_at\":1709679600000}";
-    check_payload_dead_lettered(missing, strlen(missing), "2105", "payload: data.message: missing or not an object", "");
-    pwt_truncate_all();
-    const char *string = "{\"topic\":\"message.status.updated\",\"data\":{\"message\":\"x\"},\"created_at\":1709679600000}";
-    check_payload_dead_lettered(string, strlen(string), "2105", "payload: data.message: missing or not an object", "");
+    const char *const payloads[] = {
+        "{\"topic\":\"message.sender.user\",\"data\":{},\"created_at\":1709679600000}",               /* missing */
+        "{\"topic\":\"message.status.updated\",\"data\":{\"message\":\"x\"},\"created_at\":1709679600000}", /* a string */
+    };
+    for (int i = 0; i < 2; i++) {
+        pwt_truncate_all();
+        check_payload_dead_lettered(payloads[i], strlen(payloads[i]), "2105", "payload: data.message: missing or not an object", "");
+    }
 }
 
 static void meta_status_array_with_non_object_keeps_the_objects(void **state)
 {
     (void)state;
-    char *payload = statuses_webhook("[42," GOOD_STATUS ",null]");
-    char *body = wrap(payload, strlen(payload), "2106");
-    pwt_assert_status(post(body, strlen(body)), 204);
-    assert_one_dead_letter(body, strlen(body), SUB, "2106",
-                           "rejected 2 item(s): entry[0].changes[0].value.statuses[0]: not an object", "");
-    pwt_assert_rows(Q_EVENTS, GOOD_EVENT);
-    pwt_assert_rows(Q_LOGS, GOOD_LOG);
-    assert_receipt("2106", "stored");
-    free(body);
-    free(payload);
+    check_good_status_kept_beside_rejected("[42," GOOD_STATUS ",null]", "2106",
+                                           "rejected 2 item(s): entry[0].changes[0].value.statuses[0]: not an object");
 }
 
 /*

@@ -100,21 +100,28 @@ static char *contacts_of(int n, ...)
     return all;
 }
 
+/* pwt_meta_webhook of "contacts":[<contacts>] (members of the array, taken; NULL: no "contacts" member) then members (taken). */
+static char *webhook_with_contacts(char *contacts, char *members)
+{
+    char *all = contacts ? pwt_xasprintf("\"contacts\":[%s],%s", contacts, members) : pwt_xstrdup(members);
+    char *s = pwt_meta_webhook(all);
+    free(all);
+    free(members);
+    free(contacts);
+    return s;
+}
+
 /* A webhook of contacts entries (a JSON array's members, taken) and one status at T0 + minutes. */
 static char *status_webhook(char *contacts, const char *wamid, const char *status, int minutes, const char *recipient_id,
                             const char *recipient_user_id)
 {
     char *rid = recipient_id ? pwt_xasprintf(",\"recipient_id\":\"%s\"", recipient_id) : pwt_xstrdup("");
     char *ruid = recipient_user_id ? pwt_xasprintf(",\"recipient_user_id\":\"%s\"", recipient_user_id) : pwt_xstrdup("");
-    char *members = pwt_xasprintf("%s%s%s\"statuses\":[{\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%ld\"%s%s}]",
-                                  contacts ? "\"contacts\":[" : "", contacts ? contacts : "", contacts ? "]," : "", wamid, status,
+    char *members = pwt_xasprintf("\"statuses\":[{\"id\":\"%s\",\"status\":\"%s\",\"timestamp\":\"%ld\"%s%s}]", wamid, status,
                                   T0 + 60L * minutes, rid, ruid);
-    char *s = pwt_meta_webhook(members);
-    free(members);
     free(rid);
     free(ruid);
-    free(contacts);
-    return s;
+    return webhook_with_contacts(contacts, members);
 }
 
 /* A webhook of contacts entries (taken) and one text message at T0 + minutes from `from` and/or `from_user_id`. */
@@ -122,16 +129,12 @@ static char *text_webhook(char *contacts, const char *wamid, int minutes, const 
 {
     char *f = from ? pwt_xasprintf("\"from\":\"%s\",", from) : pwt_xstrdup("");
     char *fu = from_user_id ? pwt_xasprintf("\"from_user_id\":\"%s\",", from_user_id) : pwt_xstrdup("");
-    char *members = pwt_xasprintf("%s%s%s\"messages\":[{%s%s\"id\":\"%s\",\"timestamp\":\"%ld\",\"type\":\"text\","
+    char *members = pwt_xasprintf("\"messages\":[{%s%s\"id\":\"%s\",\"timestamp\":\"%ld\",\"type\":\"text\","
                                   "\"text\":{\"body\":\"hello\"}}]",
-                                  contacts ? "\"contacts\":[" : "", contacts ? contacts : "", contacts ? "]," : "", f, fu, wamid,
-                                  T0 + 60L * minutes);
-    char *s = pwt_meta_webhook(members);
-    free(members);
+                                  f, fu, wamid, T0 + 60L * minutes);
     free(f);
     free(fu);
-    free(contacts);
-    return s;
+    return webhook_with_contacts(contacts, members);
 }
 
 static void push_status(char *contacts, const char *wamid, const char *status, int minutes, const char *recipient_id,

@@ -19,7 +19,7 @@
 
 static char mint_path[PATH_MAX];
 static char mint_err[PATH_MAX]; /* mint-token's stderr, shown when it fails */
-static pwt_jwks_server_t *live_servers[MAX_SERVERS];
+static void *live_servers[MAX_SERVERS]; /* pwt_jwks_server_t *: the running servers (pwt_slots_track) */
 
 /* ---- scripts/mint-token ---------------------------------------------------------------------------- */
 
@@ -83,14 +83,7 @@ char *pwt__mint_sign(const char *file, int line, const char *dir, const char *co
 
 static void server_track(pwt_jwks_server_t *s, int on)
 {
-    for (int i = 0; i < MAX_SERVERS; i++) {
-        if (on && live_servers[i] == NULL) {
-            live_servers[i] = s;
-            return;
-        }
-        if (!on && live_servers[i] == s)
-            live_servers[i] = NULL;
-    }
+    pwt_slots_track(live_servers, MAX_SERVERS, s, on);
 }
 
 int pwt_jwks_start(pwt_jwks_server_t *s, const char *const *cmd, const char *dir, int port, const char *const *opts,
@@ -170,9 +163,11 @@ void pwt_jwks_stop_all(void)
 
 void pwt_jwks_kill_all_now(void)
 {
-    for (int i = 0; i < MAX_SERVERS; i++)
-        if (live_servers[i] != NULL && live_servers[i]->pid > 0)
-            kill(-live_servers[i]->pid, SIGKILL);
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        const pwt_jwks_server_t *s = live_servers[i];
+        if (s != NULL && s->pid > 0)
+            kill(-s->pid, SIGKILL);
+    }
 }
 
 int pwt_jwks_count(const pwt_jwks_server_t *s, const char *what)

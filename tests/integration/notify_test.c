@@ -203,6 +203,18 @@ static void push_fixture(const char *rel, const char *message_id, notes_t *ns)
     collect_until_sentinel(ns, __FILE__, __LINE__);
 }
 
+/* meta/text_with_contact.json pushed under message_id must be announced once (WI_TEXT) when `announced`, else not at all. */
+static void push_text_with_contact(const char *message_id, int announced)
+{
+    notes_t ns = {0};
+    push_fixture("meta/text_with_contact.json", message_id, &ns);
+    if (announced)
+        assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
+    else
+        assert_no_notes(&ns);
+    notes_free(&ns);
+}
+
 /* A Meta webhook carrying text messages ids[0..n) from one sender, timestamps 1709690000 + i. */
 static char *texts_webhook(const char *const *ids, int n)
 {
@@ -268,26 +280,17 @@ static void new_inbound_text_is_announced_once_with_its_payload(void **state)
 static void redelivered_push_is_not_announced_again(void **state)
 {
     (void)state;
-    notes_t ns = {0};
-    push_fixture("meta/text_with_contact.json", "n201", &ns);
-    assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
-    notes_free(&ns);
-    push_fixture("meta/text_with_contact.json", "n201", &ns);
-    assert_no_notes(&ns);
-    push_fixture("meta/text_with_contact.json", "n201", &ns);
-    assert_no_notes(&ns);
+    push_text_with_contact("n201", 1);
+    push_text_with_contact("n201", 0);
+    push_text_with_contact("n201", 0);
     pwt_assert_rows("SELECT count(*) FROM inbound_messages", "1");
 }
 
 static void same_message_in_a_new_push_is_not_announced_again(void **state)
 {
     (void)state;
-    notes_t ns = {0};
-    push_fixture("meta/text_with_contact.json", "n301", &ns);
-    assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
-    notes_free(&ns);
-    push_fixture("meta/text_with_contact.json", "n302", &ns);
-    assert_no_notes(&ns);
+    push_text_with_contact("n301", 1);
+    push_text_with_contact("n302", 0);
     pwt_assert_rows("SELECT message_id FROM pubsub_receipts ORDER BY 1", "n301\nn302");
 }
 

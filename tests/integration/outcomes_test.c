@@ -34,11 +34,7 @@ static long long metric(const char *sample)
 
 static char *wrap_fixture(const char *rel, const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture(rel, &len);
-    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
-    free(payload);
-    return body;
+    return pwt_wrap_fixture(rel, message_id, SUB, PUBLISH_TIME);
 }
 
 static long push_fixture(const char *rel, const char *message_id)

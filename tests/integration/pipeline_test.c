@@ -204,26 +204,20 @@ static void unknown_path_answers_404_and_stores_nothing(void **state)
 {
     (void)state;
     pwt_assert_status(pwt_get(&worker, "/nope", NULL), 404);
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, "1001", SUB, PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/status_sent.json", "1001", SUB, PUBLISH_TIME);
     pwt_assert_status(pwt_post(&worker, "/nope", body, strlen(body), NULL, NULL), 404);
     free(body);
-    free(payload);
     assert_nothing_stored();
 }
 
 static void other_methods_on_root_answer_405(void **state)
 {
     (void)state;
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, "1001", SUB, PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/status_sent.json", "1001", SUB, PUBLISH_TIME);
     pwt_assert_status(pwt_request(&worker, "PUT", "/", body, strlen(body), NULL, NULL), 405);
     pwt_assert_status(pwt_get(&worker, "/", NULL), 405);
     pwt_assert_status(pwt_request(&worker, "DELETE", "/", NULL, 0, NULL, NULL), 405);
     free(body);
-    free(payload);
     assert_nothing_stored();
 }
 
@@ -486,9 +480,7 @@ static void to_phone_is_plus_and_digits_and_set_once(void **state)
 static void one_malformed_status_is_dead_lettered_and_the_others_stored(void **state)
 {
     (void)state;
-    size_t len;
-    char *payload = pwt_read_fixture("meta/statuses_one_bad_timestamp.json", &len);
-    char *body = pwt_wrap(payload, len, "2201", SUB, PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/statuses_one_bad_timestamp.json", "2201", SUB, PUBLISH_TIME);
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
     pwt_assert_rows(Q_EVENTS, W_BAD1 "|sent|2024-03-05 21:10:00+00|919876543218|" PNID "|NULL|NULL|NULL|NULL|2201\n"
                     W_BAD3 "|delivered|2024-03-05 21:10:05+00|919876543219|" PNID "|NULL|NULL|NULL|NULL|2201");
@@ -500,7 +492,6 @@ static void one_malformed_status_is_dead_lettered_and_the_others_stored(void **s
     pwt_assert_rows(Q_RECEIPTS, RECEIPT("2201", "stored"));
     assert_no_inbound_rows();
     free(body);
-    free(payload);
 }
 
 static void value_with_only_errors_is_ignored(void **state)
@@ -924,23 +915,18 @@ static void envelope_with_attributes_ordering_key_and_delivery_attempt_is_stored
 static void wrapped_push_without_subscription_has_empty_subscription(void **state)
 {
     (void)state;
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, "5001", NULL, PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/status_sent.json", "5001", NULL, PUBLISH_TIME);
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
     pwt_assert_rows(Q_RECEIPTS, "|5001|" PUBLISH_TIME_PG "|stored");
     pwt_assert_rows("SELECT subscription = '' FROM pubsub_receipts", "t");
     pwt_assert_rows("SELECT pubsub_message_id FROM status_events", "5001");
     free(body);
-    free(payload);
 }
 
 static void wrapped_push_without_message_id_is_stored_without_receipt(void **state)
 {
     (void)state;
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, NULL, SUB, PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/status_sent.json", NULL, SUB, PUBLISH_TIME);
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
     pwt_assert_rows(Q_EVENTS, W_A "|sent|2024-03-05 20:00:00+00|919876543210|" PNID "|" CONV_SENT "|" PRICING
                                   "|NULL|campaign=spring24|NULL");
@@ -948,7 +934,6 @@ static void wrapped_push_without_message_id_is_stored_without_receipt(void **sta
     ASSERT_EMPTY("pubsub_receipts");
     ASSERT_EMPTY("dead_letters");
     free(body);
-    free(payload);
 }
 
 static void unwrapped_push_takes_metadata_from_headers(void **state)
@@ -1116,17 +1101,13 @@ static void same_message_id_with_other_content_is_not_applied(void **state)
 static void same_message_id_in_another_subscription_is_a_new_push(void **state)
 {
     (void)state;
-    size_t len;
     pwt_assert_status(push_fixture("meta/status_sent.json", "7201"), 204);
-    char *payload = pwt_read_fixture("meta/status_read.json", &len);
-    char *body = pwt_wrap(payload, len, "7201", "projects/acme-prod/subscriptions/whatsapp-events-backfill",
-                          PUBLISH_TIME);
+    char *body = pwt_wrap_fixture("meta/status_read.json", "7201", "projects/acme-prod/subscriptions/whatsapp-events-backfill", PUBLISH_TIME);
     pwt_assert_status(pwt_post(&worker, "/", body, strlen(body), NULL, NULL), 204);
     pwt_assert_rows(Q_RECEIPTS, "projects/acme-prod/subscriptions/whatsapp-events-backfill|7201|" PUBLISH_TIME_PG
                                 "|stored\n" RECEIPT("7201", "stored"));
     pwt_assert_rows("SELECT current_status FROM message_logs", "read");
     free(body);
-    free(payload);
 }
 
 /* ---- limits and lifecycle ---------------------------------------------------------------------- */

@@ -755,18 +755,20 @@ long long pwt_rd_check(const pwt_rd_set_t *set, const char *label, int dead_lett
     }
 
     /* Nothing that no push carried. */
-    k.unexpected += rd_problems(c, label, "receipts no push carried (subscription | message_id)",
-                                "SELECT r.subscription, r.message_id FROM pubsub_receipts r WHERE NOT EXISTS"
-                                " (SELECT 1 FROM pwt_rd_r e WHERE e.sub = r.subscription AND e.mid = r.message_id)");
-    k.unexpected += rd_problems(c, label, "status_events no push carried (bsp_msg_id | status)",
-                                "SELECT x.bsp_msg_id, x.status FROM status_events x WHERE NOT EXISTS"
-                                " (SELECT 1 FROM pwt_rd_s e WHERE e.w = x.bsp_msg_id AND e.s = x.status)");
-    k.unexpected += rd_problems(c, label, "inbound_messages no push carried (wa_msg_id)",
-                                "SELECT x.wa_msg_id FROM inbound_messages x WHERE NOT EXISTS"
-                                " (SELECT 1 FROM pwt_rd_i e WHERE e.w = x.wa_msg_id)");
-    k.unexpected += rd_problems(c, label, "message_logs rows for no pushed status (bsp_msg_id)",
-                                "SELECT m.bsp_msg_id FROM message_logs m WHERE NOT EXISTS"
-                                " (SELECT 1 FROM pwt_rd_s e WHERE e.w = m.bsp_msg_id)");
+    static const char *const unexpected[][2] = {
+        {"receipts no push carried (subscription | message_id)",
+         "SELECT r.subscription, r.message_id FROM pubsub_receipts r WHERE NOT EXISTS"
+         " (SELECT 1 FROM pwt_rd_r e WHERE e.sub = r.subscription AND e.mid = r.message_id)"},
+        {"status_events no push carried (bsp_msg_id | status)",
+         "SELECT x.bsp_msg_id, x.status FROM status_events x WHERE NOT EXISTS"
+         " (SELECT 1 FROM pwt_rd_s e WHERE e.w = x.bsp_msg_id AND e.s = x.status)"},
+        {"inbound_messages no push carried (wa_msg_id)",
+         "SELECT x.wa_msg_id FROM inbound_messages x WHERE NOT EXISTS (SELECT 1 FROM pwt_rd_i e WHERE e.w = x.wa_msg_id)"},
+        {"message_logs rows for no pushed status (bsp_msg_id)",
+         "SELECT m.bsp_msg_id FROM message_logs m WHERE NOT EXISTS (SELECT 1 FROM pwt_rd_s e WHERE e.w = m.bsp_msg_id)"},
+    };
+    for (size_t i = 0; i < sizeof unexpected / sizeof unexpected[0]; i++)
+        k.unexpected += rd_problems(c, label, unexpected[i][0], unexpected[i][1]);
 
     /* message_logs agrees with status_events. */
     k.logs_inconsistent =

@@ -30,6 +30,15 @@ static int redrive(const char *args, char **out)
     return redrive_env("", args, out);
 }
 
+/* `worker redrive args` must exit 0 and print summary. */
+static void check_redrive(const char *args, const char *summary)
+{
+    char *out;
+    assert_int_equal(redrive(args, &out), 0);
+    pwt_assert_contains(out, summary);
+    free(out);
+}
+
 /*
  * Two dead letters as an older version would have left them: a status push it did not
  * understand (today's parsers do; its receipt says dead_letter), and a push with broken base64
@@ -37,8 +46,7 @@ static int redrive(const char *args, char **out)
  */
 static void seed_dead_letters(void)
 {
-    char *payload = pwt_read_fixture("meta/status_read.json", NULL);
-    char *good = pwt_wrap(payload, strlen(payload), "7001", SUB, "2024-03-06T05:00:00Z");
+    char *good = pwt_wrap_fixture("meta/status_read.json", "7001", SUB, "2024-03-06T05:00:00Z");
     const char *bad = "{\"message\":{\"data\":\"!!!!\",\"messageId\":\"7002\"},\"subscription\":\"" SUB "\"}";
     free(pwt_rows_p("INSERT INTO dead_letters (subscription, message_id, reason, body) VALUES"
                " ($1, '7001', 'payload: unsupported format (pushworker 0.1)', convert_to($2, 'UTF8')),"
@@ -50,7 +58,6 @@ static void seed_dead_letters(void)
              " ('" SUB "', '7001', '2024-03-06T05:00:00Z', 'dead_letter'),"
              " ('" SUB "', '7002', NULL, 'dead_letter')");
     free(good);
-    free(payload);
 }
 
 static void dry_run_counts_and_writes_nothing(void **state)
@@ -58,10 +65,7 @@ static void dry_run_counts_and_writes_nothing(void **state)
     (void)state;
     pwt_truncate_all();
     seed_dead_letters();
-    char *out;
-    assert_int_equal(redrive("--dry-run", &out), 0);
-    pwt_assert_contains(out, "redrive: 2 examined, 1 would be written, 1 still rejected, 0 failed to write");
-    free(out);
+    check_redrive("--dry-run", "redrive: 2 examined, 1 would be written, 1 still rejected, 0 failed to write");
     pwt_assert_rows("SELECT count(*) FROM status_events", "0");
     pwt_assert_rows("SELECT message_id, redriven_at IS NOT NULL FROM dead_letters ORDER BY message_id", "7001|f\n7002|f\n7003|t");
 }
@@ -71,10 +75,7 @@ static void accepted_dead_letter_becomes_rows_once_and_the_rejected_one_stays(vo
     (void)state;
     pwt_truncate_all();
     seed_dead_letters();
-    char *out;
-    assert_int_equal(redrive("", &out), 0);
-    pwt_assert_contains(out, "redrive: 2 examined, 1 written, 1 still rejected, 0 failed to write");
-    free(out);
+    check_redrive("", "redrive: 2 examined, 1 written, 1 still rejected, 0 failed to write");
     /* the rows a live push of meta/status_read.json writes (docs/rows.md) */
     pwt_assert_rows("SELECT bsp_msg_id, status, pubsub_message_id FROM status_events ORDER BY 1, 2",
                     "wamid.HBgMOTE5ODc2NTQzMjEwFQIAERgSQTFCMkMzRDRFNUY2QTdCOEM5AA==|read|7001");
@@ -84,9 +85,7 @@ static void accepted_dead_letter_becomes_rows_once_and_the_rejected_one_stays(vo
 
     /* Again: the written one is not written twice; the rejected one is examined and stays. */
     char *dump = pwt_dump_tables();
-    assert_int_equal(redrive("", &out), 0);
-    pwt_assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
-    free(out);
+    check_redrive("", "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
     pwt_assert_tables_unchanged(dump);
 }
 
@@ -95,14 +94,11 @@ static void filters_select_by_reason_and_time(void **state)
     (void)state;
     pwt_truncate_all();
     seed_dead_letters();
-    char *out;
-    assert_int_equal(redrive("--reason BASE64", &out), 0); /* case-insensitive: only 7002 */
-    pwt_assert_contains(out, "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
-    free(out);
-    assert_int_equal(redrive("--since 2999-01-01Z", &out), 0);
-    pwt_assert_contains(out, "redrive: 0 examined, 0 written, 0 still rejected, 0 failed to write");
-    free(out);
+    /* case-insensitive: only 7002 */
+    check_redrive("--reason BASE64", "redrive: 1 examined, 0 written, 1 still rejected, 0 failed to write");
+    check_redrive("--since 2999-01-01Z", "redrive: 0 examined, 0 written, 0 still rejected, 0 failed to write");
     pwt_assert_rows("SELECT count(*) FROM status_events", "0");
+    char *out;
     assert_int_equal(redrive("--bogus", &out), 2);
     free(out);
 }

@@ -25,11 +25,7 @@ static pwt_worker_t worker;
 
 static char *status_push(const char *message_id)
 {
-    size_t len;
-    char *payload = pwt_read_fixture("meta/status_sent.json", &len);
-    char *body = pwt_wrap(payload, len, message_id, SUB, PUBLISH_TIME);
-    free(payload);
-    return body;
+    return pwt_wrap_fixture("meta/status_sent.json", message_id, SUB, PUBLISH_TIME);
 }
 
 /*

@@ -164,16 +164,10 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
     pwt_assert_tables_unchanged(after);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    return pwt_db_create("upgrade");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_database_at_0004_with_rows_upgrades_in_place),
     };
-    return cmocka_run_group_tests_name("integration/upgrade", tests, setup, pwt_teardown_db);
+    return pwt_db_suite_run("integration/upgrade", tests);
 }

@@ -213,6 +213,18 @@ int pwt_make_work_dir(const char *prefix, char *out, size_t outlen)
     return 0;
 }
 
+void pwt_slots_track(void **slots, size_t n, void *p, int on)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (on && slots[i] == NULL) {
+            slots[i] = p;
+            return;
+        }
+        if (!on && slots[i] == p)
+            slots[i] = NULL;
+    }
+}
+
 void pwt_on_fatal_signals(void (*handler)(int))
 {
     static const int fatal[] = {SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGABRT, SIGBUS, SIGFPE};

@@ -55,6 +55,12 @@ char *pwt_repo_path(const char *rel);
  * printed (out is then ""). */
 int pwt_make_work_dir(const char *prefix, char *out, size_t outlen);
 
+/* ---- registries ------------------------------------------------------------------------------------ */
+
+/* A fixed table of live objects (NULL: a free slot): on, p into the first free slot of slots[0..n) (dropped when none is free);
+ * else every slot holding p emptied. For the harness's lists of what to stop at exit. */
+void pwt_slots_track(void **slots, size_t n, void *p, int on);
+
 /* Installs handler for the signals that end a test binary abnormally (SIGINT, SIGTERM, SIGHUP, SIGSEGV, SIGABRT, SIGBUS, SIGFPE). */
 void pwt_on_fatal_signals(void (*handler)(int));
 
