@@ -1,6 +1,6 @@
 /*
  * pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. The Face: the command line (serve
- * (default), migrate, redrive, sql, --help, --version). serve assembles the process: the metrics
+ * (default), migrate, redrive, prune, sql, --help, --version). serve assembles the process: the metrics
  * registry, the database executor (worker/db.h) with the statement Dispatch writes pushes with,
  * the Dispatch over it, and Http, which is given the Dispatch and never sees the executor.
  */
@@ -20,6 +20,7 @@
 #include "worker/log.h"
 #include "worker/metrics.h"
 #include "worker/migrate.h"
+#include "worker/prune.h"
 #include "worker/redrive.h"
 
 #ifndef PW_VERSION
@@ -28,6 +29,8 @@
 
 static const char usage[] =
     "usage: worker [serve | migrate | redrive [--since TIME] [--reason TEXT] [--dry-run]\n"
+    "               | prune [--receipts-older-than AGE] [--dead-letters-older-than AGE]\n"
+    "                     [--status-events-older-than AGE] [--batch N] [--dry-run]\n"
     "               | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
@@ -36,6 +39,13 @@ static const char usage[] =
     "             understood (as a live push would be), mark them redriven, leave the rest; print\n"
     "             counts. --since: received at or after TIME (timestamptz text); --reason: whose\n"
     "             reason contains TEXT; --dry-run: only count\n"
+    "  prune      delete what the tables no longer need, oldest first, in transactions of --batch rows\n"
+    "             [" PW_PRUNE_BATCH_DEFAULT_TEXT "]: pubsub_receipts received longer ago than --receipts-older-than [" PW_PRUNE_RECEIPTS_DEFAULT "]\n"
+    "             (Pub/Sub redelivers for at most 31 days; below 7d is refused), dead_letters redriven\n"
+    "             longer ago than --dead-letters-older-than [" PW_PRUNE_DEAD_LETTERS_DEFAULT "] (never one not redriven),\n"
+    "             status_events received longer ago than --status-events-older-than [off]. AGE: a whole\n"
+    "             number and d, h, m or s (35d), or off. --dry-run: only count. Progress on stderr, a count\n"
+    "             per table on stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
@@ -188,11 +198,25 @@ static int cmd_redrive(int argc, char **argv)
     return pw_redrive_run(url != NULL ? url : "", &opts);
 }
 
+static int cmd_prune(int argc, char **argv)
+{
+    pw_prune_opts_t opts;
+    char err[256];
+    if (pw_prune_parse_args(argc, argv, 2, &opts, err, sizeof err) != 0) {
+        fprintf(stderr, "worker prune: %s\n\n%s", err, usage);
+        return 2;
+    }
+    const char *url = getenv("DATABASE_URL");
+    return pw_prune_run(url != NULL ? url : "", &opts);
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
     if (strcmp(cmd, "redrive") == 0)
         return cmd_redrive(argc, argv);
+    if (strcmp(cmd, "prune") == 0)
+        return cmd_prune(argc, argv);
     if (argc == 3 && strcmp(cmd, "sql") == 0)
         return cmd_sql(argv[2]);
     if (argc > 2) {
