@@ -30,7 +30,7 @@
 static const char usage[] =
     "usage: worker [serve | migrate | redrive [--since TIME] [--reason TEXT] [--dry-run]\n"
     "               | prune [--receipts-older-than AGE] [--dead-letters-older-than AGE]\n"
-    "                     [--status-events-older-than AGE] [--batch N] [--dry-run]\n"
+    "                     [--status-events-older-than AGE] [--batch N] [--pause MS] [--dry-run]\n"
     "               | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
@@ -44,7 +44,8 @@ static const char usage[] =
     "             (Pub/Sub redelivers for at most 31 days; below 7d is refused), dead_letters redriven\n"
     "             longer ago than --dead-letters-older-than [" PW_PRUNE_DEAD_LETTERS_DEFAULT "] (never one not redriven),\n"
     "             status_events received longer ago than --status-events-older-than [off]. AGE: a whole\n"
-    "             number and d, h, m or s (35d), or off. --dry-run: only count. Progress on stderr, a count\n"
+    "             number and d, h, m or s (35d), or off. --pause: sleep MS between batches [0] (less\n"
+    "             load on a busy database). --dry-run: only count. Progress on stderr, a count\n"
     "             per table on stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"

@@ -89,6 +89,17 @@ int pw_prune_parse_args(int argc, char **argv, int first, pw_prune_opts_t *opts,
         }
         if (matched)
             continue;
+        if (is_option(arg, "--pause")) {
+            const char *v = option_value(argc, argv, &i, "--pause");
+            char *end = NULL;
+            long n = v != NULL ? strtol(v, &end, 10) : -1;
+            if (v == NULL || *v < '0' || *v > '9' || *end != '\0' || n < 0 || n > 60000) {
+                snprintf(err, errlen, "--pause needs milliseconds, 0 to 60000");
+                return -1;
+            }
+            opts->pause_ms = n;
+            continue;
+        }
         if (is_option(arg, "--batch")) {
             const char *v = option_value(argc, argv, &i, "--batch");
             char *end = NULL;
@@ -302,8 +313,8 @@ static int walk_table(PGconn *pg, const walk_t *w, long long seconds, const pw_p
     snprintf(batch, sizeof batch, "%ld", opts->batch);
     snprintf(key, sizeof key, "%s", w->start);
     const char *verb = opts->dry_run ? "counting" : "deleting";
-    fprintf(stderr, "prune: %s: %s rows %s before %s (older than %s), %ld per transaction\n", w->table, verb,
-            w->age_column, shown, age, opts->batch);
+    fprintf(stderr, "prune: %s: %s rows %s before %s (older than %s), %ld per transaction%s\n", w->table, verb,
+            w->age_column, shown, age, opts->batch, opts->pause_ms > 0 ? ", pausing between them" : "");
     long long t0 = now_ms(), last_progress = t0, batches = 0;
     for (;;) {
         const char *params[3] = {key, cut, batch};
@@ -318,6 +329,8 @@ static int walk_table(PGconn *pg, const walk_t *w, long long seconds, const pw_p
         if (next[0] == '\0')
             break;
         snprintf(key, sizeof key, "%s", next);
+        if (opts->pause_ms > 0)
+            sleep_ms(opts->pause_ms);
         long long t = now_ms();
         if (t - last_progress >= PRUNE_PROGRESS_MS) {
             fprintf(stderr, "prune: %s: %lld %s so far, %lld batch(es), %.1f s\n", w->table, *total,

@@ -15,6 +15,7 @@ typedef struct {
     long long dead_letters_s;  /* dead letters redriven more than this many seconds ago go; -1: none */
     long long status_events_s; /* status_events received more than this many seconds ago go; -1 (default): none */
     long batch;                /* rows per transaction */
+    long pause_ms;             /* sleep between two batches (0: none) */
     int dry_run;               /* count what would go, delete nothing */
 } pw_prune_opts_t;
 
