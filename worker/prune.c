@@ -68,6 +68,7 @@ int pw_prune_parse_args(int argc, char **argv, int first, pw_prune_opts_t *opts,
     pw_prune_parse_age(PW_PRUNE_DEAD_LETTERS_DEFAULT, &opts->dead_letters_s);
     opts->status_events_s = -1;
     opts->batch = PW_PRUNE_BATCH_DEFAULT;
+    opts->pause_ms = PW_PRUNE_PAUSE_MS_DEFAULT;
     static const char *const ages[] = {"--receipts-older-than", "--dead-letters-older-than", "--status-events-older-than"};
     long long *targets[] = {&opts->receipts_s, &opts->dead_letters_s, &opts->status_events_s};
     for (int i = first; i < argc; i++) {

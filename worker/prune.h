@@ -9,13 +9,16 @@
 #define PW_PRUNE_DEAD_LETTERS_DEFAULT "30d"
 #define PW_PRUNE_BATCH_DEFAULT 5000
 #define PW_PRUNE_BATCH_DEFAULT_TEXT "5000" /* the same, for --help */
+/* A pause between batches halves prune's rows/s and most of its cost to pushes meanwhile (BENCHMARKS.md). */
+#define PW_PRUNE_PAUSE_MS_DEFAULT 25
+#define PW_PRUNE_PAUSE_MS_DEFAULT_TEXT "25"
 
 typedef struct {
     long long receipts_s;      /* pubsub_receipts received more than this many seconds ago go; -1: none */
     long long dead_letters_s;  /* dead letters redriven more than this many seconds ago go; -1: none */
     long long status_events_s; /* status_events received more than this many seconds ago go; -1 (default): none */
     long batch;                /* rows per transaction */
-    long pause_ms;             /* sleep between two batches (0: none) */
+    long pause_ms;             /* sleep between two batches, milliseconds (0: none) */
     int dry_run;               /* count what would go, delete nothing */
 } pw_prune_opts_t;
 

@@ -64,15 +64,16 @@ static void defaults_remove_old_receipts_and_old_redriven_dead_letters_only(void
     pwt_assert_contains(out, "prune: pubsub_receipts: 2 deleted\n");
     pwt_assert_contains(out, "prune: dead_letters: 1 deleted\n");
     pwt_assert_contains(out, "prune: status_events: kept (--status-events-older-than off)\n");
-    pwt_assert_contains(out, "(older than 35d), 5000 per transaction");
-    pwt_assert_contains(out, "(older than 30d), 5000 per transaction");
+    pwt_assert_contains(out, "(older than 35d), 5000 per transaction, pausing between them\n");
+    pwt_assert_contains(out, "(older than 30d), 5000 per transaction, pausing between them\n");
     free(out);
     pwt_assert_rows(Q_RECEIPTS, "r34\nr1");
     pwt_assert_rows(Q_DEAD, "d10|t\nd400|f");
     pwt_assert_rows(Q_EVENTS, "wamid.E400\nwamid.E100\nwamid.E1");
 
     /* Again: nothing more to do. */
-    assert_int_equal(prune("", &out), 0);
+    assert_int_equal(prune("--pause 0", &out), 0);
+    pwt_assert_contains(out, "(older than 35d), 5000 per transaction\n");
     pwt_assert_contains(out, "prune: pubsub_receipts: 0 deleted\n");
     pwt_assert_contains(out, "prune: dead_letters: 0 deleted\n");
     free(out);
@@ -103,7 +104,7 @@ static void status_events_go_only_when_asked(void **state)
     pwt_assert_contains(out, "prune: pubsub_receipts: kept (--receipts-older-than off)\n");
     pwt_assert_contains(out, "prune: dead_letters: kept (--dead-letters-older-than off)\n");
     pwt_assert_contains(out, "prune: status_events: 2 deleted\n");
-    pwt_assert_contains(out, "(older than 90d), 5000 per transaction");
+    pwt_assert_contains(out, "(older than 90d), 5000 per transaction, pausing between them\n");
     free(out);
     pwt_assert_rows(Q_EVENTS, "wamid.E1");
     pwt_assert_rows(Q_RECEIPTS, "r40\nr36\nr34\nr1");
@@ -171,7 +172,7 @@ static void bad_arguments_exit_2_and_delete_nothing(void **state)
     char *before = pwt_dump_tables();
     static const char *const bad[] = {"--receipts-older-than 3d", "--receipts-older-than", "--batch 0", "--batch x",
                                       "--status-events-older-than 10", "--status-events-older-than 5y", "--frobnicate",
-                                      "--dead-letters-older-than -1d"};
+                                      "--dead-letters-older-than -1d", "--pause", "--pause 1s"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *out;
         int status = prune(bad[i], &out);
@@ -206,13 +207,13 @@ typedef struct {
 static void *bg_prune(void *arg)
 {
     bg_prune_t *p = arg;
-    p->status = pwt_worker_command("", NULL, "prune --batch 50", &p->out);
+    p->status = pwt_worker_command("", NULL, "prune --batch 50 --pause 0", &p->out);
     p->done = 1;
     return NULL;
 }
 
 /*
- * While the worker writes: 20000 old receipts pruned 50 at a time while pushes keep arriving (at least 20, and on
+ * While the worker writes: 20000 old receipts pruned 50 at a time (no pause) while pushes keep arriving (at least 20, and on
  * until the prune is done); every push is answered 204 and keeps its receipt, every old receipt goes.
  */
 static void safe_while_the_worker_writes(void **state)
