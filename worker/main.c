@@ -1,6 +1,6 @@
 /*
  * pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. The Face: the command line (serve
- * (default), migrate, redrive, report, sql, --help, --version). serve assembles the process: the metrics
+ * (default), migrate, redrive, prune, report, sql, --help, --version). serve assembles the process: the metrics
  * registry, the database executor (worker/db.h) with the statement Dispatch writes pushes with,
  * the Dispatch over it, and Http, which is given the Dispatch and never sees the executor.
  */
@@ -21,6 +21,7 @@
 #include "worker/log.h"
 #include "worker/metrics.h"
 #include "worker/migrate.h"
+#include "worker/prune.h"
 #include "worker/redrive.h"
 #include "worker/report.h"
 
@@ -31,6 +32,8 @@
 static const char usage[] =
     "usage: worker [serve | migrate | redrive [--since TIME] [--reason TEXT] [--dry-run]\n"
     "               | report --out FILE [--since TIME] [--until TIME] [--top N] [--min-messages N]\n"
+    "               | prune [--receipts-older-than AGE] [--dead-letters-older-than AGE]\n"
+    "                     [--status-events-older-than AGE] [--batch N] [--pause MS] [--dry-run]\n"
     "               | sql [NAME] | --help | --version]\n"
     "\n"
     "  serve      (default) receive Pub/Sub pushes on 0.0.0.0:$PORT and store them in PostgreSQL\n"
@@ -45,6 +48,14 @@ static const char usage[] =
     "             after --since and before --until: ISO 8601 dates or times, UTC unless a zone is given\n"
     "             [the 7 UTC days up to today]; --top [10] recipients of at least --min-messages [5].\n"
     "             Exit 0 written, 1 database or file error, 2 bad arguments\n"
+    "  prune      delete what the tables no longer need, oldest first, in transactions of --batch rows\n"
+    "             [" PW_PRUNE_BATCH_DEFAULT_TEXT "]: pubsub_receipts received longer ago than --receipts-older-than [" PW_PRUNE_RECEIPTS_DEFAULT "]\n"
+    "             (Pub/Sub redelivers for at most 31 days; below 7d is refused), dead_letters redriven\n"
+    "             longer ago than --dead-letters-older-than [" PW_PRUNE_DEAD_LETTERS_DEFAULT "] (never one not redriven),\n"
+    "             status_events received longer ago than --status-events-older-than [off]. AGE: a whole\n"
+    "             number and d, h, m or s (35d), or off. --pause: sleep MS between batches\n"
+    "             [" PW_PRUNE_PAUSE_MS_DEFAULT_TEXT "] (0: full speed). --dry-run: only count. Progress on stderr, a count\n"
+    "             per table on stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
     "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
     "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
     "\n"
@@ -212,6 +223,18 @@ static int cmd_report(int argc, char **argv)
     return pw_report_run(url != NULL ? url : "", &opts);
 }
 
+static int cmd_prune(int argc, char **argv)
+{
+    pw_prune_opts_t opts;
+    char err[256];
+    if (pw_prune_parse_args(argc, argv, 2, &opts, err, sizeof err) != 0) {
+        fprintf(stderr, "worker prune: %s\n\n%s", err, usage);
+        return 2;
+    }
+    const char *url = getenv("DATABASE_URL");
+    return pw_prune_run(url != NULL ? url : "", &opts);
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
@@ -219,6 +242,8 @@ int main(int argc, char **argv)
         return cmd_redrive(argc, argv);
     if (strcmp(cmd, "report") == 0)
         return cmd_report(argc, argv);
+    if (strcmp(cmd, "prune") == 0)
+        return cmd_prune(argc, argv);
     if (argc == 3 && strcmp(cmd, "sql") == 0)
         return cmd_sql(argv[2]);
     if (argc > 2) {
