@@ -782,11 +782,13 @@ static void keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_s
     (void)state;
     char dir[400];
     dir_with_key_a("stale", dir, sizeof dir);
-    /* max-age 0: the keys are stale as soon as they are fetched, so the limit below is all they get. */
+    /* max-age 0: the keys are stale as soon as they are fetched, so the limit below is all they get:
+       8 s, so that the refetch below (about 1.2 s after the first push) still finds them within it
+       even when the worker's start and the first push took seconds on a loaded machine. */
     if (jwks_start_max_age(&test_server, dir, "stale", "0") != 0)
         fail_msg("JWKS server did not start");
     if (pwt_worker_start(&test_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
-                                              test_server.url_env, "JWKS_MIN_REFRESH_MS=1000", "JWKS_STALE_MAX_SECONDS=4",
+                                              test_server.url_env, "JWKS_MIN_REFRESH_MS=1000", "JWKS_STALE_MAX_SECONDS=8",
                                               "WORKER_THREADS=1")) != 0)
         fail_msg("the test worker did not start");
     char *tok = MINT(dir);
