@@ -42,7 +42,7 @@ INTEG_LIB  := $(filter-out %_test.c,$(wildcard tests/integration/*.c))
 INTEG_SRC  := $(wildcard tests/integration/*_test.c)
 INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
 
-.PHONY: all setup build-tests test test-unit test-integration test-faults test-valgrind run clean format lint bench bench-memory fuzz
+.PHONY: all setup build-tests test test-unit test-integration test-faults test-valgrind run clean format lint bench bench-memory bench-instructions fuzz
 all: $(B)/worker
 
 # `make run` and `make test` install what is missing (scripts/setup: a no-op when all is there)
@@ -118,6 +118,10 @@ bench: all $(B)/bench/verify_bench
 # The worker's peak memory under eight concurrent 1 MiB crafted pushes and one of 15 MB (PASS/MISS per target).
 bench-memory: all
 	B=$(B) scripts/bench-memory
+
+# The worker's instructions per push under callgrind (OTHER=path/to/worker: a second build beside it).
+bench-instructions: all
+	B=$(B) scripts/bench-instructions
 
 # Coverage-guided fuzzing of every proto parser (clang, libFuzzer, ASan+UBSan): FUZZ_SECONDS each.
 fuzz:

@@ -153,6 +153,80 @@ static int scan_string(pw_jscan_t *sc, pw_jval_t *out)
     return fail(sc, sc->len, "unexpected end of data");
 }
 
+/* 1 for '"' and '\\': what ends a run of plain content in a string already validated. */
+static const unsigned char QUOTE_STOP[256] = {['"'] = 1, ['\\'] = 1};
+/* 1 for the bytes a bracket walk over validated text looks at: '"' and the four brackets. */
+static const unsigned char BRACKET_STOP[256] = {['"'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1, [']'] = 1};
+
+/*
+ * Trusted text (sc->trusted): from just after a string's opening quote at i, the offset just
+ * after its closing quote. Sets *lossy when it holds a lossy escape (an escaped NUL or a lone
+ * surrogate half), as scan_escape would. Escapes are rare: only they are looked at closely.
+ */
+static size_t skip_trusted_string(const pw_jscan_t *sc, size_t i, int *lossy)
+{
+    const unsigned char *u = (const unsigned char *)sc->s;
+    while (i < sc->len) {
+        while (i + 4 <= sc->len && !(QUOTE_STOP[u[i]] | QUOTE_STOP[u[i + 1]] | QUOTE_STOP[u[i + 2]] | QUOTE_STOP[u[i + 3]]))
+            i += 4;
+        if (i >= sc->len)
+            break;
+        if (u[i] == '"')
+            return i + 1;
+        if (u[i] != '\\') {
+            i++;
+        } else if (i + 6 <= sc->len && u[i + 1] == 'u') {
+            unsigned cp;
+            switch (classify_u(sc->s + i, sc->len - i, &cp)) {
+            case U_PAIR:
+                i += 12;
+                break;
+            case U_LONE:
+            case U_NUL:
+                *lossy = 1;
+                i += 6;
+                break;
+            case U_PLAIN:
+                i += 6;
+                break;
+            }
+        } else {
+            i += 2;
+        }
+    }
+    return sc->len;
+}
+
+/* Trusted text: steps over the object or array at sc->i by counting brackets outside strings. */
+static int skip_trusted_container(pw_jscan_t *sc)
+{
+    const unsigned char *u = (const unsigned char *)sc->s;
+    size_t i = sc->i + 1;
+    int depth = 1;
+    while (i < sc->len) {
+        while (i + 4 <= sc->len &&
+               !(BRACKET_STOP[u[i]] | BRACKET_STOP[u[i + 1]] | BRACKET_STOP[u[i + 2]] | BRACKET_STOP[u[i + 3]]))
+            i += 4;
+        if (i >= sc->len)
+            break;
+        unsigned char c = u[i];
+        if (c == '"') {
+            int lossy = 0;
+            i = skip_trusted_string(sc, i + 1, &lossy);
+            sc->n_lossy += (size_t)lossy;
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            sc->i = i + 1;
+            return 0;
+        }
+        i++;
+    }
+    return fail(sc, sc->len, "unexpected end of data");
+}
+
 static int digits(pw_jscan_t *sc)
 {
     size_t from = sc->i;
@@ -302,6 +376,10 @@ int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
         return scan_string(sc, out);
     case '{': {
         out->type = PW_J_OBJECT;
+        if (sc->trusted) {
+            rc = skip_trusted_container(sc);
+            break;
+        }
         int first = 1;
         pw_jval_t key, v;
         while ((rc = pw_jscan_object_next(sc, &first, &key)) == 1)
@@ -311,6 +389,10 @@ int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
     }
     case '[':
         out->type = PW_J_ARRAY;
+        if (sc->trusted) {
+            rc = skip_trusted_container(sc);
+            break;
+        }
         if (++sc->depth > sc->max_depth)
             return fail(sc, sc->i, "nesting too deep");
         rc = scan_array(sc);

@@ -66,6 +66,10 @@ typedef struct {
     int max_depth;
     int lone_surrogates_ok; /* accept a \\u escape of half a surrogate pair (unescaped as U+FFFD) */
     size_t n_lossy;         /* strings (keys included) read so far that hold a lossy escape */
+    /* The text was validated (pw_json_validate, same lone_surrogates_ok): pw_jscan_value steps
+       over an object or array by its brackets alone, without validating it again. Extents,
+       lossy flags and n_lossy come out as a validating read gives them. */
+    int trusted;
     const char *why; /* the first error: "unexpected character", "unexpected end of data", ... */
     size_t at;       /* and its offset */
 } pw_jscan_t;

@@ -47,6 +47,7 @@ static void scan_at(const pw_webhook_t *wh, const pw_jval_t *v, pw_jscan_t *sc)
     pw_jscan_init(sc, wh->text.base, v->end, PW_JSON_MAX_DEPTH);
     sc->i = v->start;
     sc->lone_surrogates_ok = 1;
+    sc->trusted = 1; /* pw_webhook_parse validated the whole text first */
 }
 
 /* The key unescaped equals lit, as json-c compared keys: up to the key's first NUL. */
@@ -290,6 +291,7 @@ int pw_webhook_parse(const char *body, size_t len, pw_webhook_t *wh, char *err, 
     pw_jval_t root;
     pw_jscan_init(&sc, body, len, PW_JSON_MAX_DEPTH);
     sc.lone_surrogates_ok = 1;
+    sc.trusted = 1;
     pw_jscan_value(&sc, &root); /* validated above: only locates the root */
     switch (wh->format = sniff_format(wh, &root)) {
     case PW_FORMAT_META:

@@ -14,7 +14,8 @@
  *      in json-c; the number of distinct keys matches);
  *   4. scanner internals: pw_jscan_peek agrees with the value read, extents lie inside the input,
  *      pw_jscan_unescape never writes more than the raw length and yields valid UTF-8,
- *      pw_jscan_string_is agrees with the unescaped bytes.
+ *      pw_jscan_string_is agrees with the unescaped bytes;
+ *   5. a trusted read of every container (check_trusted) agrees with the validating read.
  *
  * Known differences (json-c 0.16 with JSON_TOKENER_STRICT, as pw_json_parse_strict sets it):
  *   json-c accepts, RFC 8259 and the scanner do not:
@@ -209,11 +210,34 @@ static void walk_array(pw_jscan_t *sc, json_object *o, int compare)
         mismatch("json-c array has a different length", sc->i, NULL);
 }
 
+/*
+ * 5. A trusted read (sc->trusted: the bracket walk the webhook reader uses on validated text)
+ *    of the container at `at` ends where the validating read ends, with the same lossy flag and
+ *    the same count of lossy strings.
+ */
+static void check_trusted(const pw_jscan_t *sc, size_t at)
+{
+    pw_jscan_t strict = *sc, fast;
+    pw_jval_t a, b;
+    strict.i = at;
+    strict.n_lossy = 0;
+    strict.why = NULL;
+    fast = strict;
+    fast.trusted = 1;
+    CHECK(pw_jscan_value(&strict, &a) == 0);
+    CHECK(pw_jscan_value(&fast, &b) == 0);
+    if (a.type != b.type || a.start != b.start || a.end != b.end || a.lossy != b.lossy || strict.n_lossy != fast.n_lossy ||
+        strict.i != fast.i)
+        mismatch("the trusted read of a container differs from the validating read", at, NULL);
+}
+
 static void walk(pw_jscan_t *sc, json_object *o, int compare)
 {
     pw_jtype_t peeked = pw_jscan_peek(sc);
     size_t at = sc->i;
     CHECK(peeked != PW_J_NONE);
+    if (peeked == PW_J_OBJECT || peeked == PW_J_ARRAY)
+        check_trusted(sc, at);
     if (peeked == PW_J_OBJECT) {
         walk_object(sc, o, compare);
         return;

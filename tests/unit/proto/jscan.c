@@ -226,6 +226,58 @@ static void test_lossy_counts_keys_and_containers(void **state)
     assert_int_equal(lossy, 2);
 }
 
+/* The trusted read of a container (brackets counted outside strings) equals the validating read. */
+static void check_trusted_at(const char *doc, size_t at)
+{
+    pw_jscan_t strict, fast;
+    pw_jval_t a, b;
+    pw_jscan_init(&strict, doc, strlen(doc), 16);
+    strict.lone_surrogates_ok = 1;
+    strict.i = at;
+    fast = strict;
+    fast.trusted = 1;
+    assert_int_equal(pw_jscan_value(&strict, &a), 0);
+    assert_int_equal(pw_jscan_value(&fast, &b), 0);
+    assert_int_equal(b.type, a.type);
+    assert_int_equal(b.start, a.start);
+    assert_int_equal(b.end, a.end);
+    assert_int_equal(b.lossy, a.lossy);
+    assert_int_equal(fast.n_lossy, strict.n_lossy);
+}
+
+static void test_trusted_read_equals_validating_read(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "{}",
+        "[ ]",
+        " {\"a\": [1, 2, {\"b\": \"}]{[\"}], \"c\": \"\\\"]\\\\\"} ",
+        "[\"\\\\\", \"x\\\\\\\"}\", [[[]]], {\"\":{}}]",
+        "{\"k\\u0000\": 1, \"a\": [\"ok\", {\"b\": \"\\udc00\"}], \"c\": \"\\ud83d\\ude00\"}",
+        "[\"\\ud800x\", \"\\u00e9\\u20ac\", \"caf\xc3\xa9 \xe2\x82\xac\"]",
+        "{\"n\": -1.5e3, \"t\": true, \"f\": false, \"z\": null, \"s\": \"\\/\\b\\f\\n\\r\\t\"}",
+    };
+    for (size_t k = 0; k < sizeof docs / sizeof docs[0]; k++) {
+        const char *doc = docs[k];
+        size_t lossy;
+        assert_int_equal(pw_json_validate(doc, strlen(doc), &lossy, NULL, 0), 0);
+        /* every container of the document, from its opening bracket (brackets inside strings are skipped) */
+        int in_string = 0;
+        for (size_t i = 0; doc[i] != '\0'; i++) {
+            if (in_string) {
+                if (doc[i] == '\\')
+                    i++;
+                else if (doc[i] == '"')
+                    in_string = 0;
+            } else if (doc[i] == '"') {
+                in_string = 1;
+            } else if (doc[i] == '{' || doc[i] == '[') {
+                check_trusted_at(doc, i);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_value_extents_and_peek),
         cmocka_unit_test(test_escapes_postgresql_cannot_store),
         cmocka_unit_test(test_lossy_counts_keys_and_containers),
+        cmocka_unit_test(test_trusted_read_equals_validating_read),
     };
     return cmocka_run_group_tests_name("proto/jscan", tests, NULL, NULL);
 }
