@@ -411,6 +411,35 @@ typedef struct {
 #define BAR_W 480
 #define BAR_ROW 40
 
+/* The rows of a bar chart as the report builds them: every string owned (freed by bar_rows_free). */
+typedef struct {
+    int n;
+    char **labels, **attrs, **right;
+    double *v; /* [row * series + s] */
+} bar_rows_t;
+
+static void bar_rows_new(bar_rows_t *r, int n, int series)
+{
+    r->n = n;
+    r->labels = pw_xcalloc((size_t)n + 1, sizeof *r->labels);
+    r->attrs = pw_xcalloc((size_t)n + 1, sizeof *r->attrs);
+    r->right = pw_xcalloc((size_t)n + 1, sizeof *r->right);
+    r->v = pw_xcalloc((size_t)n * (size_t)series + 1, sizeof *r->v);
+}
+
+static void bar_rows_free(bar_rows_t *r)
+{
+    for (int k = 0; k < r->n; k++) {
+        free(r->labels[k]);
+        free(r->attrs[k]);
+        free(r->right[k]);
+    }
+    free(r->labels);
+    free(r->attrs);
+    free(r->right);
+    free(r->v);
+}
+
 static void bar_chart(pw_buf_t *b, const bars_t *c)
 {
     double max = 0;
@@ -444,6 +473,19 @@ static void bar_chart(pw_buf_t *b, const bars_t *c)
     if (c->rows == 0)
         pw_buf_appendf(b, "<text class=\"empty\" x=\"%d\" y=\"34\">%s</text>", BAR_W / 2, c->empty);
     pw_buf_appendf(b, "</svg>\n");
+}
+
+/* Draws c with the rows of r, and says how many rows (of `total`) were left out, as `what`. */
+static void bar_section(pw_buf_t *b, bars_t *c, const bar_rows_t *r, int total, const char *what)
+{
+    c->rows = r->n;
+    c->labels = (const char *const *)r->labels;
+    c->attrs = (const char *const *)r->attrs;
+    c->right = (const char *const *)r->right;
+    c->values = r->v;
+    bar_chart(b, c);
+    if (total > r->n)
+        pw_buf_appendf(b, "<p class=\"note\">and %d more %s</p>", total - r->n, what);
 }
 
 /* ---- the queries ------------------------------------------------------------------------------ */
@@ -682,10 +724,8 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
     /* Failures by error code. */
     {
         int rows = PQntuples(fail), shown = rows < LIST_MAX ? rows : LIST_MAX;
-        char **labels = pw_xcalloc((size_t)shown + 1, sizeof *labels);
-        char **attrs = pw_xcalloc((size_t)shown + 1, sizeof *attrs);
-        char **right = pw_xcalloc((size_t)shown + 1, sizeof *right);
-        double *v = pw_xcalloc((size_t)shown + 1, sizeof *v);
+        bar_rows_t br;
+        bar_rows_new(&br, shown, 1);
         for (int r = 0; r < shown; r++) {
             pw_buf_t a = {0}, l = {0};
             pw_buf_appendf(&a, " data-code=\"");
@@ -695,92 +735,51 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
             pw_buf_appendf(&a, "\" data-messages=\"%s\"", val(fail, r, 2));
             pw_buf_appendf(&l, "%s%s%s", PQgetisnull(fail, r, 0) ? "(no code)" : val(fail, r, 0),
                            PQgetisnull(fail, r, 1) ? "" : " ", val(fail, r, 1));
-            labels[r] = l.base;
-            attrs[r] = a.base;
-            v[r] = num(fail, r, 2);
-            fmt_count(t, sizeof t, v[r]);
-            right[r] = pw_xstrndup(t, strlen(t));
+            br.labels[r] = l.base;
+            br.attrs[r] = a.base;
+            br.v[r] = num(fail, r, 2);
+            fmt_count(t, sizeof t, br.v[r]);
+            br.right[r] = pw_xstrndup(t, strlen(t));
         }
         static const char *const keys[] = {"failed"};
         pw_buf_appendf(b, "<section class=\"card\"><h2>Failures by error code</h2><p class=\"note\">Failed messages "
                           "sent in the window, by error (a message with two errors counts under both).</p>\n");
-        bars_t c = {"failures",
-                    "Failed messages by error code",
-                    "failure",
-                    "no failures in this window",
-                    shown,
-                    1,
-                    keys,
-                    (const char *const *)labels,
-                    (const char *const *)attrs,
-                    (const char *const *)right,
-                    v};
-        bar_chart(b, &c);
-        if (rows > shown)
-            pw_buf_appendf(b, "<p class=\"note\">and %d more errors</p>", rows - shown);
+        bars_t c = {.id = "failures", .title = "Failed messages by error code", .kind = "failure",
+                    .empty = "no failures in this window", .series = 1, .keys = keys};
+        bar_section(b, &c, &br, rows, "errors");
         pw_buf_appendf(b, "</section>\n");
-        for (int r = 0; r < shown; r++) {
-            free(labels[r]);
-            free(attrs[r]);
-            free(right[r]);
-        }
-        free(labels);
-        free(attrs);
-        free(right);
-        free(v);
+        bar_rows_free(&br);
     }
     /* Inbound by type. */
     {
         int rows = PQntuples(inb), shown = rows < LIST_MAX ? rows : LIST_MAX;
-        char **attrs = pw_xcalloc((size_t)shown + 1, sizeof *attrs);
-        char **right = pw_xcalloc((size_t)shown + 1, sizeof *right);
-        const char **labels = pw_xcalloc((size_t)shown + 1, sizeof *labels);
-        double *v = pw_xcalloc((size_t)shown + 1, sizeof *v);
+        bar_rows_t br;
+        bar_rows_new(&br, shown, 1);
         for (int r = 0; r < shown; r++) {
             pw_buf_t a = {0};
             pw_buf_appendf(&a, " data-type=\"");
             esc(&a, val(inb, r, 0));
             pw_buf_appendf(&a, "\" data-messages=\"%s\"", val(inb, r, 1));
-            attrs[r] = a.base;
-            labels[r] = val(inb, r, 0);
-            v[r] = num(inb, r, 1);
-            fmt_count(t, sizeof t, v[r]);
-            right[r] = pw_xstrndup(t, strlen(t));
+            br.attrs[r] = a.base;
+            br.labels[r] = pw_xstrndup(val(inb, r, 0), strlen(val(inb, r, 0)));
+            br.v[r] = num(inb, r, 1);
+            fmt_count(t, sizeof t, br.v[r]);
+            br.right[r] = pw_xstrndup(t, strlen(t));
         }
         static const char *const keys[] = {"inbound"};
         pw_buf_appendf(b, "<section class=\"card\"><h2>Inbound messages by type</h2><p class=\"note\">Messages received, "
                           "by their time sent, per WhatsApp message type.</p>\n");
-        bars_t c = {"inbound",
-                    "Inbound messages by type",
-                    "inbound",
-                    "no inbound messages in this window",
-                    shown,
-                    1,
-                    keys,
-                    labels,
-                    (const char *const *)attrs,
-                    (const char *const *)right,
-                    v};
-        bar_chart(b, &c);
-        if (rows > shown)
-            pw_buf_appendf(b, "<p class=\"note\">and %d more types</p>", rows - shown);
+        bars_t c = {.id = "inbound", .title = "Inbound messages by type", .kind = "inbound",
+                    .empty = "no inbound messages in this window", .series = 1, .keys = keys};
+        bar_section(b, &c, &br, rows, "types");
         pw_buf_appendf(b, "</section>\n");
-        for (int r = 0; r < shown; r++) {
-            free(attrs[r]);
-            free(right[r]);
-        }
-        free(attrs);
-        free(right);
-        free(labels);
-        free(v);
+        bar_rows_free(&br);
     }
     /* Most engaged recipients: messages, and read over them. */
     {
         int rows = PQntuples(eng);
-        char **attrs = pw_xcalloc((size_t)rows + 1, sizeof *attrs);
-        char **right = pw_xcalloc((size_t)rows + 1, sizeof *right);
-        char **labels = pw_xcalloc((size_t)rows + 1, sizeof *labels);
-        double *v = pw_xcalloc((size_t)rows * 2 + 1, sizeof *v);
+        bar_rows_t br;
+        bar_rows_new(&br, rows, 2);
         for (int r = 0; r < rows; r++) {
             char m[128];
             pw_report_mask(val(eng, r, 0), m, sizeof m);
@@ -790,11 +789,11 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
             pw_buf_appendf(&a, "\" data-messages=\"%s\" data-delivered=\"%s\" data-read=\"%s\" data-read-rate=\"%s\"",
                            val(eng, r, 1), val(eng, r, 2), val(eng, r, 3), val(eng, r, 4));
             pw_buf_appendf(&rt, "%s/%s read (%s%%)", val(eng, r, 3), val(eng, r, 1), val(eng, r, 4));
-            attrs[r] = a.base;
-            right[r] = rt.base;
-            labels[r] = pw_xstrndup(m, strlen(m));
-            v[r * 2] = num(eng, r, 1);
-            v[r * 2 + 1] = num(eng, r, 3);
+            br.attrs[r] = a.base;
+            br.right[r] = rt.base;
+            br.labels[r] = pw_xstrndup(m, strlen(m));
+            br.v[r * 2] = num(eng, r, 1);
+            br.v[r * 2 + 1] = num(eng, r, 3);
         }
         static const char *const keys[] = {"messages", "read"};
         static const char *const names[] = {"messages sent", "read"};
@@ -804,28 +803,11 @@ static void render(pw_buf_t *b, const pw_report_opts_t *o, const char *since_s, 
                        "are masked.</p>\n",
                        o->min_messages, o->top);
         legend(b, 2, keys, names);
-        bars_t c = {"engaged",
-                    "Most engaged recipients",
-                    "recipient",
-                    "no recipient reached the minimum",
-                    rows,
-                    2,
-                    keys,
-                    (const char *const *)labels,
-                    (const char *const *)attrs,
-                    (const char *const *)right,
-                    v};
-        bar_chart(b, &c);
+        bars_t c = {.id = "engaged", .title = "Most engaged recipients", .kind = "recipient",
+                    .empty = "no recipient reached the minimum", .series = 2, .keys = keys};
+        bar_section(b, &c, &br, rows, "recipients");
         pw_buf_appendf(b, "</section>\n</div>\n");
-        for (int r = 0; r < rows; r++) {
-            free(attrs[r]);
-            free(right[r]);
-            free(labels[r]);
-        }
-        free(attrs);
-        free(right);
-        free(labels);
-        free(v);
+        bar_rows_free(&br);
     }
     pw_buf_appendf(b, "<footer>pushworker report. Definitions: docs/analytics.md (delivered counts delivered, read or played; "
                       "a failed message that was delivered later counts in both).</footer>\n");
