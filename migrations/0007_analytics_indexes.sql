@@ -33,7 +33,7 @@
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS message_logs_sent_at ON message_logs ((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at)));
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS message_logs_sent_day ON message_logs (((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at) AT TIME ZONE 'UTC')::date));
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS inbound_messages_sent_day ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date));
--- this migration then finds them and does nothing more than replace the view.
+-- this migration then finds them and does nothing more than replace the view and pw_undelivered.
 
 -- A time with an explicit zone, as timestamptz. Only for the text pw_status_time's regular
 -- expression accepted (see above why IMMUTABLE is true of it); not for general use.
@@ -100,3 +100,27 @@ CREATE INDEX IF NOT EXISTS message_logs_sent_day
     ON message_logs (((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at) AT TIME ZONE 'UTC')::date));
 CREATE INDEX IF NOT EXISTS inbound_messages_sent_day
     ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date));
+
+-- pw_undelivered: as in 0005 (same columns, same rows, same order). Ordered by sent_at as it was, the
+-- planner would read all of message_logs_sent_at in its order (to skip a sort) and the table with
+-- it; sorting by the same times plus a zero interval, which no index holds, lets it read the table
+-- and sort only the few undelivered messages (4x faster at 1 million messages). A window on
+-- sent_at given by the caller (WHERE sent_at >= ...) still reaches the index.
+CREATE OR REPLACE FUNCTION pw_undelivered(minutes int, include_failed boolean DEFAULT true)
+RETURNS TABLE (bsp_msg_id text, to_phone text, current_status text, sent_at timestamptz,
+               minutes_waiting bigint, last_error jsonb, recipient text)
+LANGUAGE sql STABLE AS $$
+    SELECT t.bsp_msg_id, t.to_phone, t.current_status, t.sent_at,
+           floor(extract(epoch FROM now() - t.sent_at) / 60)::bigint,
+           t.last_error, t.recipient
+    FROM message_status_times t
+    WHERE t.delivered_at IS NULL
+      AND t.sent_at < now() - make_interval(mins => minutes)
+      AND (include_failed OR t.failed_at IS NULL)
+    ORDER BY t.sent_at + interval '0 seconds', t.bsp_msg_id
+$$;
+
+-- The statistics of the new index expressions, which the planner needs to choose the indexes (a
+-- sample of 30000 rows: seconds, however large the tables are).
+ANALYZE message_logs;
+ANALYZE inbound_messages;
