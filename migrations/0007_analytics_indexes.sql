@@ -1,39 +1,42 @@
 -- 0007: the analytics views and functions find a time window through an index instead of reading
--- every message (docs/analytics.md, "What answers a window fast"; BENCHMARKS.md, "Analytics at 10
--- million messages", has the times before and after and what the indexes cost every push).
+-- every message (docs/analytics.md, "Windows and indexes"; BENCHMARKS.md, "Analytics at 10 million
+-- messages", has the times before and after and what the index costs every push).
 --
--- Until now a window (`sent_at >= ...`, `day >= ...`) was a filter applied after parsing the
+-- Until now a window (`day >= ...`, `sent_at >= ...`) was a filter applied after parsing the
 -- whatsapp_status of every row of message_logs: at 10 million messages every query read them all.
--- Three expression indexes now cover the windows:
---   message_logs_sent_at       a message's sent at (message_status_times.sent_at, the functions' windows)
---   message_logs_sent_day      its UTC sent day (the daily views' `day`)
+-- Two expression indexes now cover the windows:
+--   message_logs_sent_day      a message's UTC sent day: message_status_times.sent_day, so the daily
+--                              views' `day`, and (through an added condition on it) the windows of
+--                              pw_message_summary and pw_engaged_recipients
 --   inbound_messages_sent_day  an inbound message's UTC day (inbound_messages_daily's `day`)
+-- One index on the day, not a second one on sent_at: each costs every write of a message_logs row
+-- (BENCHMARKS.md measures both). A query of message_status_times over a window of sent_at finds it
+-- through the index when it also names the days: WHERE sent_day >= '2024-10-01' AND sent_at >= ...
 -- An index expression must be IMMUTABLE. text::timestamptz is only STABLE (its result may depend on
 -- TimeZone and DateStyle), so pw_status_time now reads the worker's own format,
--- 'YYYY-MM-DDTHH:MM:SSZ', with make_timestamp (IMMUTABLE, as fast as the cast), and passes any other
--- ISO-8601 time with an explicit zone (text written by hand) to pw_zoned_time: the cast, declared
--- IMMUTABLE, which is true of exactly the values it is given (a time with an explicit zone and a
--- year-first date reads the same under every TimeZone and DateStyle). Its results are unchanged,
--- and being IMMUTABLE (no subquery, one SELECT) it is still inlined into the views.
--- Never change what pw_status_time returns without rebuilding the indexes (REINDEX), which hold it.
+-- 'YYYY-MM-DDTHH:MM:SSZ', with make_timestamp (IMMUTABLE), and passes any other ISO-8601 time with
+-- an explicit zone (text written by hand) to pw_zoned_time: the cast, declared IMMUTABLE, which is
+-- true of exactly the values it is given (a time with an explicit zone and a year-first date reads
+-- the same under every TimeZone and DateStyle). Its results are unchanged, and being IMMUTABLE
+-- (one SELECT, no subquery) it is still inlined into the views.
+-- Never change what pw_status_time returns without rebuilding the index (REINDEX), which holds it.
 --
--- Nothing else changes: every view and function keeps its name, columns and results. The one view
--- rewritten, message_status_times, computes sent_at and sent_day from message_logs' own columns (the
--- indexed expressions), so a condition on them reaches the index; the other times are still parsed
--- once per row in the OFFSET 0 subquery.
+-- Every view and function keeps its name, columns and results. message_status_times computes
+-- sent_at and sent_day from message_logs' own columns (the indexed expression), so a condition on
+-- sent_day reaches the index; the other times are still parsed once per row in the OFFSET 0
+-- subquery.
 --
--- Costs: every write of a message_logs row (each status of a message) adds an entry to two more
--- indexes; every inbound message to one. A worker-shaped but impossible time ('2024-13-01T...') in
+-- Costs: every write of a message_logs row (each status of a message) adds an index entry; every
+-- inbound message one. A worker-shaped but impossible time ('2024-13-01T...') in
 -- whatsapp_status->>'sent' of an existing row makes this migration fail naming the value (the views
 -- failed on it already): correct the row, then migrate again.
 -- On a large existing table, CREATE INDEX blocks writes (pushes answer 503 and Pub/Sub redelivers)
--- while it runs, about a minute per 10 million messages (BENCHMARKS.md). To avoid that, first
--- create the functions below (the two CREATE OR REPLACE FUNCTION statements), then build the
--- indexes beforehand without blocking, outside a transaction (e.g. in psql):
---   CREATE INDEX CONCURRENTLY IF NOT EXISTS message_logs_sent_at ON message_logs ((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at)));
+-- while it runs (BENCHMARKS.md has the time at 10 million messages). To avoid that, first create
+-- the two functions below (the CREATE OR REPLACE FUNCTION statements of pw_zoned_time and
+-- pw_status_time), then build the indexes beforehand without blocking, outside a transaction (psql):
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS message_logs_sent_day ON message_logs (((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at) AT TIME ZONE 'UTC')::date));
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS inbound_messages_sent_day ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date));
--- this migration then finds them and does nothing more than replace the view and pw_undelivered.
+-- this migration then finds them and only replaces the view and functions.
 
 -- A time with an explicit zone, as timestamptz. Only for the text pw_status_time's regular
 -- expression accepted (see above why IMMUTABLE is true of it); not for general use.
@@ -56,8 +59,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- message_status_times: as in 0005 (same columns, same rows). sent_at and sent_day are expressions of
--- message_logs' columns (the lateral subquery s is flattened into them), so `sent_at >= ...` and
--- `sent_day >= ...` (and the daily views' `day >= ...`, which is sent_day) use the indexes below.
+-- message_logs' columns (the lateral subquery s is flattened into them), so `sent_day >= ...` (and
+-- the daily views' `day >= ...`, which is sent_day) uses the index below.
 CREATE OR REPLACE VIEW message_status_times AS
 SELECT m.bsp_msg_id,
        m.to_phone,
@@ -93,31 +96,54 @@ CROSS JOIN LATERAL (
 ) t
 WHERE m.bsp_msg_id IS NOT NULL; -- as in the prototype's queries (its table may allow NULL)
 
--- The expressions of message_status_times.sent_at and .sent_day, and of inbound_messages_daily.day.
-CREATE INDEX IF NOT EXISTS message_logs_sent_at
-    ON message_logs ((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at)));
+-- The expressions of message_status_times.sent_day and of inbound_messages_daily.day.
 CREATE INDEX IF NOT EXISTS message_logs_sent_day
     ON message_logs (((coalesce(pw_status_time(whatsapp_status->>'sent'), created_at) AT TIME ZONE 'UTC')::date));
 CREATE INDEX IF NOT EXISTS inbound_messages_sent_day
     ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date));
 
--- pw_undelivered: as in 0005 (same columns, same rows, same order). Ordered by sent_at as it was, the
--- planner would read all of message_logs_sent_at in its order (to skip a sort) and the table with
--- it; sorting by the same times plus a zero interval, which no index holds, lets it read the table
--- and sort only the few undelivered messages (4x faster at 1 million messages). A window on
--- sent_at given by the caller (WHERE sent_at >= ...) still reaches the index.
-CREATE OR REPLACE FUNCTION pw_undelivered(minutes int, include_failed boolean DEFAULT true)
-RETURNS TABLE (bsp_msg_id text, to_phone text, current_status text, sent_at timestamptz,
-               minutes_waiting bigint, last_error jsonb, recipient text)
+-- pw_message_summary and pw_engaged_recipients: as in 0002 and 0005 (same columns, same rows), with
+-- a condition on the UTC days of the window that adds nothing (a sent_at in [since, until) has its
+-- day between since's and until's) but reaches the index.
+CREATE OR REPLACE FUNCTION pw_message_summary(since timestamptz, until timestamptz)
+RETURNS TABLE (messages bigint, delivered bigint, read bigint, failed bigint,
+               delivery_rate numeric, read_rate numeric,
+               avg_delivery_seconds numeric, p50_delivery_seconds numeric, p90_delivery_seconds numeric,
+               avg_read_seconds numeric, p50_read_seconds numeric, p90_read_seconds numeric,
+               avg_read_after_sent_seconds numeric, p50_read_after_sent_seconds numeric,
+               p90_read_after_sent_seconds numeric)
 LANGUAGE sql STABLE AS $$
-    SELECT t.bsp_msg_id, t.to_phone, t.current_status, t.sent_at,
-           floor(extract(epoch FROM now() - t.sent_at) / 60)::bigint,
-           t.last_error, t.recipient
+    SELECT count(*),
+           count(delivered_at),
+           count(read_at),
+           count(failed_at),
+           round(count(delivered_at) * 100.0 / nullif(count(*), 0), 2),
+           round(count(read_at) * 100.0 / nullif(count(delivered_at), 0), 2),
+           round(avg(delivery_seconds)::numeric, 2),
+           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY delivery_seconds))::numeric, 2),
+           round((percentile_cont(0.9) WITHIN GROUP (ORDER BY delivery_seconds))::numeric, 2),
+           round(avg(read_seconds)::numeric, 2),
+           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY read_seconds))::numeric, 2),
+           round((percentile_cont(0.9) WITHIN GROUP (ORDER BY read_seconds))::numeric, 2),
+           round(avg(read_after_sent_seconds)::numeric, 2),
+           round((percentile_cont(0.5) WITHIN GROUP (ORDER BY read_after_sent_seconds))::numeric, 2),
+           round((percentile_cont(0.9) WITHIN GROUP (ORDER BY read_after_sent_seconds))::numeric, 2)
+    FROM message_status_times
+    WHERE sent_at >= since AND sent_at < until
+      AND sent_day BETWEEN (since AT TIME ZONE 'UTC')::date AND (until AT TIME ZONE 'UTC')::date
+$$;
+
+CREATE OR REPLACE FUNCTION pw_engaged_recipients(since timestamptz, until timestamptz, min_messages int DEFAULT 5)
+RETURNS TABLE (to_phone text, messages bigint, delivered bigint, read bigint, read_rate numeric, recipient text)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN t.recipient LIKE '+%' THEN t.recipient END, count(*), count(t.delivered_at), count(t.read_at),
+           round(count(t.read_at) * 100.0 / count(*), 2), t.recipient
     FROM message_status_times t
-    WHERE t.delivered_at IS NULL
-      AND t.sent_at < now() - make_interval(mins => minutes)
-      AND (include_failed OR t.failed_at IS NULL)
-    ORDER BY t.sent_at + interval '0 seconds', t.bsp_msg_id
+    WHERE t.sent_at >= since AND t.sent_at < until AND t.recipient IS NOT NULL
+      AND t.sent_day BETWEEN (since AT TIME ZONE 'UTC')::date AND (until AT TIME ZONE 'UTC')::date
+    GROUP BY t.recipient
+    HAVING count(*) >= min_messages
+    ORDER BY 5 DESC, 4 DESC, 6
 $$;
 
 -- The statistics of the new index expressions, which the planner needs to choose the indexes (a
