@@ -104,7 +104,7 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 
     assert_int_equal(pwt_migrate(), 0);
     pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
-                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune");
+                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes");
     /* every old column holds what it held */
     pwt_assert_rows(Q_OLD_COLUMNS, before);
     free(before);
