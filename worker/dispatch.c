@@ -48,12 +48,12 @@ static void salvage_headers(pw_push_t *p, const pw_unwrapped_meta_t *meta)
         return;
     size_t n = (meta->subscription.base ? meta->subscription.len : 0) + (meta->message_id.base ? meta->message_id.len : 0);
     char *q = p->id_copies = pw_xmalloc(n + 1);
-    if (pw_envelope_id_usable(meta->subscription)) {
+    if (meta->subscription.base != NULL && pw_envelope_id_usable(meta->subscription)) {
         memcpy(q, meta->subscription.base, meta->subscription.len);
         p->subscription = pw_str(q, meta->subscription.len);
         q += meta->subscription.len;
     }
-    if (pw_envelope_id_usable(meta->message_id)) {
+    if (meta->message_id.base != NULL && pw_envelope_id_usable(meta->message_id)) {
         memcpy(q, meta->message_id.base, meta->message_id.len);
         p->message_id = pw_str(q, meta->message_id.len);
     }
