@@ -875,15 +875,8 @@ static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messa
 static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, control, receiver);
-    /* Takes every message off (the drain's and the stop's, each sent at most once) by walking the
-       list and emptying it whole: clang-analyzer cannot follow h2o_linklist_unlink in a loop. */
-    for (h2o_linklist_t *m = messages->next, *next; m != messages; m = next) {
-        next = m->next;
-        if (m == &db->stop_msg.link)
-            db->stopping = 1;
-        m->next = m->prev = NULL;
-    }
-    h2o_linklist_init_anchor(messages);
+    if (pw_take_messages(messages, &db->stop_msg.link)) /* or the drain's */
+        db->stopping = 1;
     /* The watchdog's tick notices the drain deadline; check it now too. */
     if (h2o_timeout_is_linked(&db->watch_entry)) {
         h2o_timeout_unlink(&db->watch_entry);

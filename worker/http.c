@@ -869,11 +869,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     pw_http_loop_t *l = H2O_STRUCT_FROM_MEMBER(pw_http_loop_t, control, receiver);
-    while (!h2o_linklist_is_empty(messages)) {
-        if (messages->next == &l->stop_msg.link)
-            l->stopping = 1; /* handle_push and /readyz answer 503 from now on */
-        h2o_linklist_unlink(messages->next);
-    }
+    if (pw_take_messages(messages, &l->stop_msg.link))
+        l->stopping = 1; /* handle_push and /readyz answer 503 from now on */
 }
 
 /*

@@ -114,3 +114,15 @@ size_t pw_utf8_copy(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
     return n;
 }
+
+int pw_take_messages(h2o_linklist_t *messages, const h2o_linklist_t *wanted)
+{
+    int found = 0;
+    for (h2o_linklist_t *m = messages->next, *next; m != messages; m = next) {
+        next = m->next;
+        found |= m == wanted;
+        m->next = m->prev = NULL;
+    }
+    h2o_linklist_init_anchor(messages);
+    return found;
+}

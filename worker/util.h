@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+#include <h2o/linklist.h>
+
 #define pw_xmalloc(n) pw__xmalloc((n), __FILE__, __LINE__)
 #define pw_xcalloc(n, sz) pw__xcalloc((n), (sz), __FILE__, __LINE__)
 #define pw_xrealloc(p, n) pw__xrealloc((p), (n), __FILE__, __LINE__)
@@ -43,5 +45,12 @@ size_t pw_utf8_copy(char *dst, size_t cap, const char *src);
 
 /* Milliseconds from a monotonic clock, for durations only. */
 double pw_now_ms(void);
+
+/*
+ * Empties a list of h2o multithread messages (a receiver's callback must take them all) in one
+ * walk, leaving each message unlinked so that it can be sent again; returns 1 when `wanted` was
+ * among them. (clang-analyzer cannot follow h2o_linklist_unlink in a loop: make lint.)
+ */
+int pw_take_messages(h2o_linklist_t *messages, const h2o_linklist_t *wanted);
 
 #endif
