@@ -10,8 +10,11 @@
  *   2. json-c accepts and the scanner does not => the scanner's error is one of json-c's known
  *      extensions (list below), at the place it reports;
  *   3. both accept => the same tree: types, array lengths, number values, string bytes (the
- *      scanner's pw_jscan_unescape vs json-c's), object members (duplicates: the last one counts
- *      in json-c; the number of distinct keys matches);
+ *      scanner's pw_jscan_unescape vs json-c's, as json-c 0.16 gets pairs wrong: json_c_view),
+ *      object members (duplicates: the last one counts in json-c; the number of distinct keys
+ *      matches);
+ *   3'. every string the scanner reads unescapes to what an independent reference decoder of
+ *      RFC 8259 escapes gives (reference_unescape: lone surrogate halves as U+FFFD);
  *   4. scanner internals: pw_jscan_peek agrees with the value read, extents lie inside the input,
  *      pw_jscan_unescape never writes more than the raw length and yields valid UTF-8,
  *      pw_jscan_string_is agrees with the unescaped bytes;
@@ -57,16 +60,125 @@ static void mismatch(const char *what, size_t at, const char *why)
 /* ---- the scanner's view, walked value by value ---- */
 
 /* Unescapes string v into a new buffer; checks the documented bound and the UTF-8 of the result. */
+static size_t put_utf8(char *out, unsigned cp)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xc0 | cp >> 6);
+        out[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xe0 | cp >> 12);
+        out[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    out[0] = (char)(0xf0 | cp >> 18);
+    out[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    out[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    out[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/*
+ * The oracle for string bytes: a plain decoder of a string's raw text (validated by the scanner)
+ * as RFC 8259 and Unicode define it. \u escapes are UTF-16 code units: a high half directly
+ * followed by a low half is one code point; every other half is one U+FFFD; anything else is
+ * copied. Written apart from proto/jscan.c, and not json-c, which is wrong here (json_c_view).
+ */
+static size_t reference_unescape(const char *raw, size_t len, char *out)
+{
+    size_t o = 0;
+    unsigned high = 0; /* a high half waiting for its low half */
+    for (size_t i = 0; i < len;) {
+        unsigned unit = 0;
+        int is_unit = 0;
+        char byte = raw[i];
+        if (raw[i] == '\\') {
+            char e = raw[i + 1];
+            if (e == 'u') {
+                for (int k = 0; k < 4; k++) {
+                    char h = raw[i + 2 + k];
+                    unit = unit << 4 | (unsigned)(h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10);
+                }
+                is_unit = 1;
+                i += 6;
+            } else {
+                byte = e == 'b' ? '\b' : e == 'f' ? '\f' : e == 'n' ? '\n' : e == 'r' ? '\r' : e == 't' ? '\t' : e;
+                i += 2;
+            }
+        } else {
+            i++;
+        }
+        if (is_unit && high != 0 && unit >= 0xdc00 && unit <= 0xdfff) {
+            o += put_utf8(out + o, 0x10000 + ((high - 0xd800) << 10) + (unit - 0xdc00));
+            high = 0;
+            continue;
+        }
+        if (high != 0) {
+            o += put_utf8(out + o, 0xfffd);
+            high = 0;
+        }
+        if (!is_unit)
+            out[o++] = byte;
+        else if (unit >= 0xd800 && unit <= 0xdbff)
+            high = unit;
+        else
+            o += put_utf8(out + o, unit >= 0xdc00 && unit <= 0xdfff ? 0xfffd : unit);
+    }
+    if (high != 0)
+        o += put_utf8(out + o, 0xfffd);
+    return o;
+}
+
+/*
+ * The same bytes as json-c 0.16 gives them, rewritten in place (never longer): it classifies the
+ * decoded code point of a pair with IS_HIGH_SURROGATE / IS_LOW_SURROGATE, which mask 0xFC00
+ * without dropping the bits above 16, so every correct pair for U+xD800..U+xDFFF (x = 1..16,
+ * e.g. "\ud836\ude00", U+1DA00) comes out as U+FFFD. That is json-c's defect, not the
+ * scanner's: only the comparison with json-c allows for it.
+ */
+static size_t json_c_view(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0xf0 && i + 4 <= n) {
+            unsigned cp = (unsigned)(c & 0x07) << 18 | (unsigned)(s[i + 1] & 0x3f) << 12 | (unsigned)(s[i + 2] & 0x3f) << 6 |
+                          (unsigned)(s[i + 3] & 0x3f);
+            i += 4;
+            if ((cp & 0xf800) == 0xd800) {
+                o += put_utf8(s + o, 0xfffd);
+            } else {
+                memmove(s + o, s + i - 4, 4);
+                o += 4;
+            }
+            continue;
+        }
+        s[o++] = s[i++];
+    }
+    return o;
+}
+
+/* The scanner's bytes for a string, checked against the reference decoder. */
 static char *unescape(const pw_jscan_t *sc, const pw_jval_t *v, size_t *n)
 {
     size_t raw = v->end - v->start;
-    char *buf = malloc(raw + 1);
-    CHECK(buf != NULL);
+    char *buf = malloc(raw + 1), *want = malloc(raw + 1);
+    CHECK(buf != NULL && want != NULL);
     *n = pw_jscan_unescape(sc, v, buf);
     CHECK(*n <= raw);
     CHECK(pw_json_utf8_invalid_at(buf, *n) == *n);
     if (!v->escaped)
         CHECK(*n == raw && memcmp(buf, sc->s + v->start, raw) == 0);
+    size_t want_n = reference_unescape(sc->s + v->start, raw, want);
+    if (want_n != *n || memcmp(buf, want, want_n) != 0)
+        mismatch("string differs from the reference decoder", v->start, NULL);
+    free(want);
     return buf;
 }
 
@@ -140,6 +252,7 @@ static void walk_object(pw_jscan_t *sc, json_object *o, int compare)
        Keys compare as json-c sees them: cut at the first NUL. */
     size_t distinct = 0;
     for (size_t k = 0; k < count; k++) {
+        m[k].key_len = json_c_view(m[k].key, m[k].key_len);
         const char *nul = memchr(m[k].key, '\0', m[k].key_len);
         if (nul != NULL)
             m[k].key_len = (size_t)(nul - m[k].key);
@@ -256,6 +369,7 @@ static void walk(pw_jscan_t *sc, json_object *o, int compare)
     case PW_J_STRING: {
         size_t n;
         char *s = unescape(sc, &v, &n);
+        n = json_c_view(s, n);
         if (!json_object_is_type(o, json_type_string) || (size_t)json_object_get_string_len(o) != n ||
             memcmp(json_object_get_string(o), s, n) != 0)
             mismatch("string differs", v.start, NULL);

@@ -187,6 +187,10 @@ static void test_escapes_postgresql_cannot_store(void **state)
         {"\\udc4d\\ud83d", 1, "\xef\xbf\xbd\xef\xbf\xbd", 6, "\\ufffd\\ufffd", 0}, /* reversed pair */
         {"\\ud83d\\u0041", 1, "\xef\xbf\xbd" "A", 4, "\\ufffd\\u0041", 0}, /* high, then not a low half */
         {"\\ud83d\\ud83d\\udc4d", 1, "\xef\xbf\xbd\xf0\x9f\x91\x8d", 7, "\\ufffd\\ud83d\\udc4d", 0},
+        /* U+1DA00, a pair whose code point's low 16 bits look like a half (json-c 0.16 reads U+FFFD) */
+        {"\\ud836\\ude00", 0, "\xf0\x9d\xa8\x80", 4, "\\ud836\\ude00", 1},
+        {"\\ud83d\\ud836\\ude00", 1, "\xef\xbf\xbd\xf0\x9d\xa8\x80", 7, "\\ufffd\\ud836\\ude00", 0},
+        {"\\ude00\\ud836\\ude00", 1, "\xef\xbf\xbd\xf0\x9d\xa8\x80", 7, "\\ufffd\\ud836\\ude00", 0},
         {"\\u0000", 1, "\0", 1, "\\ufffd", 1},                            /* NUL: valid JSON, not storable */
         {"\\\\u0000", 0, "\\u0000", 6, "\\\\u0000", 1},                   /* an escaped backslash, then text */
         {"\\\\\\u0000", 1, "\\\0", 2, "\\\\\\ufffd", 1},                  /* escaped backslash, then NUL */
