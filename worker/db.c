@@ -106,9 +106,14 @@ struct pw_db {
     h2o_timeout_entry_t watch_entry;
     unsigned rng; /* for the jitter */
 
-    /* Run at the start of every group's transaction: the timeouts and the plan cache mode, set
-       LOCAL (set_config(..., true)), so they hold behind a transaction-mode pooler and cannot
-       leak into the next client of a pooled server connection; also the probe. */
+    /* Run at the start of every group's transaction: the timeouts, the plan cache mode and
+       enable_seqscan off, set LOCAL (set_config(..., true)), so they hold behind a
+       transaction-mode pooler and cannot leak into the next client of a pooled server
+       connection; also the probe. The statement is planned once per connection (a generic
+       plan), perhaps while its tables are empty, when reading a table whole costs the planner
+       nothing; that plan then stays while the tables grow, and every group would read them
+       whole. enable_seqscan off leaves the planner an index for every row a group writes or
+       looks up (tests/integration/plan_test counts the scans). */
     char setup_sql[320];
 
     pw_buf_t params[PW_DB_COLS_MAX]; /* a group's joined arrays, reused (libpq copies them when sending) */
@@ -939,7 +944,7 @@ pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_
     /* plan_cache_mode only matters for the prepared statement, but is harmless for an unnamed one. */
     snprintf(db->setup_sql, sizeof db->setup_sql,
              "SELECT set_config('lock_timeout', '%d', true), set_config('statement_timeout', '%d', true),"
-             " set_config('plan_cache_mode', 'force_generic_plan', true)",
+             " set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true)",
              cfg->lock_timeout_ms, cfg->statement_timeout_ms);
     h2o_timeout_link(db->loop, &db->watch, &db->watch_entry);
     for (int i = 0; i < db->n_conns; i++) {

@@ -1,0 +1,151 @@
+/*
+ * The write statement reaches every table by key, never by reading it whole.
+ *
+ * The worker prepares its statement once per connection and runs it with a generic plan. That
+ * plan is made at the connection's first group, perhaps while the tables are empty, when a
+ * sequential scan costs the planner nothing; it then stays for the connection's life while the
+ * tables grow, and every group pays for a read of the whole table (a receipts table of millions
+ * of rows read once per group). So these tests start a worker on emptied tables, send it every
+ * kind of push (statuses, inbound messages with contacts, a redelivery, a dead letter), run
+ * `worker redrive`, and read PostgreSQL's own count of sequential scans (pg_stat_user_tables,
+ * flushed when the worker's backends exit): it must not move on any table the statement writes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/integration/harness.h"
+#include "tests/integration/util.h"
+
+#define SUB "projects/p/subscriptions/s"
+#define PUBLISH_TIME "2024-03-06T05:00:00Z"
+
+/* The tables the write statement touches. */
+#define TABLES "'pubsub_receipts', 'status_events', 'message_logs', 'inbound_messages', 'contacts', 'dead_letters'"
+#define Q_SEQ_SCANS "SELECT relname || ' ' || seq_scan FROM pg_stat_user_tables WHERE relname IN (" TABLES ") ORDER BY relname"
+
+/* Every fixture of tests/fixtures/meta and aisensy that the worker stores (statuses, inbound, contacts). */
+static const char *const FIXTURES[] = {
+    "meta/status_sent.json", "meta/status_delivered.json", "meta/status_read.json", "meta/status_failed.json",
+    "meta/statuses_batch.json", "meta/status_played.json", "meta/image_caption.json", "meta/messages_same_contact.json",
+    "meta/interactive_button_reply.json", "meta/reaction.json", "meta/bsuid_text_from_username_user.json",
+    "meta/bsuid_status_delivered_to_user_id.json", "meta/bsuid_status_delivered_to_phone.json",
+};
+#define N_FIXTURES (sizeof FIXTURES / sizeof FIXTURES[0])
+
+/*
+ * Waits until no other client backend is connected to the test database (a backend flushes its
+ * statistics when it exits), then has the checker's own connection flush what its earlier checks
+ * counted (pg_stat_force_next_flush: at its next idle moment, which comes before the next query).
+ */
+static void wait_for_backends_to_exit(void)
+{
+    for (int i = 0; i < 100; i++) {
+        if (pwt_scalar_int("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND backend_type = 'client backend' AND pid <> pg_backend_pid()") == 0) {
+            pwt_exec("SELECT pg_stat_force_next_flush()");
+            pwt_exec("SELECT pg_stat_clear_snapshot()");
+            return;
+        }
+        pwt_sleep_ms(50);
+    }
+    char *who = pwt_rows("SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    pwt_fail(__FILE__, __LINE__, "the worker's database connections did not end within 5 s:\n%s", who);
+}
+
+/* The counts as "relname n" lines; the listed tables, each once. */
+static char *seq_scans(void)
+{
+    pwt_exec("SELECT pg_stat_clear_snapshot()");
+    return pwt_rows(Q_SEQ_SCANS);
+}
+
+static void serve_on_empty_tables_never_scans_a_table_whole(void **state)
+{
+    (void)state;
+    pwt_worker_t w = {0};
+    pwt_truncate_all();
+    wait_for_backends_to_exit();
+    char *before = seq_scans();
+    /* One loop and one connection, straight to PostgreSQL (also in tests/run's PgBouncer pass: through a
+       pooler the statement is sent unprepared and planned afresh each time, and the pooler's server
+       connections outlive the worker): the first group prepares the statement on empty tables. */
+    char *url = pwt_xasprintf("DATABASE_URL=%s", pwt_db_url());
+    if (pwt_worker_start(&w, PWT_LIST("WORKER_THREADS=1", "DB_CONNECTIONS=1", "DB_POOLER=none", url)) != 0)
+        fail_msg("the worker did not start");
+    free(url);
+    for (size_t k = 0; k < N_FIXTURES; k++) {
+        char mid[32];
+        snprintf(mid, sizeof mid, "plan-%zu", k);
+        pwt_assert_status(pwt_push_fixture(&w, FIXTURES[k], mid, SUB, PUBLISH_TIME), 204);
+        pwt_assert_status(pwt_push_fixture(&w, FIXTURES[k], mid, SUB, PUBLISH_TIME), 204); /* a redelivery */
+    }
+    const char *bad = "{\"message\":{\"data\":\"!!!!\",\"messageId\":\"plan-bad\"},\"subscription\":\"" SUB "\"}";
+    pwt_assert_status(pwt_post(&w, "/", bad, strlen(bad), NULL, NULL), 204); /* kept as a dead letter */
+    assert_int_equal(pwt_worker_stop(&w), 0);
+    wait_for_backends_to_exit();
+    char *after = seq_scans();
+    pwt_assert_text(after, before);
+    /* and the pushes were written (so the statement did run every part) */
+    pwt_assert_rows("SELECT count(*) > 0 FROM status_events", "t");
+    pwt_assert_rows("SELECT count(*) > 0 FROM inbound_messages", "t");
+    pwt_assert_rows("SELECT count(*) > 0 FROM contacts", "t");
+    pwt_assert_rows("SELECT count(*) FROM dead_letters", "1");
+    char *want = pwt_xasprintf("%zu", N_FIXTURES + 1);
+    pwt_assert_rows("SELECT count(*) FROM pubsub_receipts", want);
+    free(want);
+    free(before);
+    free(after);
+}
+
+/*
+ * `worker redrive` writes through the same statement (its receipt update and its dead-letter mark
+ * included); how it reads its backlog of dead letters is its own business, not checked here.
+ */
+static void redrive_reaches_rows_by_key(void **state)
+{
+    (void)state;
+    pwt_truncate_all();
+    char *good = pwt_wrap_fixture("meta/status_read.json", "7001", SUB, PUBLISH_TIME);
+    free(pwt_rows_p("INSERT INTO dead_letters (subscription, message_id, reason, body) VALUES"
+                    " ($1, '7001', 'payload: unsupported format (pushworker 0.1)', convert_to($2, 'UTF8'))",
+                    PWT_LIST(SUB, good)));
+    pwt_exec("INSERT INTO pubsub_receipts (subscription, message_id, publish_time, outcome) VALUES"
+             " ('" SUB "', '7001', '" PUBLISH_TIME "', 'dead_letter')");
+    free(good);
+    wait_for_backends_to_exit();
+    char *before = seq_scans();
+    char *out = NULL;
+    int status = pwt_worker_command("", NULL, "redrive", &out);
+    if (status != 0)
+        pwt_fail(__FILE__, __LINE__, "redrive exited %d:\n%s", status, out);
+    pwt_assert_contains(out, "redrive: 1 examined, 1 written, 0 still rejected, 0 failed to write");
+    free(out);
+    wait_for_backends_to_exit();
+    /* dead_letters apart: redrive reads its backlog as it likes */
+    pwt_exec("CREATE TEMP TABLE before_scans (line text)");
+    free(pwt_rows_p("INSERT INTO before_scans SELECT unnest(string_to_array($1, E'\\n'))", PWT_LIST(before)));
+    pwt_assert_rows("SELECT s.relname, s.seq_scan - split_part(b.line, ' ', 2)::bigint FROM pg_stat_user_tables s"
+                    " JOIN before_scans b ON split_part(b.line, ' ', 1) = s.relname WHERE s.relname <> 'dead_letters' ORDER BY 1",
+                    "contacts|0\ninbound_messages|0\nmessage_logs|0\npubsub_receipts|0\nstatus_events|0");
+    pwt_exec("DROP TABLE before_scans");
+    pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts", "7001|stored");
+    pwt_assert_rows("SELECT message_id, redriven_at IS NOT NULL FROM dead_letters", "7001|t");
+    free(before);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(serve_on_empty_tables_never_scans_a_table_whole),
+        cmocka_unit_test(redrive_reaches_rows_by_key),
+    };
+    return pwt_suite_run("plan", NULL, NULL, tests);
+}
