@@ -133,11 +133,11 @@ int pw_auth_check(pw_auth_t *a, pw_str_t authorization, char *reason, size_t rea
     if (pw_jwt_is_unknown_kid(rc)) {
         /*
          * Keys rotate: a kid missing from an older key set may be new, so ask for a refetch (rate
-         * limited) and let Pub/Sub retry. Missing from a set fetched just now (within the refetch
-         * interval, rounded up to whole seconds), it is not Google's.
+         * limited) and let Pub/Sub retry. Missing from a set fetched within the refetch interval
+         * (measured in milliseconds: in whole seconds a set fetched at x.98 s looked a second old
+         * at x+1.01), it is not Google's.
          */
-        int64_t fetched = snap != NULL ? snap->fetched_unix : 0;
-        int recent = now - fetched < (pw_keys_min_refresh_ms() + 999) / 1000;
+        int recent = snap != NULL && pw_now_ms() - snap->fetched_ms < (double)pw_keys_min_refresh_ms();
         if (!recent)
             pw_keys_request_refresh(snap);
         pw_keys_release(snap);

@@ -206,6 +206,7 @@ static int fetch_once(CURL *h, pw_buf_t *body, pw_jwks_snapshot_t **out, long *t
     *out = pw_xcalloc(1, sizeof(**out));
     (*out)->keys = keys;
     (*out)->fetched_unix = (int64_t)time(NULL);
+    (*out)->fetched_ms = pw_now_ms();
     atomic_init(&(*out)->pw__refs, 1);
     *ttl_s = cache_lifetime_s(h);
     return 0;

@@ -24,6 +24,7 @@
 typedef struct {
     pw_jwks_t keys;
     int64_t fetched_unix; /* wall clock of the fetch, seconds */
+    double fetched_ms;    /* pw_now_ms() (monotonic) of the fetch: its age against JWKS_MIN_REFRESH_MS */
     uint64_t generation;  /* pw_keys_generation() while this set is the published one */
     atomic_int pw__refs;  /* internal */
 } pw_jwks_snapshot_t;

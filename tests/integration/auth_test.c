@@ -712,9 +712,29 @@ static long quiet_get(const pwt_worker_t *w, const char *path)
     return status;
 }
 
+/* The wall clock in milliseconds (the worker's fetch is judged recent or not against it, in whole seconds before). */
+static long long wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps until the wall clock's milliseconds within the second reach ms (0..999), at most a second. */
+static void sleep_to_phase(long ms)
+{
+    long long now = wall_ms(), at = now - now % 1000 + ms;
+    if (at <= now)
+        at += 1000;
+    pwt_sleep_ms((long)(at - now));
+}
+
 /*
  * A token verified (and so cached) with key B is accepted from the cache only while B is in the key set:
  * once a fetched set no longer has B, the same token is verified afresh and fails (401: the set is fresh).
+ * "Fresh" is within JWKS_MIN_REFRESH_MS (1000 ms here) of the fetch: the refetch is asked for at x.500 s
+ * on the wall clock and the token sent just after the next whole second, about 0.5 s after the fetch,
+ * which a comparison in whole seconds took for a set a second old (503 and a refetch, not 401).
  */
 static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
 {
@@ -744,6 +764,8 @@ static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
     long long wait = loaded_at + 1200 - pwt_now_ms();
     if (wait > 0)
         pwt_sleep_ms((long)wait);
+    sleep_to_phase(500);
+    long long asked_at = wall_ms();
     pwt_assert_status(post_token(&test_worker, tok_unknown, "6003", NULL), 503);
     assert_true(jwks_wait_fetches(&test_server, f0 + 1, 5000) >= f0 + 1);
     /* The fetch is logged when the new set is installed. */
@@ -759,6 +781,9 @@ static void cached_token_is_401_once_its_key_leaves_the_key_set(void **state)
         pwt_sleep_ms(50);
     }
     pwt_truncate_all();
+    long long next_second = asked_at - asked_at % 1000 + 1000 + 30;
+    if (wall_ms() < next_second)
+        pwt_sleep_ms((long)(next_second - wall_ms()));
     /* The token that passed (and was cached) a moment ago is now refused, and nothing is written. */
     pwt_response_t r = {0};
     pwt_assert_status(post_token(&test_worker, tok_b, "6005", &r), 401);
