@@ -515,12 +515,16 @@ static void on_group_done(db_conn_t *c)
     c->state = DB_IDLE;
     c->idle_since_ms = pw_now_ms();
     if (c->group_len == 0) {
-        /* A probe: the server answers. An error on it means the session is not usable. */
+        /* A probe: the server answers. An error on it means the session is not usable. Jobs
+           that arrived while it was in flight were queued: the connection is free for them now
+           (nothing else would send them until the next job came). */
         if (c->failed) {
             char why[400];
             snprintf(why, sizeof why, "the probe failed (%s: %s)", c->sqlstate, c->errmsg);
             conn_lost(c, why);
+            return;
         }
+        maybe_send_groups(c->db);
         return;
     }
     int trial = c->group_len == 1 && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0;

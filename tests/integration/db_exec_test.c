@@ -938,6 +938,62 @@ static void test_a_server_that_stops_answering_is_left_and_reconnected(void **st
     pwt_assert_rows(Q_ROWS, "blocker|0\nnext|1");
 }
 
+/*
+ * A job that arrives while the connection's idle probe is in flight waits for it, then is
+ * written at once. The server's backends are stopped (SIGSTOP) once the connection is idle, so
+ * the probe the watchdog sends after PW_DB_PROBE_IDLE_MS stays in flight; the job is submitted
+ * then, and the backends continued well within the probe's limit (no reconnect). Before the
+ * fix, the probe's answer left the job queued until another job came: never, here. Skipped when
+ * the test may not signal the server's processes.
+ */
+static void test_a_job_that_arrives_during_a_probe_is_written_after_it(void **state)
+{
+    (void)state;
+    start_db();
+    tjob_t first, during;
+    write_one(&first, "first", 1);
+    char *pids = pwt_rows("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                          " AND backend_type = 'client backend' AND pid <> pg_backend_pid()");
+    int stopped = 0;
+    for (char *p = pids; *p != '\0';) {
+        pid_t pid = (pid_t)strtol(p, &p, 10);
+        if (pid > 0 && kill(pid, SIGSTOP) == 0)
+            stopped++;
+        while (*p == '\n')
+            p++;
+    }
+    if (stopped == 0) {
+        free(pids);
+        skip();
+    }
+    /* The probe is sent (the connection busy with no group) within a second and a watchdog tick. */
+    db_conn_t *c = &T.db->conns[0];
+    double until = pw_now_ms() + 3000;
+    while (!(__atomic_load_n(&c->state, __ATOMIC_RELAXED) == DB_BUSY && __atomic_load_n(&c->group_len, __ATOMIC_RELAXED) == 0) &&
+           pw_now_ms() < until)
+        pwt_sleep_ms(5);
+    int probing = __atomic_load_n(&c->state, __ATOMIC_RELAXED) == DB_BUSY;
+    if (probing) {
+        tjob_init(&during, "during", "2", 1, 0);
+        submit(&T.loop, &during);
+        WAIT_QUEUED(T.db, 1);
+    }
+    for (char *p = pids; *p != '\0';) {
+        pid_t pid = (pid_t)strtol(p, &p, 10);
+        if (pid > 0)
+            kill(pid, SIGCONT);
+        while (*p == '\n')
+            p++;
+    }
+    free(pids);
+    if (!probing)
+        FAIL("no probe was sent within 3 s of the connection going idle");
+    RUN_UNTIL(&T.loop, 2);
+    ASSERT_ANSWER(&during, 0, "", 1);
+    assert_int_equal(atomic_load(&T.metrics.db_reconnects), 0);
+    pwt_assert_rows(Q_ROWS, "during|2\nfirst|1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -955,6 +1011,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shards_keep_to_their_connection, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_full_queue_answers_unavailable, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_server_that_stops_answering_is_left_and_reconnected, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_a_job_that_arrives_during_a_probe_is_written_after_it, fresh, cleanup),
     };
     return cmocka_run_group_tests_name("db_exec", tests, group_setup, pwt_teardown_db);
 }
