@@ -59,7 +59,7 @@ static void mismatch(const char *what, size_t at, const char *why)
 
 /* ---- the scanner's view, walked value by value ---- */
 
-/* Unescapes string v into a new buffer; checks the documented bound and the UTF-8 of the result. */
+/* Writes code point cp as UTF-8 at out; its length. */
 static size_t put_utf8(char *out, unsigned cp)
 {
     if (cp < 0x80) {
@@ -164,7 +164,8 @@ static size_t json_c_view(char *s, size_t n)
     return o;
 }
 
-/* The scanner's bytes for a string, checked against the reference decoder. */
+/* Unescapes string v into a new buffer; checks the documented bound, the UTF-8 of the result and
+   its bytes against the reference decoder. */
 static char *unescape(const pw_jscan_t *sc, const pw_jval_t *v, size_t *n)
 {
     size_t raw = v->end - v->start;
