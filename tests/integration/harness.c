@@ -823,6 +823,49 @@ void pwt__assert_rows(const char *file, int line, const char *sql, const char *c
     free(actual);
 }
 
+/*
+ * Migration 0008's roll-ups against the rows there are, each side computed its own way: the
+ * expected side from message_status_times and 0002's failure rule (the views as they were before
+ * the roll-ups), the actual side summed over the roll-ups' slots. Latency totals compared to the
+ * microsecond (the view's latencies are float8). Each query lists the differing keys: none.
+ */
+void pwt__assert_rollups_consistent(const char *file, int line)
+{
+    static const char status[] =
+        "WITH want AS (SELECT sent_day AS day, count(*) AS m, count(delivered_at) AS d, count(read_at) AS r,"
+        "                     count(failed_at) AS f FROM message_status_times GROUP BY 1),"
+        " got AS (SELECT day, sum(messages) AS m, sum(delivered) AS d, sum(read) AS r, sum(failed) AS f"
+        "         FROM message_status_rollup GROUP BY 1"
+        "         HAVING sum(messages) <> 0 OR sum(delivered) <> 0 OR sum(read) <> 0 OR sum(failed) <> 0)"
+        " SELECT 'status', day, w.m, g.m, w.d, g.d, w.r, g.r, w.f, g.f FROM want w FULL JOIN got g USING (day)"
+        " WHERE (w.m, w.d, w.r, w.f) IS DISTINCT FROM (g.m, g.d, g.r, g.f) ORDER BY day LIMIT 20";
+    static const char latency[] =
+        "WITH want AS (SELECT sent_day AS day, v.k AS kind, pw_latency_bucket(v.s) AS bucket, count(*) AS n,"
+        "                     round(sum(v.s)::numeric, 6) AS total"
+        "              FROM message_status_times CROSS JOIN LATERAL (VALUES (1, delivery_seconds), (2, read_seconds),"
+        "                   (3, read_after_sent_seconds)) v(k, s) WHERE v.s IS NOT NULL GROUP BY 1, 2, 3),"
+        " got AS (SELECT day, kind, bucket, sum(n) AS n, round(sum(total), 6) AS total FROM message_latency_rollup"
+        "         GROUP BY 1, 2, 3 HAVING sum(n) <> 0 OR sum(total) <> 0)"
+        " SELECT 'latency', day, kind, bucket, w.n, g.n, w.total, g.total FROM want w FULL JOIN got g USING (day, kind, bucket)"
+        " WHERE (w.n, w.total) IS DISTINCT FROM (g.n, g.total) ORDER BY 2, 3, 4 LIMIT 20";
+    static const char failures[] =
+        "WITH want AS (SELECT t.sent_day AS day, e.value->>'code' AS code,"
+        "                     coalesce(e.value->>'title', e.value->>'message', e.value->>'reason') AS title,"
+        "                     count(DISTINCT t.bsp_msg_id) AS n"
+        "              FROM message_status_times t LEFT JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(t.last_error)"
+        "                   WHEN 'array' THEN t.last_error WHEN 'object' THEN jsonb_build_array(t.last_error)"
+        "                   ELSE '[]'::jsonb END) e ON true"
+        "              WHERE t.failed_at IS NOT NULL GROUP BY 1, 2, 3),"
+        " got AS (SELECT day, error_code AS code, error_title AS title, sum(messages) AS n FROM message_failure_rollup"
+        "         GROUP BY 1, 2, 3 HAVING sum(messages) <> 0)"
+        " SELECT 'failures', w.day, g.day, w.code, g.code, w.title, g.title, w.n, g.n FROM want w FULL JOIN got g"
+        "   ON g.day = w.day AND g.code IS NOT DISTINCT FROM w.code AND g.title IS NOT DISTINCT FROM w.title"
+        " WHERE w.n IS DISTINCT FROM g.n ORDER BY 2, 3 LIMIT 20";
+    pwt__assert_rows(file, line, status, NULL, "");
+    pwt__assert_rows(file, line, latency, NULL, "");
+    pwt__assert_rows(file, line, failures, NULL, "");
+}
+
 void pwt__assert_text(const char *file, int line, const char *actual, const char *expected)
 {
     if (strcmp(actual, expected) != 0) {

@@ -258,6 +258,13 @@ void pwt__assert_rows_at(const char *file, int line, const char *conninfo, const
 #define pwt_assert_rows(sql, expected) pwt__assert_rows(__FILE__, __LINE__, (sql), NULL, (expected))
 #define pwt_assert_rows_p(sql, params, expected) pwt__assert_rows(__FILE__, __LINE__, (sql), (params), (expected))
 
+/*
+ * Asserts that migration 0008's roll-ups (message_status_rollup, message_latency_rollup,
+ * message_failure_rollup) are what message_status_times says of the rows there are.
+ */
+#define pwt_assert_rollups_consistent() pwt__assert_rollups_consistent(__FILE__, __LINE__)
+void pwt__assert_rollups_consistent(const char *file, int line);
+
 /* Asserts two texts are equal (e.g. pwt_dump_tables before/after), printing both in full on mismatch. */
 #define pwt_assert_text(actual, expected) pwt__assert_text(__FILE__, __LINE__, (actual), (expected))
 

@@ -104,7 +104,11 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 
     assert_int_equal(pwt_migrate(), 0);
     pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
-                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes");
+                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes\n0008_rollups");
+    /* 0008 computed its roll-ups from the rows that were there */
+    pwt_assert_rows("SELECT day, messages, delivered, read, failed FROM message_status_daily ORDER BY day",
+                    "2024-03-01|2|1|1|0");
+    pwt_assert_rollups_consistent();
     /* every old column holds what it held */
     pwt_assert_rows(Q_OLD_COLUMNS, before);
     free(before);
