@@ -1,6 +1,7 @@
--- 0008: daily roll-ups of message_logs, kept by the database itself, so that the daily views and
--- pw_message_summary answer a 30-day window at 10 million messages within a second (they read
--- every message of the window before: 3-12 s; BENCHMARKS.md, "Analytics at 10 million messages").
+-- 0008: daily roll-ups of message_logs, kept by the database itself, so that the daily views answer a
+-- 30-day window at 10 million messages within a second, and pw_message_summary reads the whole days
+-- of its window from them (all of them read every message of the window before: 3-24 s;
+-- BENCHMARKS.md, "Analytics at 10 million messages", has each before and after).
 -- docs/analytics.md ("Roll-ups") says what each answer is made of.
 --
 -- What a message_logs row adds to the roll-ups is a function of that row alone (pw_rollup_share: its
