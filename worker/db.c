@@ -655,9 +655,11 @@ static void conn_close(db_conn_t *c, const char *why)
         pw_metrics_inc(&c->db->metrics->db_reconnects, 1);
     c->state = DB_DOWN;
     c->syncs_pending = 0;
+    /* Not ready before the answers go out: whoever reads an answer of this loss then reads "not
+       ready" too (the answer's message is posted after this store), never a stale "ready". */
+    atomic_store(&c->db->ready, any_conn_ready(c->db));
     complete_all(c->db, &c->group, PW_EUNAVAIL, "", why);
     c->group_len = 0;
-    atomic_store(&c->db->ready, any_conn_ready(c->db));
 }
 
 static void conn_lost(db_conn_t *c, const char *why)
