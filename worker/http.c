@@ -95,7 +95,7 @@ typedef struct {
     h2o_socket_cb h2o_read;     /* h2o's read callback, called by ours */
     size_t reserved;            /* budget taken for the request being read, by its Content-Length */
     int headers_seen;           /* the request being read has been looked at */
-    int refused;                /* answered 503 here: what follows is discarded until h2o closes it */
+    int refused;                /* answered 413 or 503 here: what follows is discarded until the end */
     h2o_timeout_entry_t rewrap; /* puts our callback back once h2o has restarted reading (zero timeout) */
 } pw_http_conn_t;
 
@@ -691,9 +691,23 @@ static void add_route(pw_http_server_t *s, h2o_hostconf_t *host, const char *pat
     r->path = path;
 }
 
+/* The log line of a push refused 413 (its body over MAX_BODY_BYTES); content_length as the client gave it. */
+static void log_too_large(pw_http_server_t *s, const pw_req_ctx_t *ctx, pw_str_t content_length)
+{
+    char extra[PW_LOG_LINE_MAX], req_members[1024];
+    request_members(req_members, sizeof req_members, ctx, 413, 0);
+    char digits[24];
+    snprintf(digits, sizeof digits, "%.*s", content_length.base != NULL && content_length.len < sizeof digits ? (int)content_length.len : 0,
+             content_length.base != NULL ? content_length.base : "");
+    snprintf(extra, sizeof extra, "\"status\":413,\"outcome\":\"too_large\",\"contentLength\":\"%s\",%s",
+             pw_log_escape(digits, (char[sizeof digits * 6]){0}, sizeof digits * 6), req_members);
+    pw_log(PW_LOG_WARNING, extra, "push refused: its body is over MAX_BODY_BYTES (%zu bytes)", s->cfg->max_body_bytes);
+}
+
 /*
- * h2o answers a body over MAX_BODY_BYTES with 413 itself, before any handler, through the host's
- * fallback path: this logger on that path is where such a push is seen, to be logged and counted.
+ * A body over MAX_BODY_BYTES with a Content-Length is refused in refuse_before_body; one sent
+ * chunked is answered 413 by h2o itself once it grows past the limit, before any handler, through
+ * the host's fallback path: this logger on that path is where such a push is seen.
  */
 static void log_early_answer(h2o_logger_t *logger, h2o_req_t *req)
 {
@@ -702,17 +716,9 @@ static void log_early_answer(h2o_logger_t *logger, h2o_req_t *req)
         return;
     pw_http_loop_t *l = loop_of(req);
     pw_metrics_inc(&l->metrics->pushes[PW_M_TOO_LARGE], 1);
-    char extra[PW_LOG_LINE_MAX], req_members[1024];
     pw_req_ctx_t ctx;
     capture_ctx(req, &ctx);
-    request_members(req_members, sizeof req_members, &ctx, 413, 0);
-    pw_str_t length = header_value(req, "content-length");
-    char digits[24];
-    snprintf(digits, sizeof digits, "%.*s", length.base != NULL && length.len < sizeof digits ? (int)length.len : 0,
-             length.base != NULL ? length.base : "");
-    snprintf(extra, sizeof extra, "\"status\":413,\"outcome\":\"too_large\",\"contentLength\":\"%s\",%s",
-             pw_log_escape(digits, (char[sizeof digits * 6]){0}, sizeof digits * 6), req_members);
-    pw_log(PW_LOG_WARNING, extra, "push refused: its body is over MAX_BODY_BYTES (%zu bytes)", l->server->cfg->max_body_bytes);
+    log_too_large(l->server, &ctx, header_value(req, "content-length"));
 }
 
 /* ---- connections ---- */
@@ -727,44 +733,66 @@ static void on_conn_close(void *data)
     free(c);
 }
 
-/* Answers 503 on the connection itself, before h2o has seen the request, and closes it for writing. */
-static void refuse_over_budget(pw_http_conn_t *c, const char *path, size_t path_len, pw_str_t user_agent, size_t bytes)
+/*
+ * Answers a request on the connection itself, before h2o has seen it: 413 for a Content-Length over
+ * MAX_BODY_BYTES, 503 when its body would take the budget over INFLIGHT_BYTES_MAX. The connection
+ * is closed for writing only; what the client goes on sending is read and thrown away
+ * (on_read_budgeted) until it closes, or h2o's request timeout closes it. Closing at once, as h2o
+ * does after its own 413, leaves the body's unread bytes in the socket: the kernel answers them
+ * with a reset, and a client still sending (Pub/Sub, curl) sees "connection reset", not the answer.
+ */
+static void refuse_before_body(pw_http_conn_t *c, int status, const char *path, size_t path_len, pw_str_t user_agent,
+                               pw_str_t content_length, size_t bytes)
 {
-    static const char answer[] = "HTTP/1.1 503 Service Unavailable\r\n"
-                                 "Content-Type: text/plain; charset=utf-8\r\n"
-                                 "Retry-After: 1\r\n"
-                                 "Connection: close\r\n"
-                                 "Content-Length: 38\r\n"
-                                 "\r\n"
-                                 "too many bytes in flight, retry later\n";
+    static const char over_budget[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                      "Content-Type: text/plain; charset=utf-8\r\n"
+                                      "Retry-After: 1\r\n"
+                                      "Connection: close\r\n"
+                                      "Content-Length: 38\r\n"
+                                      "\r\n"
+                                      "too many bytes in flight, retry later\n";
+    static const char too_large[] = "HTTP/1.1 413 Request Entity Too Large\r\n"
+                                    "Content-Type: text/plain; charset=utf-8\r\n"
+                                    "Connection: close\r\n"
+                                    "Content-Length: 28\r\n"
+                                    "\r\n"
+                                    "request entity is too large\n";
+    const char *answer = status == 413 ? too_large : over_budget;
+    size_t answer_len = status == 413 ? sizeof too_large - 1 : sizeof over_budget - 1;
     int fd = h2o_socket_get_fd(c->sock);
     /* Nothing else is being written on this connection (h2o writes only once a request is whole). */
-    ssize_t w = send(fd, answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = send(fd, answer, answer_len, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
     shutdown(fd, SHUT_WR);
     c->refused = 1;
-    pw_metrics_inc(&c->loop->metrics->pushes[PW_M_OVER_BUDGET], 1);
+    pw_metrics_inc(&c->loop->metrics->pushes[status == 413 ? PW_M_TOO_LARGE : PW_M_OVER_BUDGET], 1);
     pw_req_ctx_t ctx = {"", "", "", ""};
     char raw[96];
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ctx.remote_ip, sizeof ctx.remote_ip);
-    else if (sl > 0 && ss.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ctx.remote_ip, sizeof ctx.remote_ip);
+    /* (A client that has reset the connection already has no peer address: remoteIp stays empty.) */
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ctx.remote_ip, sizeof ctx.remote_ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ctx.remote_ip, sizeof ctx.remote_ip);
+    }
     snprintf(raw, sizeof raw, "%.*s", (int)(path_len < 48 ? path_len : 48), path);
     pw_log_escape(raw, ctx.path, sizeof ctx.path);
     snprintf(raw, sizeof raw, "%.*s", user_agent.base != NULL ? (int)(user_agent.len < 60 ? user_agent.len : 60) : 0,
              user_agent.base != NULL ? user_agent.base : "");
     pw_log_escape(raw, ctx.user_agent, sizeof ctx.user_agent);
-    log_over_budget(c->loop->server, &ctx, bytes);
+    if (status == 413)
+        log_too_large(c->loop->server, &ctx, content_length);
+    else
+        log_over_budget(c->loop->server, &ctx, bytes);
 }
 
 /*
- * Once a request's headers are in, takes the budget for its Content-Length, before h2o reads
- * (and buffers) the body. Returns 0, or -1 after answering 503 when the budget is spent.
- * Requests without a length (chunked) are reserved by their size in handle_push; broken ones
- * and ones over MAX_BODY_BYTES are left to h2o (400, 413).
+ * Once a request's headers are in, and before h2o reads (and buffers) the body: refuses a
+ * Content-Length over MAX_BODY_BYTES (413), and takes the budget for the others. Returns 0, or -1
+ * after answering 413, or 503 when the budget is spent. Requests without a length (chunked) are
+ * reserved by their size in handle_push; broken ones are left to h2o (400).
  */
 static int reserve_for_request(pw_http_conn_t *c, h2o_socket_t *sock)
 {
@@ -778,19 +806,24 @@ static int reserve_for_request(pw_http_conn_t *c, h2o_socket_t *sock)
         return 0; /* not all there yet (h2o waits too), or broken (h2o answers 400) */
     c->headers_seen = 1;
     size_t length = SIZE_MAX;
-    pw_str_t user_agent = PW_STR_NULL;
+    pw_str_t user_agent = PW_STR_NULL, content_length = PW_STR_NULL;
     for (size_t i = 0; i < n_headers; i++) {
         if (headers[i].name == NULL)
             continue; /* a folded continuation line */
-        if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("content-length")))
+        if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("content-length"))) {
             length = h2o_strtosize(headers[i].value, headers[i].value_len);
-        else if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("user-agent")))
+            content_length = pw_str(headers[i].value, headers[i].value_len);
+        } else if (h2o_lcstris(headers[i].name, headers[i].name_len, H2O_STRLIT("user-agent")))
             user_agent = pw_str(headers[i].value, headers[i].value_len);
     }
-    if (length == SIZE_MAX || length == 0 || length > s->cfg->max_body_bytes)
+    if (length == SIZE_MAX || length == 0)
         return 0;
+    if (length > s->cfg->max_body_bytes) {
+        refuse_before_body(c, 413, path, path_len, user_agent, content_length, length);
+        return -1;
+    }
     if (budget_take(s, length) != 0) {
-        refuse_over_budget(c, path, path_len, user_agent, length);
+        refuse_before_body(c, 503, path, path_len, user_agent, content_length, length);
         return -1;
     }
     c->reserved = length;
@@ -801,7 +834,7 @@ static void on_read_budgeted(h2o_socket_t *sock, const char *err)
 {
     pw_http_conn_t *c = sock->on_close.data;
     if (err == NULL && c->refused) {
-        h2o_buffer_consume(&sock->input, sock->input->size); /* the client's 503 is sent: keep nothing */
+        h2o_buffer_consume(&sock->input, sock->input->size); /* the client's answer is sent: keep nothing */
         return;
     }
     if (err == NULL && !c->headers_seen && reserve_for_request(c, sock) != 0) {

@@ -20,7 +20,7 @@ typedef enum {
     PW_M_UNAUTHORIZED,
     PW_M_FORBIDDEN,
     PW_M_UNAVAILABLE, /* 503: database down, queue full, deadline passed, keys not loaded */
-    PW_M_TOO_LARGE,   /* 413: a body over MAX_BODY_BYTES (answered by h2o, counted by its logger) */
+    PW_M_TOO_LARGE,   /* 413: a body over MAX_BODY_BYTES (by its Content-Length, or by h2o once a chunked one grows past it) */
     PW_M_OVER_BUDGET, /* 503: its body would have taken the bodies in flight over INFLIGHT_BYTES_MAX */
     PW_M_OUTCOMES
 } pw_metric_outcome_t;
