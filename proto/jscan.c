@@ -360,6 +360,41 @@ int pw_jscan_object_next(pw_jscan_t *sc, int *first, pw_jval_t *key)
     return 1;
 }
 
+/* Trusted text: the recorded span of the container at sc->i, or NULL (binary search by start). */
+static const pw_jspan_t *known_span(const pw_jscan_t *sc)
+{
+    size_t lo = 0, hi = sc->n_spans;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sc->spans[mid].start < sc->i)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < sc->n_spans && sc->spans[lo].start == sc->i ? &sc->spans[lo] : NULL;
+}
+
+/* A validating read of the container at sc->i: its slot in sc->record, or NULL when not recording (or full). */
+static pw_jspan_t *record_span(pw_jscan_t *sc)
+{
+    if (sc->record == NULL || sc->n_recorded >= sc->record_cap)
+        return NULL;
+    pw_jspan_t *span = &sc->record[sc->n_recorded++];
+    span->start = sc->i;
+    return span;
+}
+
+/* Trusted text: steps over the container at sc->i, by its recorded span when there is one. */
+static int skip_trusted(pw_jscan_t *sc)
+{
+    const pw_jspan_t *span = known_span(sc);
+    if (span == NULL)
+        return skip_trusted_container(sc);
+    sc->i = span->end;
+    sc->n_lossy += span->n_lossy;
+    return 0;
+}
+
 int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
 {
     size_t lossy_before = sc->n_lossy;
@@ -377,26 +412,32 @@ int pw_jscan_value(pw_jscan_t *sc, pw_jval_t *out)
     case '{': {
         out->type = PW_J_OBJECT;
         if (sc->trusted) {
-            rc = skip_trusted_container(sc);
+            rc = skip_trusted(sc);
             break;
         }
+        pw_jspan_t *span = record_span(sc);
         int first = 1;
         pw_jval_t key, v;
         while ((rc = pw_jscan_object_next(sc, &first, &key)) == 1)
             if (pw_jscan_value(sc, &v) != 0)
                 return -1;
+        if (span != NULL)
+            *span = (pw_jspan_t){span->start, sc->i, sc->n_lossy - lossy_before};
         break;
     }
     case '[':
         out->type = PW_J_ARRAY;
         if (sc->trusted) {
-            rc = skip_trusted_container(sc);
+            rc = skip_trusted(sc);
             break;
         }
         if (++sc->depth > sc->max_depth)
             return fail(sc, sc->i, "nesting too deep");
+        pw_jspan_t *span = record_span(sc);
         rc = scan_array(sc);
         sc->depth--;
+        if (span != NULL)
+            *span = (pw_jspan_t){span->start, sc->i, sc->n_lossy - lossy_before};
         break;
     case 't':
         out->type = PW_J_TRUE;
@@ -614,10 +655,18 @@ size_t pw_json_utf8_invalid_at(const char *str, size_t len)
 
 int pw_json_validate(const char *s, size_t len, size_t *n_lossy, char *err, size_t errlen)
 {
+    return pw_json_validate_spans(s, len, n_lossy, NULL, 0, NULL, err, errlen);
+}
+
+int pw_json_validate_spans(const char *s, size_t len, size_t *n_lossy, pw_jspan_t *spans, size_t cap, size_t *n_spans,
+                           char *err, size_t errlen)
+{
     size_t bad;
 
     if (n_lossy != NULL)
         *n_lossy = 0;
+    if (n_spans != NULL)
+        *n_spans = 0;
     if (len > INT_MAX)
         return pw_set_err(err, errlen, PW_ETOOBIG, "JSON input of %zu bytes is over the parser's limit", len);
     if (is_blank(s, len))
@@ -628,6 +677,8 @@ int pw_json_validate(const char *s, size_t len, size_t *n_lossy, char *err, size
     pw_jval_t v;
     pw_jscan_init(&sc, s, len, PW_JSON_MAX_DEPTH);
     sc.lone_surrogates_ok = 1;
+    sc.record = spans;
+    sc.record_cap = spans != NULL ? cap : 0;
     if (pw_jscan_value(&sc, &v) != 0 || pw_jscan_end(&sc) != 0) {
         if (sc.why != NULL && strcmp(sc.why, "nesting too deep") == 0)
             return pw_set_err(err, errlen, PW_EINVAL, "nesting too deep (over %d levels)", PW_JSON_MAX_DEPTH);
@@ -636,6 +687,8 @@ int pw_json_validate(const char *s, size_t len, size_t *n_lossy, char *err, size
     }
     if (n_lossy != NULL)
         *n_lossy = sc.n_lossy;
+    if (n_spans != NULL)
+        *n_spans = sc.n_recorded;
     return 0;
 }
 

@@ -48,6 +48,8 @@ static void scan_at(const pw_webhook_t *wh, const pw_jval_t *v, pw_jscan_t *sc)
     sc->i = v->start;
     sc->lone_surrogates_ok = 1;
     sc->trusted = 1; /* pw_webhook_parse validated the whole text first */
+    sc->spans = wh->spans;
+    sc->n_spans = wh->n_spans;
 }
 
 /* The key unescaped equals lit, as json-c compared keys: up to the key's first NUL. */
@@ -281,17 +283,26 @@ int pw_webhook_parse(const char *body, size_t len, pw_webhook_t *wh, char *err, 
 
     memset(wh, 0, sizeof(*wh));
     /* A first pass validates everything (syntax, UTF-8, depth) without allocating: the reading
-       pass below then never meets an error of syntax, and skips what it does not store. */
-    if ((rc = pw_json_validate(body, len, &wh->n_lossy, err, errlen)) != 0) {
+       pass below then never meets an error of syntax, and skips what it does not store, each of
+       the first PW_WEBHOOK_SPANS containers in one step (a webhook has a few dozen; a hostile
+       payload of more is read as well, its other containers by their brackets). */
+    pw_jspan_t spans[PW_WEBHOOK_SPANS];
+    size_t n_spans;
+    if ((rc = pw_json_validate_spans(body, len, &wh->n_lossy, spans, PW_WEBHOOK_SPANS, &n_spans, err, errlen)) != 0) {
         memset(wh, 0, sizeof(*wh));
         return rc;
     }
     wh->text = pw_str(body, len);
+    if (n_spans > 0) {
+        /* The arena's first allocation, at the start of a fresh block: aligned as malloc aligns. */
+        pw_jspan_t *kept = (pw_jspan_t *)(void *)pw__webhook_alloc(wh, n_spans * sizeof *kept);
+        memcpy(kept, spans, n_spans * sizeof *kept);
+        wh->spans = kept;
+        wh->n_spans = n_spans;
+    }
     pw_jscan_t sc;
-    pw_jval_t root;
-    pw_jscan_init(&sc, body, len, PW_JSON_MAX_DEPTH);
-    sc.lone_surrogates_ok = 1;
-    sc.trusted = 1;
+    pw_jval_t root, whole = {.type = PW_J_NONE, .start = 0, .end = len};
+    scan_at(wh, &whole, &sc);
     pw_jscan_value(&sc, &root); /* validated above: only locates the root */
     switch (wh->format = sniff_format(wh, &root)) {
     case PW_FORMAT_META:

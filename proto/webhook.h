@@ -8,6 +8,8 @@
 
 /* At most this many items (messages + statuses + contacts + errors) in one webhook body. */
 #define PW_WEBHOOK_MAX_ITEMS 100000
+/* Containers of a payload whose ends the validating pass keeps for the reading pass (webhook.c). */
+#define PW_WEBHOOK_SPANS 256
 
 /*
  * One outbound-message status event. Slices borrow from the payload text (pw_webhook_t.text) or
@@ -78,6 +80,8 @@ typedef struct {
     size_t n_lossy;          /* strings (or keys) in the payload holding \u0000 or half a surrogate
                                 pair: PostgreSQL cannot store them, so they read as U+FFFD */
     pw_str_t text;           /* the payload, borrowed from the caller: most slices point into it */
+    const pw_jspan_t *spans; /* where its first containers end, from the validating pass (in arena) */
+    size_t n_spans;
     struct pw__arena *arena; /* owns what the parser had to make (unescaped strings, an AiSensy
                                 number with its country code, a lower-cased type, an errors array,
                                 sanitized JSON text); NULL when nothing */

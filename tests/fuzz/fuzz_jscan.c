@@ -19,7 +19,8 @@
  *   4. scanner internals: pw_jscan_peek agrees with the value read, extents lie inside the input,
  *      pw_jscan_unescape never writes more than the raw length and yields valid UTF-8,
  *      pw_jscan_string_is agrees with the unescaped bytes;
- *   5. a trusted read of every container (check_trusted) agrees with the validating read.
+ *   5. a trusted read of every container (check_trusted) agrees with the validating read, by
+ *      brackets and by the spans pw_json_validate_spans recorded (all, or the first few).
  *
  * Known differences (json-c 0.16 with JSON_TOKENER_STRICT, as pw_json_parse_strict sets it):
  *   json-c accepts, RFC 8259 and the scanner do not:
@@ -317,20 +318,32 @@ static void walk_array(pw_jscan_t *sc, json_object *o, int compare)
  *    of the container at `at` ends where the validating read ends, with the same lossy flag and
  *    the same count of lossy strings.
  */
+static pw_jspan_t spans[4096]; /* the input's spans (pw_json_validate_spans) */
+static size_t n_spans_all, n_spans_few; /* all of them (up to 4096), or only the first 3 */
+
 static void check_trusted(const pw_jscan_t *sc, size_t at)
 {
-    pw_jscan_t strict = *sc, fast;
+    pw_jscan_t strict = *sc;
     pw_jval_t a, b;
     strict.i = at;
     strict.n_lossy = 0;
     strict.why = NULL;
-    fast = strict;
-    fast.trusted = 1;
     CHECK(pw_jscan_value(&strict, &a) == 0);
-    CHECK(pw_jscan_value(&fast, &b) == 0);
-    if (a.type != b.type || a.start != b.start || a.end != b.end || a.lossy != b.lossy || strict.n_lossy != fast.n_lossy ||
-        strict.i != fast.i)
-        mismatch("the trusted read of a container differs from the validating read", at, NULL);
+    /* By brackets alone, by every recorded span, by the first few spans and brackets for the rest. */
+    for (int way = 0; way < 3; way++) {
+        pw_jscan_t fast = *sc;
+        fast.i = at;
+        fast.n_lossy = 0;
+        fast.why = NULL;
+        fast.trusted = 1;
+        fast.spans = way == 0 ? NULL : spans;
+        fast.n_spans = way == 0 ? 0 : way == 1 ? n_spans_all : n_spans_few;
+        CHECK(pw_jscan_value(&fast, &b) == 0);
+        if (a.type != b.type || a.start != b.start || a.end != b.end || a.lossy != b.lossy ||
+            strict.n_lossy != fast.n_lossy || strict.i != fast.i)
+            mismatch("the trusted read of a container differs from the validating read", at,
+                     way == 0 ? "by brackets" : "by spans");
+    }
 }
 
 static void walk(pw_jscan_t *sc, json_object *o, int compare)
@@ -482,6 +495,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!scan_ok && json_ok && utf8_ok && !known_extension(&sc)) {
         json_object_put(o);
         mismatch("json-c accepts what the scanner refuses, not a known json-c extension", sc.at, sc.why);
+    }
+    /* The spans the walks below check trusted reads against (the webhook's lenient mode). */
+    size_t spans_lossy;
+    n_spans_all = n_spans_few = 0;
+    if (pw_json_validate_spans(s, size, &spans_lossy, spans, 3, &n_spans_few, NULL, 0) == 0) {
+        CHECK(pw_json_validate_spans(s, size, &spans_lossy, spans, sizeof spans / sizeof spans[0], &n_spans_all, NULL, 0) == 0);
+        CHECK(n_spans_few <= 3 && n_spans_few <= n_spans_all);
     }
     if (scan_ok && json_ok) {
         pw_jscan_t w;

@@ -230,23 +230,38 @@ static void test_lossy_counts_keys_and_containers(void **state)
     assert_int_equal(lossy, 2);
 }
 
-/* The trusted read of a container (brackets counted outside strings) equals the validating read. */
+/*
+ * The trusted read of a container equals the validating read: by its brackets (counted outside
+ * strings), and by the spans pw_json_validate_spans recorded (all of them, or only the first two,
+ * the others then by their brackets).
+ */
 static void check_trusted_at(const char *doc, size_t at)
 {
-    pw_jscan_t strict, fast;
-    pw_jval_t a, b;
-    pw_jscan_init(&strict, doc, strlen(doc), 16);
-    strict.lone_surrogates_ok = 1;
-    strict.i = at;
-    fast = strict;
-    fast.trusted = 1;
-    assert_int_equal(pw_jscan_value(&strict, &a), 0);
-    assert_int_equal(pw_jscan_value(&fast, &b), 0);
-    assert_int_equal(b.type, a.type);
-    assert_int_equal(b.start, a.start);
-    assert_int_equal(b.end, a.end);
-    assert_int_equal(b.lossy, a.lossy);
-    assert_int_equal(fast.n_lossy, strict.n_lossy);
+    pw_jspan_t spans[64];
+    size_t n_all, n_two, lossy;
+    assert_int_equal(pw_json_validate_spans(doc, strlen(doc), &lossy, spans, 64, &n_all, NULL, 0), 0);
+    assert_int_equal(pw_json_validate_spans(doc, strlen(doc), &lossy, spans, 2, &n_two, NULL, 0), 0);
+    assert_true(n_two == (n_all < 2 ? n_all : 2));
+    assert_int_equal(pw_json_validate_spans(doc, strlen(doc), &lossy, spans, 64, &n_all, NULL, 0), 0);
+    for (int way = 0; way < 3; way++) {
+        pw_jscan_t strict, fast;
+        pw_jval_t a, b;
+        pw_jscan_init(&strict, doc, strlen(doc), 16);
+        strict.lone_surrogates_ok = 1;
+        strict.i = at;
+        fast = strict;
+        fast.trusted = 1;
+        fast.spans = way == 0 ? NULL : spans;
+        fast.n_spans = way == 0 ? 0 : way == 1 ? n_all : n_two;
+        assert_int_equal(pw_jscan_value(&strict, &a), 0);
+        assert_int_equal(pw_jscan_value(&fast, &b), 0);
+        assert_int_equal(b.type, a.type);
+        assert_int_equal(b.start, a.start);
+        assert_int_equal(b.end, a.end);
+        assert_int_equal(b.lossy, a.lossy);
+        assert_int_equal(fast.n_lossy, strict.n_lossy);
+        assert_int_equal(fast.i, strict.i);
+    }
 }
 
 static void test_trusted_read_equals_validating_read(void **state)
@@ -260,6 +275,7 @@ static void test_trusted_read_equals_validating_read(void **state)
         "{\"k\\u0000\": 1, \"a\": [\"ok\", {\"b\": \"\\udc00\"}], \"c\": \"\\ud83d\\ude00\"}",
         "[\"\\ud800x\", \"\\u00e9\\u20ac\", \"caf\xc3\xa9 \xe2\x82\xac\"]",
         "{\"n\": -1.5e3, \"t\": true, \"f\": false, \"z\": null, \"s\": \"\\/\\b\\f\\n\\r\\t\"}",
+        "[{\"a\\u0000\": [{}, [\"\\udc00\"]]}, {\"b\": {\"c\": [\"\\u0000\", {\"d\": \"\\ud800\"}]}}, [[], {}]]",
     };
     for (size_t k = 0; k < sizeof docs / sizeof docs[0]; k++) {
         const char *doc = docs[k];
