@@ -45,7 +45,7 @@ char *pw__xstrndup(const char *s, size_t n, const char *file, int line)
     return p;
 }
 
-void pw_buf_reserve(pw_buf_t *b, size_t extra)
+void pw_buf_grow(pw_buf_t *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
@@ -55,21 +55,6 @@ void pw_buf_reserve(pw_buf_t *b, size_t extra)
         cap *= 2;
     b->base = pw_xrealloc(b->base, cap);
     b->cap = cap;
-}
-
-void pw_buf_append(pw_buf_t *b, const void *p, size_t n)
-{
-    pw_buf_reserve(b, n);
-    memcpy(b->base + b->len, p, n);
-    b->len += n;
-    b->base[b->len] = '\0';
-}
-
-void pw_buf_appendc(pw_buf_t *b, char c)
-{
-    pw_buf_reserve(b, 1);
-    b->base[b->len++] = c;
-    b->base[b->len] = '\0';
 }
 
 void pw_buf_appendf(pw_buf_t *b, const char *fmt, ...)

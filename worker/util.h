@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <h2o/linklist.h>
 
@@ -24,9 +25,26 @@ typedef struct {
     size_t cap;
 } pw_buf_t;
 
-void pw_buf_reserve(pw_buf_t *b, size_t extra);
-void pw_buf_append(pw_buf_t *b, const void *p, size_t n);
-void pw_buf_appendc(pw_buf_t *b, char c);
+/* Grows the storage (pw_buf_grow) when fewer than extra + 1 bytes are free after len. */
+void pw_buf_grow(pw_buf_t *b, size_t extra);
+static inline void pw_buf_reserve(pw_buf_t *b, size_t extra)
+{
+    if (b->len + extra + 1 > b->cap)
+        pw_buf_grow(b, extra);
+}
+static inline void pw_buf_append(pw_buf_t *b, const void *p, size_t n)
+{
+    pw_buf_reserve(b, n);
+    memcpy(b->base + b->len, p, n);
+    b->len += n;
+    b->base[b->len] = '\0';
+}
+static inline void pw_buf_appendc(pw_buf_t *b, char c)
+{
+    pw_buf_reserve(b, 1);
+    b->base[b->len++] = c;
+    b->base[b->len] = '\0';
+}
 void pw_buf_appendf(pw_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void pw_buf_reset(pw_buf_t *b)
 {

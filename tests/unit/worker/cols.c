@@ -122,10 +122,58 @@ static void test_records_are_quoted_twice(void **state)
     pw_cols_dispose(&c);
 }
 
+/* The quoting as written out byte by byte: what append_quoted's runs must give. */
+static size_t reference_quote(const char *s, size_t n, char *out, size_t *replaced)
+{
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t k = 0; k < n; k++) {
+        if (s[k] == '\0') {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            (*replaced)++;
+            continue;
+        }
+        if (s[k] == '"' || s[k] == '\\')
+            out[o++] = '\\';
+        out[o++] = s[k];
+    }
+    out[o++] = '"';
+    return o;
+}
+
+/* Every string of up to 9 bytes over a, '"', '\\', NUL and a two-byte character: as the reference quotes it. */
+static void test_quoting_equals_the_byte_by_byte_rule(void **state)
+{
+    (void)state;
+    static const char alphabet[] = {'a', '"', '\\', '\0', '\xC3'};
+    char s[9], want[64];
+    for (size_t n = 0; n <= 9; n++) {
+        size_t total = 1;
+        for (size_t k = 0; k < n; k++)
+            total *= n <= 6 ? 5 : 3; /* every combination up to 6 bytes, of the first three above that */
+        for (size_t x = 0; x < total; x++) {
+            size_t v = x, base = n <= 6 ? 5 : 3;
+            for (size_t k = 0; k < n; k++, v /= base)
+                s[k] = alphabet[(v % base + (n <= 6 ? 0 : 1 + k % 2)) % 5];
+            size_t replaced = 0;
+            size_t len = reference_quote(s, n, want, &replaced);
+            pw_cols_t c = {0};
+            pw_cols_begin(&c, 1);
+            pw_cols_str(&c, 0, pw_str(s, n));
+            assert_int_equal(c.col[0].len, len);
+            assert_memory_equal(c.col[0].base, want, len);
+            assert_int_equal(c.replaced, replaced);
+            pw_cols_dispose(&c);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strings_are_quoted_and_escaped),
+        cmocka_unit_test(test_quoting_equals_the_byte_by_byte_rule),
         cmocka_unit_test(test_records_are_quoted_twice),
         cmocka_unit_test(test_nul_bytes_become_replacement_characters),
         cmocka_unit_test(test_jsonb_text_is_written_as_given),
