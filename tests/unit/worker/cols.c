@@ -142,7 +142,7 @@ static size_t reference_quote(const char *s, size_t n, char *out, size_t *replac
     return o;
 }
 
-/* Every string of up to 9 bytes over a, '"', '\\', NUL and a two-byte character: as the reference quotes it. */
+/* Strings of up to 9 bytes over a, '"', '\\', NUL and a lead byte of a two-byte character: as the reference quotes them. */
 static void test_quoting_equals_the_byte_by_byte_rule(void **state)
 {
     (void)state;
@@ -151,7 +151,7 @@ static void test_quoting_equals_the_byte_by_byte_rule(void **state)
     for (size_t n = 0; n <= 9; n++) {
         size_t total = 1;
         for (size_t k = 0; k < n; k++)
-            total *= n <= 6 ? 5 : 3; /* every combination up to 6 bytes, of the first three above that */
+            total *= n <= 6 ? 5 : 3; /* up to 6 bytes every combination of the five; longer, of three per position */
         for (size_t x = 0; x < total; x++) {
             size_t v = x, base = n <= 6 ? 5 : 3;
             for (size_t k = 0; k < n; k++, v /= base)
