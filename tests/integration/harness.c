@@ -827,10 +827,19 @@ void pwt__assert_rows(const char *file, int line, const char *sql, const char *c
  * Migration 0008's roll-ups against the rows there are, each side computed its own way: the
  * expected side from message_status_times and 0002's failure rule (the views as they were before
  * the roll-ups), the actual side summed over the roll-ups' slots. Latency totals compared to the
- * microsecond (the view's latencies are float8). Each query lists the differing keys: none.
+ * microsecond (the view's latencies are float8). Since 0009 that view reads the stored times of
+ * message_logs, so they are first checked against whatsapp_status parsed as 0002 reads it
+ * (pw_status_time, not the pw_status_instant they are generated with). Each query lists the
+ * differing keys: none.
  */
 void pwt__assert_rollups_consistent(const char *file, int line)
 {
+    static const char stored[] =
+        "SELECT 'stored', bsp_msg_id, whatsapp_status, created_at, sent_at, delivered_at, read_at, failed_at"
+        " FROM message_logs WHERE (sent_at, delivered_at, read_at, failed_at) IS DISTINCT FROM"
+        " (coalesce(pw_status_time(whatsapp_status->>'sent'), created_at), pw_status_time(whatsapp_status->>'delivered'),"
+        "  pw_status_time(whatsapp_status->>'read'), pw_status_time(whatsapp_status->>'failed'))"
+        " ORDER BY bsp_msg_id LIMIT 20";
     static const char status[] =
         "WITH want AS (SELECT sent_day AS day, count(*) AS m, count(delivered_at) AS d, count(read_at) AS r,"
         "                     count(failed_at) AS f FROM message_status_times GROUP BY 1),"
@@ -861,6 +870,7 @@ void pwt__assert_rollups_consistent(const char *file, int line)
         " SELECT 'failures', w.day, g.day, w.code, g.code, w.title, g.title, w.n, g.n FROM want w FULL JOIN got g"
         "   ON g.day = w.day AND g.code IS NOT DISTINCT FROM w.code AND g.title IS NOT DISTINCT FROM w.title"
         " WHERE w.n IS DISTINCT FROM g.n ORDER BY 2, 3 LIMIT 20";
+    pwt__assert_rows(file, line, stored, NULL, "");
     pwt__assert_rows(file, line, status, NULL, "");
     pwt__assert_rows(file, line, latency, NULL, "");
     pwt__assert_rows(file, line, failures, NULL, "");

@@ -259,7 +259,8 @@ void pwt__assert_rows_at(const char *file, int line, const char *conninfo, const
 #define pwt_assert_rows_p(sql, params, expected) pwt__assert_rows(__FILE__, __LINE__, (sql), (params), (expected))
 
 /*
- * Asserts that migration 0008's roll-ups (message_status_rollup, message_latency_rollup,
+ * Asserts that migration 0009's stored times of message_logs are its whatsapp_status's, and that
+ * migration 0008's roll-ups (message_status_rollup, message_latency_rollup,
  * message_failure_rollup) are what message_status_times says of the rows there are.
  */
 #define pwt_assert_rollups_consistent() pwt__assert_rollups_consistent(__FILE__, __LINE__)

@@ -1,4 +1,4 @@
-/* Upgrading in place: a database migrated to 0004 by the previous release, with rows in every table, gets 0005 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
+/* Upgrading in place: a database migrated to 0004 by an earlier release, with rows in every table, gets 0005-0009 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -104,11 +104,16 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 
     assert_int_equal(pwt_migrate(), 0);
     pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
-                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes\n0008_rollups");
+                    "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes\n0008_rollups\n"
+                    "0009_status_times");
     /* 0008 computed its roll-ups from the rows that were there */
     pwt_assert_rows("SELECT day, messages, delivered, read, failed FROM message_status_daily ORDER BY day",
                     "2024-03-01|2|1|1|0");
     pwt_assert_rollups_consistent();
+    /* 0009 stored each message's times */
+    pwt_assert_rows("SELECT bsp_msg_id, sent_at, delivered_at, read_at, failed_at FROM message_logs ORDER BY 1",
+                    "wamid.OLD1|2024-03-01 10:00:00+00|2024-03-01 10:05:00+00|2024-03-01 10:05:00+00|NULL\n"
+                    "wamid.OLD2|2024-03-01 11:00:00+00|NULL|NULL|NULL");
     /* every old column holds what it held */
     pwt_assert_rows(Q_OLD_COLUMNS, before);
     free(before);
@@ -168,10 +173,40 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
     pwt_assert_tables_unchanged(after);
 }
 
+/* A prototype's message_logs with a read_at of its own: 0009 refuses, names it, changes nothing; renamed, it applies. */
+static void a_column_named_like_a_stored_time_stops_0009(void **state)
+{
+    (void)state;
+    pwt_db_drop();
+    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
+    apply_old_migrations();
+    exec_script(OLD_ROWS);
+    pwt_exec("ALTER TABLE message_logs ADD COLUMN read_at text");
+    pwt_exec("UPDATE message_logs SET read_at = 'by hand'");
+
+    char *out = NULL;
+    int rc = pwt_worker_command("", NULL, "migrate", &out);
+    if (rc == 0 || strstr(out, "message_logs already has column(s) read_at that are not the stored times") == NULL)
+        fail_msg("migrate exited %d:\n%s", rc, out);
+    free(out);
+    /* 0001-0008 applied, 0009 not; the column and its values are untouched */
+    pwt_assert_rows("SELECT max(name) FROM schema_migrations", "0008_rollups");
+    pwt_assert_rows("SELECT bsp_msg_id, read_at FROM message_logs ORDER BY 1", "wamid.OLD1|by hand\nwamid.OLD2|by hand");
+    pwt_assert_rows("SELECT count(*) FROM pg_attribute WHERE attrelid = 'message_logs'::regclass"
+                    " AND attname IN ('sent_at', 'delivered_at', 'failed_at')",
+                    "0");
+
+    pwt_exec("ALTER TABLE message_logs RENAME COLUMN read_at TO our_read_at");
+    assert_int_equal(pwt_migrate(), 0);
+    pwt_assert_rows("SELECT bsp_msg_id, our_read_at, read_at FROM message_logs ORDER BY 1",
+                    "wamid.OLD1|by hand|2024-03-01 10:05:00+00\nwamid.OLD2|by hand|NULL");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_database_at_0004_with_rows_upgrades_in_place),
+        cmocka_unit_test(a_column_named_like_a_stored_time_stops_0009),
     };
     return pwt_db_suite_run("integration/upgrade", tests);
 }
