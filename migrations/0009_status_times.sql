@@ -27,6 +27,9 @@
 --   message_logs_undelivered   sent_at of the messages without delivered_at (pw_undelivered)
 --   message_logs_pending       ... and without failed_at (pw_undelivered(..., false))
 --
+-- The roll-up triggers also claim a roll-up slot that no other writing transaction holds
+-- (pw_rollup_slot, below), instead of the backend pid modulo 16.
+--
 -- Applied in place: adding a stored column rewrites the table under an exclusive lock, while writes
 -- to message_logs wait (pushes answer 503 and Pub/Sub redelivers them; BENCHMARKS.md has the time at
 -- 10 million messages). The expression indexes are dropped before the rewrite so that it does not
@@ -121,9 +124,35 @@ BEGIN
 END
 $$;
 
--- pw_rollup_add (0008) over rows with their stored times: the same roll-up rows, in the same order.
+-- The roll-up slot of the writing transaction, one no other writing transaction holds. 0008 took
+-- the backend's pid modulo 16, so two connections (two Cloud Run instances, DB_CONNECTIONS) whose
+-- pids agree modulo 16 (one pair in 16; with five instances, every other deployment) updated the
+-- same roll-up rows: each waited for the other's commit, and the two triggers of one statement
+-- could lock rows in an order that deadlocks with another transaction's (a 1 s wait, then one
+-- of them rolled back). Now the slot is claimed with a transaction-scoped advisory lock (key
+-- 725372696, the slot), starting at the pid's slot and taking the next free one; with 16 writing
+-- transactions at once the 17th shares its pid's slot (and waits) as before. Re-entrant: a
+-- transaction that holds a slot gets it again, or another free one (the views sum the slots).
+CREATE OR REPLACE FUNCTION pw_rollup_slot() RETURNS smallint
+LANGUAGE plpgsql AS $$
+DECLARE
+    home int := pg_backend_pid() % 16;
+BEGIN
+    FOR i IN 0 .. 15 LOOP
+        IF pg_try_advisory_xact_lock(725372696, (home + i) % 16) THEN
+            RETURN ((home + i) % 16)::smallint;
+        END IF;
+    END LOOP;
+    RETURN home::smallint;
+END
+$$;
+
+-- pw_rollup_add (0008) over rows with their stored times, into the transaction's slot: the same
+-- roll-up rows, in the same order.
 CREATE OR REPLACE FUNCTION pw_rollup_apply(changes pw_rollup_row[]) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    my_slot smallint := pw_rollup_slot();
 BEGIN
     WITH c AS MATERIALIZED (
         SELECT x.sign, x.last_error, s.*
@@ -131,7 +160,7 @@ BEGIN
         CROSS JOIN LATERAL pw_rollup_times(x.sent_at, x.delivered_at, x.read_at, x.failed_at) s
     ), st AS (
         INSERT INTO message_status_rollup AS r (day, slot, messages, delivered, read, failed)
-        SELECT c.day, (pg_backend_pid() % 16)::smallint, sum(c.sign), sum(c.sign * c.delivered),
+        SELECT c.day, my_slot, sum(c.sign), sum(c.sign * c.delivered),
                sum(c.sign * c.read), sum(c.sign * c.failed)
         FROM c
         GROUP BY c.day
@@ -143,7 +172,7 @@ BEGIN
             read = r.read + excluded.read, failed = r.failed + excluded.failed
     ), lat AS (
         INSERT INTO message_latency_rollup AS r (day, kind, bucket, slot, n, total)
-        SELECT c.day, v.kind, pw_latency_bucket(v.s::float8), (pg_backend_pid() % 16)::smallint,
+        SELECT c.day, v.kind, pw_latency_bucket(v.s::float8), my_slot,
                sum(c.sign), sum(c.sign * v.s)
         FROM c
         CROSS JOIN LATERAL (VALUES (1::smallint, c.delivery), (2::smallint, c.read_s),
@@ -156,7 +185,7 @@ BEGIN
             n = r.n + excluded.n, total = r.total + excluded.total
     )
     INSERT INTO message_failure_rollup AS r (day, error_key, slot, error_code, error_title, messages)
-    SELECT c.day, jsonb_build_array(e.error_code, e.error_title)::text, (pg_backend_pid() % 16)::smallint,
+    SELECT c.day, jsonb_build_array(e.error_code, e.error_title)::text, my_slot,
            e.error_code, e.error_title, sum(c.sign)
     FROM c
     CROSS JOIN LATERAL pw_failure_keys(c.last_error) e

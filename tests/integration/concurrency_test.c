@@ -29,6 +29,7 @@
 
 #include <curl/curl.h>
 #include <json-c/json.h>
+#include <libpq-fe.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/httpc.h"
@@ -958,6 +959,63 @@ static int group_teardown(void **state)
     return 0;
 }
 
+static void exec_on(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+}
+
+/*
+ * Two transactions writing message_logs at once from backends whose pids agree modulo 16 (the
+ * roll-up slot 0008 gave a connection: two instances of five share one every other deployment):
+ * the second must not wait for the first's commit on a roll-up row (0008's slots made it wait,
+ * here until its lock_timeout). Of 17 connections two always agree modulo 16.
+ */
+static void test_writers_whose_pids_agree_modulo_16_do_not_wait_on_each_other(void **state)
+{
+    (void)state;
+    PGconn *c[17];
+    int n = 0, a = -1, b = -1;
+    while (n < 17 && b < 0) {
+        c[n] = PQconnectdb(pwt_db_url());
+        if (PQstatus(c[n]) != CONNECTION_OK)
+            fail_msg("cannot connect: %s", PQerrorMessage(c[n]));
+        for (int j = 0; j < n; j++)
+            if (PQbackendPID(c[j]) % 16 == PQbackendPID(c[n]) % 16) {
+                a = j;
+                b = n;
+            }
+        n++;
+    }
+    assert_true(b >= 0);
+    exec_on(c[a], "BEGIN");
+    exec_on(c[a], "INSERT INTO message_logs (bsp_msg_id, whatsapp_status, created_at) VALUES ('wamid.SLOT.A',"
+                  " '{\"sent\": \"2024-04-01T10:00:00Z\", \"delivered\": \"2024-04-01T10:00:03Z\"}', '2024-04-01 10:00:00+00')");
+    exec_on(c[b], "BEGIN");
+    exec_on(c[b], "SET LOCAL lock_timeout = '2s'");
+    PGresult *r = PQexec(c[b], "INSERT INTO message_logs (bsp_msg_id, whatsapp_status, created_at) VALUES ('wamid.SLOT.B',"
+                               " '{\"sent\": \"2024-04-01T11:00:00Z\", \"delivered\": \"2024-04-01T11:00:03Z\"}',"
+                               " '2024-04-01 11:00:00+00')");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("the second writer (pids %d and %d) waited: %s", PQbackendPID(c[a]), PQbackendPID(c[b]),
+                 PQresultErrorMessage(r));
+    PQclear(r);
+    exec_on(c[b], "COMMIT");
+    exec_on(c[a], "COMMIT");
+    for (int i = 0; i < n; i++)
+        PQfinish(c[i]);
+    /* two slots, counted once each */
+    pwt_assert_rows("SELECT count(*), sum(messages), sum(delivered) FROM message_status_rollup WHERE day = '2024-04-01' AND messages > 0",
+                    "2|2|2");
+    pwt_assert_rows("SELECT n, total FROM message_latency_rollup WHERE day = '2024-04-01' AND kind = 1 AND n > 0 ORDER BY slot",
+                    "1|3.000000\n1|3.000000");
+    pwt_assert_rollups_consistent();
+    pwt_exec("DELETE FROM message_logs WHERE bsp_msg_id LIKE 'wamid.SLOT.%'");
+    pwt_assert_rows("SELECT count(*) FROM message_status_daily WHERE day = '2024-04-01'", "0");
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -966,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_two_workers_shuffled_and_duplicated_end_identical_to_one_ordered_run),
         cmocka_unit_test(test_same_message_id_at_both_workers_at_once_gives_one_receipt),
         cmocka_unit_test(test_four_loops_share_the_database_connections),
+        cmocka_unit_test(test_writers_whose_pids_agree_modulo_16_do_not_wait_on_each_other),
     };
     return cmocka_run_group_tests_name("concurrency", tests, group_setup, group_teardown);
 }
