@@ -102,7 +102,7 @@ WHERE m.bsp_msg_id IS NOT NULL;
 
 -- ---- the roll-ups (0008) from the stored times ----
 
--- What one message counts for, from its stored times: pw_rollup_share's answer without parsing.
+-- What one message counts for, from its stored times: 0008's pw_rollup_share without parsing.
 CREATE OR REPLACE FUNCTION pw_rollup_times(sent_at timestamptz, delivered_at timestamptz, read_at timestamptz,
                                            failed_at timestamptz)
 RETURNS TABLE (day date, delivered int, read int, failed int,
@@ -196,6 +196,21 @@ BEGIN
     ON CONFLICT (day, error_key, slot) DO UPDATE SET messages = r.messages + excluded.messages;
 END
 $$;
+
+-- 0008's pw_rollup_add (its backfill, and any call by hand) hands its rows to pw_rollup_apply, their
+-- times read as the stored columns are generated: one body and one slot rule for every writer of
+-- the roll-ups. pw_rollup_share, which only its old body used, goes.
+CREATE OR REPLACE FUNCTION pw_rollup_add(changes pw_rollup_change[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pw_rollup_apply(ARRAY(
+        SELECT ROW(x.sign, coalesce(pw_status_instant(x.whatsapp_status->>'sent'), x.created_at),
+                   pw_status_instant(x.whatsapp_status->>'delivered'), pw_status_instant(x.whatsapp_status->>'read'),
+                   pw_status_instant(x.whatsapp_status->>'failed'), x.last_error)::pw_rollup_row
+        FROM unnest(changes) x));
+END
+$$;
+DROP FUNCTION IF EXISTS pw_rollup_share(jsonb, timestamptz);
 
 -- The triggers of 0008 now hand over the stored times (same triggers, same rows counted).
 CREATE OR REPLACE FUNCTION pw_rollup_trigger() RETURNS trigger
