@@ -5,7 +5,8 @@
  * back on this loop; results become HTTP statuses in one place (http_status_of). Also here: the
  * in-flight byte budget, the log line of each push, /metrics from the registry's slots, and the
  * stop, on events: each loop is told by a message, stops accepting, waits for the answers to its
- * own pushes, closes its connections.
+ * own pushes, closes its connections. An HTTP/1 connection whose push is with Dispatch is parked
+ * (on_read_parked): still registered for reading, so a push costs epoll no change.
  */
 #include "worker/http.h"
 
@@ -203,6 +204,9 @@ static void send_unavailable(h2o_req_t *req, const char *body)
 }
 
 static void log_push(const pw_http_push_t *hp, int status);
+static void park_reading(h2o_req_t *req);
+static void on_read_parked(h2o_socket_t *sock, const char *err);
+static void unpark_reading(h2o_req_t *req);
 
 /* ---- the in-flight byte budget (INFLIGHT_BYTES_MAX) ---- */
 
@@ -266,6 +270,7 @@ static void answer_push(pw_http_push_t *hp, int rc)
     if (req == NULL)
         return;
     hp->req = NULL;
+    unpark_reading(req);
     send_result(req, rc, hp->timed_out ? "deadline passed before commit\n" : "database unavailable, retry later\n");
 }
 
@@ -534,6 +539,7 @@ static void handle_push(pw_http_loop_t *l, h2o_req_t *req, size_t reserved)
     h2o_timeout_link(l->ctx.loop, &l->deadline, &hp->deadline);
     l->pushes_alive++;
     hp->submitted = 1;
+    park_reading(req); /* before the submit, which may answer at once */
     pw_dispatch_submit(l->dispatch, &hp->push, on_push_done);
 }
 
@@ -848,13 +854,49 @@ static void on_read_budgeted(h2o_socket_t *sock, const char *err)
 static void wrap_reading(pw_http_conn_t *c)
 {
     h2o_socket_t *sock = c->sock;
-    if (sock->_cb.read == NULL || sock->_cb.read == on_read_budgeted)
+    if (sock->_cb.read == NULL || sock->_cb.read == on_read_budgeted || sock->_cb.read == on_read_parked)
         return; /* h2o is not reading (it will not call a handler before it reads again) */
     c->h2o_read = sock->_cb.read;
     sock->_cb.read = on_read_budgeted;
     c->refused = 0;
     /* h2o may have begun the next request (pipelined) already: it is reserved in handle_push. */
     c->headers_seen = sock->input->size > 0;
+}
+
+/*
+ * Parking a connection while its push is with Dispatch. h2o 2.2 stops reading a connection when
+ * a request is whole and starts again once the answer is written; its event loop applies such
+ * changes to epoll at the start of its next turn, so a push answered in a later turn cost two
+ * epoll_ctl calls (the worker's most frequent system call under load). Parked, the connection
+ * stays registered for reading under a callback of ours, with h2o told not to read the socket
+ * (h2o_socket_dont_read), so its input buffer, which the request's body points into, is left
+ * alone: when h2o starts reading again after the answer, in the same turn as the write, epoll
+ * sees no change at all. Anything arriving meanwhile (a pipelined request, end-of-file, an error;
+ * Pub/Sub sends neither) only wakes on_read_parked, which stops reading as h2o would have: the
+ * bytes stay in the kernel and h2o finds them when it reads again. Over HTTP/2 nothing is parked.
+ */
+static void on_read_parked(h2o_socket_t *sock, const char *err)
+{
+    (void)err; /* nothing was read: whatever it is, h2o sees it when it reads again */
+    h2o_socket_dont_read(sock, 0);
+    h2o_socket_read_stop(sock);
+}
+
+static void park_reading(h2o_req_t *req)
+{
+    pw_http_conn_t *c = conn_of(req);
+    if (c == NULL || c->sock->_cb.read != NULL)
+        return; /* HTTP/2, or h2o still reads this connection */
+    h2o_socket_dont_read(c->sock, 1);
+    h2o_socket_read_start(c->sock, on_read_parked);
+}
+
+/* Before the answer is written: h2o's own callback will read the socket (it replaces ours then). */
+static void unpark_reading(h2o_req_t *req)
+{
+    pw_http_conn_t *c = conn_of(req);
+    if (c != NULL && c->sock->_cb.read == on_read_parked)
+        h2o_socket_dont_read(c->sock, 0);
 }
 
 static void on_rewrap(h2o_timeout_entry_t *entry)
