@@ -34,11 +34,9 @@
 #define PW_DB_PROBE_LIMIT_MS 2000
 #define PW_DB_CONNECT_LIMIT_MS 5000
 #define PW_DB_ANSWER_GRACE_MS 1000
-/* The queries of a group's pipeline, before its Sync: the settings, the statement, and for a
-   trial a query that fails, so that the implicit transaction is rolled back. */
-#define PW_Q_SETUP 0
-#define PW_Q_MAIN 1
-#define PW_Q_ROLLBACK 2
+/* The queries of a group's pipeline, before its Sync: the PREPARE of the statement's variant
+   when the connection has not prepared it yet, the settings, the statement (at q_main), and for a
+   trial a query that fails (at q_main + 1), so that the implicit transaction is rolled back. */
 
 typedef enum { DB_DOWN, DB_CONNECTING, DB_PREPARING, DB_IDLE, DB_BUSY } db_state_t;
 
@@ -56,7 +54,11 @@ typedef struct {
     h2o_linklist_t group;  /* the jobs in flight */
     size_t group_len;
     int syncs_pending;
-    int query_at;         /* the query of the pipeline whose results are being read (PW_Q_*) */
+    int query_at;         /* the query of the pipeline whose results are being read (from 0) */
+    int q_main;           /* the group's statement in the pipeline (-1: a probe) */
+    int q_prepare;        /* the PREPARE of its variant (-1: none) */
+    unsigned parts;       /* the variant the group runs (pw_db_stmt_t.nparts > 0) */
+    uint64_t prepared;    /* the variants this session has prepared (bit: their parts) */
     int failed;           /* the group (or the PREPAREs) got an error */
     int failed_query;     /* and in which query */
     double sent_ms;       /* when the group (or probe, or connection attempt) was sent */
@@ -325,6 +327,7 @@ static void start_connect(db_conn_t *c)
     c->sent_ms = pw_now_ms();
     c->limit_ms = PW_DB_CONNECT_LIMIT_MS;
     c->server_encoding[0] = '\0';
+    c->prepared = 0; /* a new session */
     if (c->pg == NULL) {
         pw_log_error("database: out of memory starting a connection");
         abort();
@@ -409,6 +412,12 @@ failed:
 
 /* ---- results ---- */
 
+/* The parts of every variant: the statement itself. */
+static unsigned all_parts(const pw_db_stmt_t *s)
+{
+    return (1u << s->nparts) - 1u;
+}
+
 static int sqlstate_class_is(const db_conn_t *c, const char *cls)
 {
     return c->sqlstate[0] == cls[0] && c->sqlstate[1] == cls[1];
@@ -441,6 +450,8 @@ static void on_prepared(db_conn_t *c)
     c->state = DB_IDLE;
     c->idle_since_ms = pw_now_ms();
     c->backoff_ticks = 0;
+    if (!c->db->cfg->pooler_transaction && c->db->stmt->nparts > 0)
+        c->prepared |= UINT64_C(1) << all_parts(c->db->stmt); /* the statement itself, by its own name */
     atomic_store(&c->db->ready, 1);
     pw_log_info("database: connected and ready (server %d)", PQserverVersion(c->pg));
     reroute_parked(c->db);
@@ -528,9 +539,9 @@ static void on_group_done(db_conn_t *c)
         return;
     }
     int trial = c->group_len == 1 && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0;
-    if (c->failed && !(trial && c->failed_query == PW_Q_ROLLBACK))
+    if (c->failed && !(trial && c->failed_query == c->q_main + 1))
         pw_metrics_inc(&c->db->metrics->db_errors, 1);
-    if (trial && c->failed && c->failed_query == PW_Q_ROLLBACK) {
+    if (trial && c->failed && c->failed_query == c->q_main + 1) {
         answer_group(c, 0); /* the statement passed; the trial was rolled back as meant */
     } else if (!c->failed) {
         assert(!trial);
@@ -550,7 +561,7 @@ static void on_group_done(db_conn_t *c)
             pw_log_warning("database: a job hit %s (%s)", c->sqlstate, pw_log_escape(c->errmsg, esc, sizeof esc));
             answer_group(c, PW_ETIMEDOUT);
         }
-    } else if (!refused_data(c) || c->failed_query != PW_Q_MAIN) {
+    } else if (!refused_data(c) || c->failed_query != c->q_main) {
         answer_group(c, PW_EUNAVAIL); /* not about the data (missing table, server shutting down...) */
     } else if (c->group_len > 1) {
         /* Some job's data was refused: write each alone, so one cannot fail its neighbours. */
@@ -607,8 +618,10 @@ static void read_results(db_conn_t *c)
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_FATAL_ERROR)
             note_error(c, r);
-        else if (st == PGRES_TUPLES_OK && c->state == DB_BUSY && c->query_at == PW_Q_MAIN && c->group_len > 0)
+        else if (st == PGRES_TUPLES_OK && c->state == DB_BUSY && c->query_at == c->q_main && c->group_len > 0)
             route_rows(c, r); /* a trial's rows are routed too, but its answer ignores them */
+        else if (st == PGRES_COMMAND_OK && c->state == DB_BUSY && c->query_at == c->q_prepare)
+            c->prepared |= UINT64_C(1) << c->parts; /* kept by the session even if the transaction fails */
         else if (st == PGRES_TUPLES_OK && c->state == DB_PREPARING && c->query_at == 0 && PQntuples(r) == 1)
             snprintf(c->server_encoding, sizeof c->server_encoding, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
@@ -736,17 +749,49 @@ static void send_sync(db_conn_t *c, int sent, int limit_ms)
     c->limit_ms = limit_ms;
 }
 
-/* Joins the group's fragments into the statement's array parameters: column k is "{" f1 "," f2 ... "}". */
-static void join_fragments(db_conn_t *c)
+/* The parts of the statement the group has rows in, with those always kept (see pw_db_stmt_t). */
+static unsigned group_parts(const db_conn_t *c)
+{
+    const pw_db_stmt_t *s = c->db->stmt;
+    unsigned all = all_parts(s), parts = s->keep & all;
+    for (h2o_linklist_t *n = c->group.next; n != &c->group && parts != all; n = n->next) {
+        const pw_db_job_t *j = job_of(n);
+        for (int p = 0, from = 0; p < s->nparts; from = s->part_end[p++]) {
+            /* A job's fragments are in column order: part p is empty when its last column ends where the part began. */
+            uint32_t begin = from == 0 ? 0 : j->ends[from - 1];
+            if (j->ends[s->part_end[p] - 1] > begin)
+                parts |= 1u << p;
+        }
+    }
+    return parts;
+}
+
+/* 1 when column k belongs to one of parts (every column does when the statement has no parts). */
+static int column_kept(const pw_db_stmt_t *s, unsigned parts, int k)
+{
+    if (s->nparts == 0)
+        return 1;
+    int p = 0;
+    while (k >= s->part_end[p])
+        p++;
+    return (parts >> p) & 1u;
+}
+
+/* Joins the group's fragments into the array parameters of the kept columns, in order: column k
+   is "{" f1 "," f2 ... "}". Returns how many. */
+static int join_fragments(db_conn_t *c, unsigned parts, const char **values)
 {
     pw_db_t *db = c->db;
+    int n = 0;
     for (int k = 0; k < db->stmt->ncols; k++) {
-        pw_buf_t *b = &db->params[k];
+        if (!column_kept(db->stmt, parts, k))
+            continue;
+        pw_buf_t *b = &db->params[n];
         b->len = 0;
         pw_buf_appendc(b, '{');
         int first = 1;
-        for (h2o_linklist_t *n = c->group.next; n != &c->group; n = n->next) {
-            const pw_db_job_t *j = job_of(n);
+        for (h2o_linklist_t *node = c->group.next; node != &c->group; node = node->next) {
+            const pw_db_job_t *j = job_of(node);
             uint32_t lo = k == 0 ? 0 : j->ends[k - 1], hi = j->ends[k];
             if (hi == lo)
                 continue;
@@ -757,7 +802,9 @@ static void join_fragments(db_conn_t *c)
         }
         pw_buf_appendc(b, '}');
         pw_buf_appendc(b, '\0');
+        values[n++] = b->base;
     }
+    return n;
 }
 
 static void send_group(db_conn_t *c)
@@ -769,14 +816,29 @@ static void send_group(db_conn_t *c)
     if (c->group_len == 0)
         return;
     const pw_db_stmt_t *s = db->stmt;
-    join_fragments(c);
     const char *values[PW_DB_COLS_MAX];
-    for (int k = 0; k < s->ncols; k++)
-        values[k] = db->params[k].base;
-    /* The settings, the statement, then Sync: the implicit transaction commits at the Sync (a
-       trial's last query fails, which rolls it back). */
-    int sent = send_setup(c) && (db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, s->sql, s->ncols, NULL, values, NULL, NULL, 0)
-                                                             : PQsendQueryPrepared(c->pg, s->name, s->ncols, values, NULL, NULL, 0));
+    c->parts = group_parts(c);
+    int nvalues = join_fragments(c, c->parts, values);
+    /* The variant without the parts the group has no rows in, prepared on first use (one more
+       query in the same pipeline), then the settings, the statement, then Sync: the implicit
+       transaction commits at the Sync (a trial's last query fails, which rolls it back). */
+    const char *sql = s->sql, *name = s->name;
+    char vname[128];
+    if (s->nparts > 0 && c->parts != all_parts(s)) {
+        sql = s->variant(c->parts);
+        snprintf(vname, sizeof vname, "%s_%02x", s->name, c->parts);
+        name = vname;
+    }
+    int sent = 1, q = 0;
+    c->q_prepare = -1;
+    if (s->nparts > 0 && !db->cfg->pooler_transaction && (c->prepared & (UINT64_C(1) << c->parts)) == 0) {
+        sent = PQsendPrepare(c->pg, name, sql, nvalues, NULL);
+        c->q_prepare = q++;
+    }
+    sent = sent && send_setup(c);
+    c->q_main = ++q;
+    sent = sent && (db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, sql, nvalues, NULL, values, NULL, NULL, 0)
+                                                : PQsendQueryPrepared(c->pg, name, nvalues, values, NULL, NULL, 0));
     if (sent && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0)
         sent = PQsendQueryParams(c->pg, "SELECT 1 / 0 AS pushworker_trial_rolls_back", 0, NULL, NULL, NULL, NULL, 0);
     send_sync(c, sent, db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
@@ -817,6 +879,8 @@ static void on_backoff(h2o_timeout_entry_t *entry)
 /* Asks an idle connection's server to answer (the setup statement, which writes nothing). */
 static void send_probe(db_conn_t *c)
 {
+    c->q_main = -1;
+    c->q_prepare = -1;
     send_sync(c, send_setup(c), PW_DB_PROBE_LIMIT_MS);
 }
 
@@ -930,6 +994,8 @@ static void on_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
 pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_t *metrics)
 {
     assert(stmt->ncols > 0 && stmt->ncols <= PW_DB_COLS_MAX);
+    assert(stmt->nparts >= 0 && stmt->nparts <= PW_DB_PARTS_MAX);
+    assert(stmt->nparts == 0 || (stmt->variant != NULL && stmt->part_end[stmt->nparts - 1] == stmt->ncols));
     pw_db_t *db = pw_xcalloc(1, sizeof *db);
     db->loop = h2o_evloop_create();
     db->queue = h2o_multithread_create_queue(db->loop);

@@ -36,7 +36,26 @@ typedef struct pw_db_stmt {
     const char *sql;
     int ncols;             /* <= PW_DB_COLS_MAX */
     const char *check_sql; /* run instead of preparing behind a transaction-mode pooler */
+
+    /*
+     * Optional variants (nparts 0: none). The columns fall into nparts consecutive parts, part p
+     * ending before column part_end[p] (the last is ncols). A group in which every column of a
+     * part is empty runs the variant without that part: variant(parts) returns its SQL (bit p
+     * set: part p kept; the result stays valid for the life of the process, from any thread),
+     * whose parameters are the kept parts' columns, in order. Parts in keep are always kept.
+     * Each connection prepares a variant the first time one of its groups needs it, as "name_XX"
+     * (XX: the parts in hex); the statement with every part is prepared on connecting, as name.
+     * Starting a statement costs the server for every part it has, rows or none (a
+     * data-modifying part opens its table's indexes and fires its statement triggers).
+     */
+    int nparts;             /* <= PW_DB_PARTS_MAX */
+    const int *part_end;
+    unsigned keep;
+    const char *(*variant)(unsigned parts);
 } pw_db_stmt_t;
+
+/* The most parts a statement's variants may have (each connection keeps a 64-bit set of the variants it prepared). */
+#define PW_DB_PARTS_MAX 6
 
 typedef struct pw_db_job pw_db_job_t;
 

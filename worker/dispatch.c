@@ -352,7 +352,17 @@ static void build_statement(void)
 {
     int ncols;
     const char *sql = pw_handlers_sql(&ncols);
-    statement = (pw_db_stmt_t){PW_HANDLERS_STATEMENT, sql, ncols, PW_HANDLERS_CHECK_SQL};
+    const int *ends;
+    int nparts = pw_handlers_sections(&ends);
+    /* A group runs the statement without the sections it has no rows for (see worker/handlers.c). */
+    statement = (pw_db_stmt_t){.name = PW_HANDLERS_STATEMENT,
+                               .sql = sql,
+                               .ncols = ncols,
+                               .check_sql = PW_HANDLERS_CHECK_SQL,
+                               .nparts = nparts,
+                               .part_end = ends,
+                               .keep = PW_HANDLERS_KEEP,
+                               .variant = pw_handlers_variant_sql};
 }
 
 const struct pw_db_stmt *pw_dispatch_statement(void)

@@ -91,6 +91,21 @@ extern const pw_section_t pw_redriven_section;
 #define PW_HANDLERS_STATEMENT "pw_batch"
 const char *pw_handlers_sql(int *ncols);
 
+/*
+ * The sections are the statement's parts for the executor's variants (see pw_db_stmt_t in
+ * worker/db.h): the statement with only some sections, for a group that has no rows for the
+ * others. Returns how many sections there are and, in column_ends, where each one's array
+ * parameters end (the last: ncols). Any thread.
+ */
+int pw_handlers_sections(const int **column_ends);
+/* The statement with only the sections in parts (bit i: section i), its parameters numbered in
+   order; valid for the life of the process. parts must hold PW_HANDLERS_KEEP. Any thread. */
+const char *pw_handlers_variant_sql(unsigned parts);
+/* The sections every variant has: the receipts (the others read its CTEs "rc" and "rr"). */
+#define PW_HANDLERS_KEEP 1u
+/* Section i's name ("receipts", "status"...), NULL past the last. */
+const char *pw_handlers_section_name(unsigned i);
+
 /* A query that reads every table the statement writes and nothing else: run on connecting behind a pooler. */
 #define PW_HANDLERS_CHECK_SQL                                                                                                  \
     "SELECT 1 FROM pubsub_receipts, dead_letters, status_events, message_logs, inbound_messages, contacts LIMIT 0"

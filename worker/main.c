@@ -16,6 +16,7 @@
 #include "worker/config.h"
 #include "worker/db.h"
 #include "worker/dispatch.h"
+#include "worker/handlers.h"
 #include "worker/http.h"
 #include "worker/jwks.h"
 #include "worker/log.h"
@@ -56,8 +57,10 @@ static const char usage[] =
     "             number and d, h, m or s (35d), or off. --pause: sleep MS between batches\n"
     "             [" PW_PRUNE_PAUSE_MS_DEFAULT_TEXT "] (0: full speed). --dry-run: only count. Progress on stderr, a count\n"
     "             per table on stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
-    "  sql        name the statement a group of pushes is written with; sql NAME prints its SQL\n"
-    "             (parameters $1.. are arrays, one element per row), e.g. for pgbench or EXPLAIN\n"
+    "  sql        name the statement a group of pushes is written with, and its sections; sql NAME\n"
+    "             prints its SQL (parameters $1.. are arrays, one element per row), e.g. for pgbench or\n"
+    "             EXPLAIN; sql NAME SECTION... the variant with only those sections (and the receipts),\n"
+    "             which a group with rows for those sections only runs\n"
     "\n"
     "HTTP: POST / (or /push) a push; GET /livez (or /healthz); GET /readyz; GET /metrics.\n"
     "  204 committed (stored, duplicate, ignored or kept in dead_letters), 401 bad or missing token,\n"
@@ -176,17 +179,36 @@ static int cmd_migrate(void)
     return pw_migrate_run(url != NULL ? url : "") == 0 ? 0 : 1;
 }
 
-static int cmd_sql(const char *name)
+/* worker sql [NAME [SECTION...]]: the statement's name, or its SQL, or that of its variant with
+   only the sections named (the receipts always: see worker/handlers.c). */
+static int cmd_sql(int argc, char **argv)
 {
     const pw_db_stmt_t *s = pw_dispatch_statement();
-    if (name == NULL) {
-        printf("%s\t%d parameters\n", s->name, s->ncols);
+    if (argc < 3) {
+        printf("%s\t%d parameters\tsections:", s->name, s->ncols);
+        for (unsigned i = 0; pw_handlers_section_name(i) != NULL; i++)
+            printf(" %s", pw_handlers_section_name(i));
+        putchar('\n');
         return 0;
     }
-    if (strcmp(name, s->name) == 0)
+    if (strcmp(argv[2], s->name) != 0) {
+        fprintf(stderr, "worker: no statement named '%s' (try: worker sql)\n", argv[2]);
+        return 2;
+    }
+    if (argc == 3)
         return puts(s->sql) >= 0 ? 0 : 1;
-    fprintf(stderr, "worker: no statement named '%s' (try: worker sql)\n", name);
-    return 2;
+    unsigned parts = PW_HANDLERS_KEEP;
+    for (int a = 3; a < argc; a++) {
+        unsigned i = 0;
+        while (pw_handlers_section_name(i) != NULL && strcmp(pw_handlers_section_name(i), argv[a]) != 0)
+            i++;
+        if (pw_handlers_section_name(i) == NULL) {
+            fprintf(stderr, "worker: %s has no section named '%s' (try: worker sql)\n", s->name, argv[a]);
+            return 2;
+        }
+        parts |= 1u << i;
+    }
+    return puts(pw_handlers_variant_sql(parts)) >= 0 ? 0 : 1;
 }
 
 static int cmd_redrive(int argc, char **argv)
@@ -244,8 +266,8 @@ int main(int argc, char **argv)
         return cmd_report(argc, argv);
     if (strcmp(cmd, "prune") == 0)
         return cmd_prune(argc, argv);
-    if (argc == 3 && strcmp(cmd, "sql") == 0)
-        return cmd_sql(argv[2]);
+    if (strcmp(cmd, "sql") == 0)
+        return cmd_sql(argc, argv);
     if (argc > 2) {
         fputs(usage, stderr);
         return 2;
@@ -262,8 +284,6 @@ int main(int argc, char **argv)
         return cmd_serve();
     if (strcmp(cmd, "migrate") == 0)
         return cmd_migrate();
-    if (strcmp(cmd, "sql") == 0)
-        return cmd_sql(NULL);
     fprintf(stderr, "worker: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }
