@@ -42,7 +42,7 @@ INTEG_LIB  := $(filter-out %_test.c,$(wildcard tests/integration/*.c))
 INTEG_SRC  := $(wildcard tests/integration/*_test.c)
 INTEG_BIN  := $(INTEG_SRC:tests/integration/%.c=$(B)/tests/integration/%)
 
-.PHONY: all setup build-tests test test-unit test-integration test-faults test-valgrind run clean format lint bench bench-memory bench-instructions bench-analytics fuzz
+.PHONY: FORCE all setup build-tests test test-unit test-integration test-faults test-valgrind run clean format lint bench bench-memory bench-instructions bench-analytics fuzz
 all: $(B)/worker
 
 # `make run` and `make test` install what is missing (scripts/setup: a no-op when all is there)
@@ -63,6 +63,14 @@ $(B)/libproto.a: $(PROTO_OBJ)
 $(B)/obj/%.o: %.c $(wildcard proto/*.h worker/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The objects that print PW_VERSION are compiled again when `git describe` changes (a commit, or
+# the tree becoming dirty or clean), so --version and /metrics never name an older commit.
+$(B)/gen/version.txt: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(B)/obj/worker/main.o $(B)/obj/worker/jwks.o $(B)/obj/worker/metrics.o: $(B)/gen/version.txt
+FORCE:
 
 # The SQL of migrations/ is compiled into the binary: a container needs nothing but build/worker.
 $(B)/gen/migrations_sql.c: $(MIGRATIONS) scripts/embed-sql
