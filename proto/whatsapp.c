@@ -18,7 +18,7 @@ typedef struct {
 
 typedef struct {
     pw_webhook_t *wh;
-    char path[80];            /* "entry[0].changes[1].value" */
+    size_t entry, change;     /* where the value is: entry[E].changes[C].value (PATH_FMT) */
     pw_str_t phone_number_id; /* value.metadata.phone_number_id */
     pw_jval_t contacts;       /* value.contacts[], PW_J_NONE when absent */
     size_t n_contacts;        /* its length */
@@ -47,10 +47,20 @@ static const char *req_time(pw_webhook_t *wh, const pw_jval_t *v, pw_time_us_t *
     return NULL;
 }
 
+/* A change's place in the webhook, and an item's in it: formatted only when a reason names them
+   (an snprintf per item cost about 1,500 instructions per push, for reasons almost never said). */
+#define PATH_FMT "entry[%zu].changes[%zu].value"
+#define PATH_ARGS(ch) (ch)->entry, (ch)->change
+typedef struct {
+    const char *array; /* "statuses", "messages", "contacts" */
+    size_t index;
+} item_at_t;
+
 /* Always returns 0: a bad item is counted and skipped, never fatal to the webhook. */
-static int reject(change_t *ch, const char *where, const char *key, const char *why)
+static int reject(change_t *ch, const item_at_t *at, const char *key, const char *why)
 {
-    pw__webhook_reject(ch->wh, "%s%s%s: %s", where, key != NULL ? "." : "", key != NULL ? key : "", why);
+    pw__webhook_reject(ch->wh, PATH_FMT ".%s[%zu]%s%s: %s", PATH_ARGS(ch), at->array, at->index, key != NULL ? "." : "",
+                       key != NULL ? key : "", why);
     return 0;
 }
 
@@ -68,7 +78,7 @@ enum { S_ID, S_STATUS, S_TIMESTAMP, S_RECIPIENT, S_RECIPIENT_USER, S_CONVERSATIO
 static const char *const STATUS_KEYS[S_COUNT] = {"id",      "status",       "timestamp", "recipient_id", "recipient_user_id",
                                                  "conversation", "pricing", "errors",    "biz_opaque_callback_data"};
 
-static int read_status(change_t *ch, const pw_jval_t *item, const char *where)
+static int read_status(change_t *ch, const pw_jval_t *item, const item_at_t *at)
 {
     pw_webhook_t *wh = ch->wh;
     pw_status_t s = {0};
@@ -77,27 +87,27 @@ static int read_status(change_t *ch, const pw_jval_t *item, const char *where)
     const char *why;
 
     if (item->type != PW_J_OBJECT)
-        return reject(ch, where, NULL, "not an object");
+        return reject(ch, at, NULL, "not an object");
     pw__webhook_members(wh, item, STATUS_KEYS, S_COUNT, f);
     if ((why = pw__webhook_req_string(wh, &f[S_ID], &s.id)) != NULL)
-        return reject(ch, where, "id", why);
+        return reject(ch, at, "id", why);
     if ((why = pw__webhook_req_string(wh, &f[S_STATUS], &s.status)) != NULL)
-        return reject(ch, where, "status", why);
+        return reject(ch, at, "status", why);
     if ((why = req_time(wh, &f[S_TIMESTAMP], &s.occurred_at, tbuf, sizeof(tbuf))) != NULL)
-        return reject(ch, where, "timestamp", why);
+        return reject(ch, at, "timestamp", why);
     if ((why = pw__webhook_opt_string(wh, &f[S_RECIPIENT], &s.recipient_id)) != NULL)
-        return reject(ch, where, "recipient_id", why);
+        return reject(ch, at, "recipient_id", why);
     /* A message sent to a business-scoped user id has an empty recipient_id and this instead. */
     if ((why = pw__webhook_opt_string(wh, &f[S_RECIPIENT_USER], &s.recipient_user_id)) != NULL)
-        return reject(ch, where, "recipient_user_id", why);
+        return reject(ch, at, "recipient_user_id", why);
     if ((why = opt_typed(&f[S_CONVERSATION], PW_J_OBJECT)) != NULL)
-        return reject(ch, where, "conversation", why);
+        return reject(ch, at, "conversation", why);
     if ((why = opt_typed(&f[S_PRICING], PW_J_OBJECT)) != NULL)
-        return reject(ch, where, "pricing", why);
+        return reject(ch, at, "pricing", why);
     if ((why = opt_typed(&f[S_ERRORS], PW_J_ARRAY)) != NULL)
-        return reject(ch, where, "errors", why);
+        return reject(ch, at, "errors", why);
     if ((why = pw__webhook_opt_string(wh, &f[S_BIZ], &s.biz_opaque_callback_data)) != NULL)
-        return reject(ch, where, "biz_opaque_callback_data", why);
+        return reject(ch, at, "biz_opaque_callback_data", why);
 
     pw_str_t known = pw__webhook_known_status(s.status, 0);
     if (known.base != NULL)
@@ -226,7 +236,7 @@ static pw_str_t contact_name(change_t *ch, pw_str_t from, pw_str_t from_user_id)
 enum { M_ID, M_TYPE, M_TIMESTAMP, M_FROM, M_FROM_USER_ID, M_CONTEXT, M_COUNT };
 static const char *const MESSAGE_KEYS[M_COUNT] = {"id", "type", "timestamp", "from", "from_user_id", "context"};
 
-static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
+static int read_message(change_t *ch, const pw_jval_t *item, const item_at_t *at)
 {
     pw_webhook_t *wh = ch->wh;
     pw_inbound_t m = {0};
@@ -235,19 +245,19 @@ static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
     const char *why;
 
     if (item->type != PW_J_OBJECT)
-        return reject(ch, where, NULL, "not an object");
+        return reject(ch, at, NULL, "not an object");
     pw__webhook_members(wh, item, MESSAGE_KEYS, M_COUNT, f);
     if ((why = pw__webhook_req_string(wh, &f[M_ID], &m.id)) != NULL)
-        return reject(ch, where, "id", why);
+        return reject(ch, at, "id", why);
     if ((why = pw__webhook_req_string(wh, &f[M_TYPE], &m.type)) != NULL)
-        return reject(ch, where, "type", why);
+        return reject(ch, at, "type", why);
     if ((why = req_time(wh, &f[M_TIMESTAMP], &m.sent_at, tbuf, sizeof(tbuf))) != NULL)
-        return reject(ch, where, "timestamp", why);
+        return reject(ch, at, "timestamp", why);
     /* from is absent for username-only users (and on some system messages): not an error. */
     if ((why = pw__webhook_opt_string(wh, &f[M_FROM], &m.from)) != NULL)
-        return reject(ch, where, "from", why);
+        return reject(ch, at, "from", why);
     if ((why = pw__webhook_opt_string(wh, &f[M_FROM_USER_ID], &m.from_user_id)) != NULL)
-        return reject(ch, where, "from_user_id", why);
+        return reject(ch, at, "from_user_id", why);
 
     m.phone_number_id = ch->phone_number_id;
     m.contact_name = contact_name(ch, m.from, m.from_user_id);
@@ -261,7 +271,7 @@ static int read_message(change_t *ch, const pw_jval_t *item, const char *where)
 
 /* ---- contacts[] ---- */
 
-static int read_contact(change_t *ch, const pw_jval_t *item, const char *where)
+static int read_contact(change_t *ch, const pw_jval_t *item, const item_at_t *at)
 {
     static const char *const KEYS[] = {"wa_id", "user_id", "profile"};
     pw_contact_t c = {0};
@@ -269,14 +279,14 @@ static int read_contact(change_t *ch, const pw_jval_t *item, const char *where)
     const char *why;
 
     if (item->type != PW_J_OBJECT)
-        return reject(ch, where, NULL, "not an object");
+        return reject(ch, at, NULL, "not an object");
     pw__webhook_members(ch->wh, item, KEYS, 3, f);
     /* The identities are stored verbatim: the wrong type is a broken item. wa_id is empty for a
        user who hides the number behind a username, user_id is absent before business-scoped ids. */
     if ((why = pw__webhook_opt_string(ch->wh, &f[0], &c.wa_id)) != NULL)
-        return reject(ch, where, "wa_id", why);
+        return reject(ch, at, "wa_id", why);
     if ((why = pw__webhook_opt_string(ch->wh, &f[1], &c.user_id)) != NULL)
-        return reject(ch, where, "user_id", why);
+        return reject(ch, at, "user_id", why);
     /* Known by neither, or in a change with nothing timed (no sighting time): nothing to store. */
     if ((c.wa_id.base == NULL && c.user_id.base == NULL) || ch->latest == 0)
         return 0;
@@ -292,19 +302,18 @@ static int read_contact(change_t *ch, const pw_jval_t *item, const char *where)
 
 /* ---- the skeleton ---- */
 
-typedef int (*item_reader_t)(change_t *ch, const pw_jval_t *item, const char *where);
+typedef int (*item_reader_t)(change_t *ch, const pw_jval_t *item, const item_at_t *at);
 
 static void read_items(change_t *ch, const pw_jval_t *arr, const char *key, item_reader_t reader)
 {
-    char where[128];
     pw__jiter_t it;
     pw_jval_t item;
-    size_t i = 0;
+    item_at_t at = {key, 0};
 
     pw__webhook_iter(ch->wh, arr, &it);
     while (pw__webhook_next(&it, &item)) {
-        snprintf(where, sizeof(where), "%s.%s[%zu]", ch->path, key, i++);
-        reader(ch, &item, where);
+        reader(ch, &item, &at);
+        at.index++;
     }
 }
 
@@ -314,7 +323,7 @@ static int count_array(change_t *ch, const pw_jval_t *v, const char *key, size_t
                        size_t errlen)
 {
     if (opt_typed(v, PW_J_ARRAY) != NULL)
-        return pw_set_err(err, errlen, PW_EINVAL, "%s.%s: not an array", ch->path, key);
+        return pw_set_err(err, errlen, PW_EINVAL, PATH_FMT ".%s: not an array", PATH_ARGS(ch), key);
     *n = pw__webhook_count(ch->wh, v);
     *n_items += *n;
     return 0;
@@ -364,9 +373,10 @@ static int read_change(pw_webhook_t *wh, const pw_jval_t *change, size_t e, size
         wh->n_ignored++; /* template status, account updates...: other shapes, not ours to store */
         return 0;
     }
-    snprintf(ch.path, sizeof(ch.path), "entry[%zu].changes[%zu].value", e, c);
+    ch.entry = e;
+    ch.change = c;
     if (f[1].type != PW_J_OBJECT)
-        return pw_set_err(err, errlen, PW_EINVAL, "%s: missing or not an object", ch.path);
+        return pw_set_err(err, errlen, PW_EINVAL, PATH_FMT ": missing or not an object", PATH_ARGS(&ch));
     rc = read_messages_value(&ch, &f[1], n_items, err, errlen);
     free(ch.by_wa_id.keys);
     free(ch.by_user_id.keys);

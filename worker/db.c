@@ -146,7 +146,9 @@ static void complete(pw_db_t *db, pw_db_job_t *j, int result, const char *sqlsta
     if (h2o_linklist_is_linked(&j->link))
         h2o_linklist_unlink(&j->link);
     j->result = result;
-    snprintf(j->sqlstate, sizeof j->sqlstate, "%s", sqlstate != NULL ? sqlstate : "");
+    size_t n = sqlstate != NULL ? strnlen(sqlstate, sizeof j->sqlstate - 1) : 0; /* five ASCII characters, or none */
+    memcpy(j->sqlstate, sqlstate != NULL ? sqlstate : "", n);
+    j->sqlstate[n] = '\0';
     pw_utf8_copy(j->message, sizeof j->message, message != NULL ? message : "");
     atomic_fetch_sub(&db->outstanding, 1);
     h2o_multithread_send_message(&j->port->answers, &j->msg);

@@ -150,7 +150,8 @@ int pw_handlers_receipt_key(pw_buf_t *out, const pw_rows_t *v)
     if (v->message_id.base == NULL)
         return -1;
     pw_str_t sub = pw_rows_receipt_sub(v);
-    pw_buf_appendf(out, "%zu:", sub.len);
+    pw_buf_append_u64(out, sub.len);
+    pw_buf_appendc(out, ':');
     pw_buf_append(out, sub.base, sub.len);
     pw_buf_append(out, v->message_id.base, v->message_id.len);
     return 0;

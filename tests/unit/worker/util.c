@@ -1,10 +1,11 @@
-/* Unit tests for worker/util.c: the UTF-8-safe copy (server messages end up in dead letters' reasons). */
+/* Unit tests for worker/util.c: the UTF-8-safe copy (server messages end up in dead letters' reasons) and the decimal appender. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "worker/util.h"
@@ -41,11 +42,30 @@ static void test_a_cut_never_splits_a_character(void **state)
     assert_int_equal(pw_utf8_copy(dst, sizeof dst, src), 254); /* 255 would split the 128th character */
 }
 
+/* The decimal appender prints what printf's %llu prints, at both ends of the range and between. */
+static void test_append_u64_is_printf_llu(void **state)
+{
+    (void)state;
+    static const uint64_t values[] = {0, 7, 9, 10, 99, 100, 4294967295u, 4294967296u, 18446744073709551615u};
+    pw_buf_t b = {0};
+    for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) {
+        char want[32];
+        snprintf(want, sizeof want, "%llu", (unsigned long long)values[k]);
+        pw_buf_reset(&b);
+        pw_buf_append(&b, "x", 1);
+        pw_buf_append_u64(&b, values[k]);
+        assert_int_equal(b.len, 1 + strlen(want));
+        assert_string_equal(b.base + 1, want);
+    }
+    pw_buf_dispose(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_string_that_fits_is_copied_whole),
         cmocka_unit_test(test_a_cut_never_splits_a_character),
+        cmocka_unit_test(test_append_u64_is_printf_llu),
     };
     return cmocka_run_group_tests_name("worker/util", tests, NULL, NULL);
 }
