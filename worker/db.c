@@ -428,7 +428,7 @@ failed:
 
 /* ---- results ---- */
 
-/* The parts of every variant: the statement itself. */
+/* The parts of every variant: the statement itself (0 when it has no parts, as group_parts then gives). */
 static unsigned all_parts(const pw_db_stmt_t *s)
 {
     return (1u << s->nparts) - 1u;
@@ -466,7 +466,7 @@ static void on_prepared(db_conn_t *c)
     c->state = DB_IDLE;
     c->idle_since_ms = pw_now_ms();
     c->backoff_ticks = 0;
-    if (!c->db->cfg->pooler_transaction && c->db->stmt->nparts > 0)
+    if (!c->db->cfg->pooler_transaction)
         c->prepared |= UINT64_C(1) << all_parts(c->db->stmt); /* the statement itself, by its own name */
     atomic_store(&c->db->ready, 1);
     pw_log_info("database: connected and ready (server %d)", PQserverVersion(c->pg));
@@ -847,7 +847,7 @@ static void send_group(db_conn_t *c)
     }
     int sent = 1, q = 0;
     c->q_prepare = -1;
-    if (s->nparts > 0 && !db->cfg->pooler_transaction && (c->prepared & (UINT64_C(1) << c->parts)) == 0) {
+    if (!db->cfg->pooler_transaction && (c->prepared & (UINT64_C(1) << c->parts)) == 0) {
         sent = PQsendPrepare(c->pg, name, sql, nvalues, NULL);
         c->q_prepare = q++;
     }

@@ -108,26 +108,30 @@ static void build_full(void)
     variants[ALL_PARTS] = build(ALL_PARTS, &full_ncols);
 }
 
-const char *pw_handlers_sql(int *ncols)
+/* Builds the full statement and the sections' column ends, once, from any thread. */
+static void built(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, build_full);
+}
+
+const char *pw_handlers_sql(int *ncols)
+{
+    built();
     *ncols = full_ncols;
     return variants[ALL_PARTS];
 }
 
 int pw_handlers_sections(const int **column_ends)
 {
-    int ncols;
-    (void)pw_handlers_sql(&ncols);
+    built();
     *column_ends = part_ends;
     return (int)N_SECTIONS;
 }
 
 const char *pw_handlers_variant_sql(unsigned parts)
 {
-    int ncols;
-    (void)pw_handlers_sql(&ncols);
+    built();
     return variant(parts);
 }
 
