@@ -132,7 +132,7 @@ bench-instructions: all
 	B=$(B) scripts/bench-instructions
 
 # Every analytics view and function over a 30-day window of 10 million generated messages, before and
-# after migrations 0007-0009 (PASS/MISS against 1 s), then what their indexes and roll-ups cost the writes.
+# after migrations 0007-0010 (PASS/MISS against 1 s), then what their indexes and roll-ups cost the writes.
 # ANALYTICS_MESSAGES shrinks it; ANALYTICS_KEEP=1 / ANALYTICS_DATA=DIR keep and reuse the data.
 bench-analytics: all
 	B=$(B) scripts/bench-analytics
