@@ -41,7 +41,22 @@
 -- outside a transaction (psql):
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS message_logs_sent_at_day ON message_logs (sent_at, ((sent_at AT TIME ZONE 'UTC')::date)) INCLUDE (delivered_at, read_at, failed_at) WHERE bsp_msg_id IS NOT NULL;
 --   CREATE INDEX CONCURRENTLY IF NOT EXISTS inbound_messages_day_type ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date), msg_type) INCLUDE (sent_at, from_phone, from_user_id);
--- this migration then finds them, drops the old indexes and gives the new ones their names.
+-- this migration then finds them, drops the old indexes and gives the new ones their names. A
+-- CONCURRENTLY build that failed leaves an invalid index of that name behind: this migration drops
+-- it and builds the index itself.
+
+DO $$
+DECLARE
+    ix text;
+BEGIN
+    FOREACH ix IN ARRAY ARRAY['message_logs_sent_at_day', 'inbound_messages_day_type'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass(ix) AND NOT indisvalid) THEN
+            RAISE NOTICE '0010: % is invalid (a CONCURRENTLY build that failed): dropped, built again', ix;
+            EXECUTE format('DROP INDEX %I', ix);
+        END IF;
+    END LOOP;
+END
+$$;
 
 CREATE INDEX IF NOT EXISTS message_logs_sent_at_day ON message_logs (sent_at, ((sent_at AT TIME ZONE 'UTC')::date))
     INCLUDE (delivered_at, read_at, failed_at) WHERE bsp_msg_id IS NOT NULL;

@@ -202,11 +202,70 @@ static void a_column_named_like_a_stored_time_stops_0009(void **state)
                     "wamid.OLD1|by hand|2024-03-01 10:05:00+00\nwamid.OLD2|by hand|NULL");
 }
 
+/*
+ * 0010's indexes built beforehand with the CONCURRENTLY statements of its header (run here as
+ * written there): a valid one is taken as it is (renamed, not built again); one left invalid by a
+ * failed build is dropped and built again, so no invalid index ends up under the name the views use.
+ */
+static void indexes_built_beforehand_for_0010_are_taken_or_built_again(void **state)
+{
+    (void)state;
+    pwt_db_drop();
+    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
+    apply_old_migrations();
+    exec_script(OLD_ROWS);
+    assert_int_equal(pwt_migrate(), 0);
+    /* back to 0009's state: its two indexes, 0010 not recorded */
+    pwt_exec("DROP INDEX message_logs_sent_at");
+    pwt_exec("CREATE INDEX message_logs_sent_at ON message_logs (sent_at) INCLUDE (delivered_at, read_at, failed_at)"
+             " WHERE bsp_msg_id IS NOT NULL");
+    pwt_exec("DROP INDEX inbound_messages_sent_day");
+    pwt_exec("CREATE INDEX inbound_messages_sent_day ON inbound_messages (((sent_at AT TIME ZONE 'UTC')::date))");
+    pwt_exec("DELETE FROM schema_migrations WHERE name = '0010_window_indexes'");
+
+    char *path = pwt_repo_path("migrations/0010_window_indexes.sql");
+    char *sql = path != NULL ? pwt_read_text(path) : NULL;
+    if (sql == NULL)
+        fail_msg("cannot read migrations/0010_window_indexes.sql");
+    int built = 0;
+    for (char *line = strstr(sql, "--   CREATE INDEX CONCURRENTLY"); line != NULL;
+         line = strstr(line + 1, "--   CREATE INDEX CONCURRENTLY")) {
+        char *end = strchr(line, '\n');
+        char *stmt = pwt_xasprintf("%.*s", (int)(end != NULL ? end - line - 5 : (long)strlen(line) - 5), line + 5);
+        pwt_exec(stmt); /* outside a transaction, as the header says */
+        free(stmt);
+        built++;
+    }
+    free(sql);
+    free(path);
+    assert_int_equal(built, 2);
+    /* the inbound one as a failed CONCURRENTLY build leaves it */
+    pwt_exec("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'inbound_messages_day_type'::regclass");
+    char *valid_oid = pwt_rows("SELECT 'message_logs_sent_at_day'::regclass::oid");
+    char *invalid_oid = pwt_rows("SELECT 'inbound_messages_day_type'::regclass::oid");
+
+    assert_int_equal(pwt_migrate(), 0);
+    pwt_assert_rows("SELECT 'message_logs_sent_at'::regclass::oid", valid_oid);
+    char *gone = pwt_xasprintf("SELECT count(*) FROM pg_class WHERE oid = %s", invalid_oid);
+    pwt_assert_rows(gone, "0");
+    free(gone);
+    pwt_assert_rows("SELECT c.relname, i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE c.relname IN ('message_logs_sent_at', 'inbound_messages_sent_day') ORDER BY 1",
+                    "inbound_messages_sent_day|t|CREATE INDEX inbound_messages_sent_day ON public.inbound_messages USING btree"
+                    " ((((sent_at AT TIME ZONE 'UTC'::text))::date), msg_type) INCLUDE (sent_at, from_phone, from_user_id)\n"
+                    "message_logs_sent_at|t|CREATE INDEX message_logs_sent_at ON public.message_logs USING btree"
+                    " (sent_at, (((sent_at AT TIME ZONE 'UTC'::text))::date)) INCLUDE (delivered_at, read_at, failed_at)"
+                    " WHERE (bsp_msg_id IS NOT NULL)");
+    free(valid_oid);
+    free(invalid_oid);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_database_at_0004_with_rows_upgrades_in_place),
         cmocka_unit_test(a_column_named_like_a_stored_time_stops_0009),
+        cmocka_unit_test(indexes_built_beforehand_for_0010_are_taken_or_built_again),
     };
     return pwt_db_suite_run("integration/upgrade", tests);
 }
