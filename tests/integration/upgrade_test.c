@@ -95,11 +95,19 @@ static const char OLD_ROWS[] =
     " UNION ALL SELECT 'dl', message_id, reason, received_at::text, NULL, NULL, NULL, NULL FROM dead_letters"          \
     " ORDER BY 1, 2"
 
+/* A new database as the previous release left it: 0001-0004 applied, OLD_ROWS in it. */
+static void old_database_with_rows(void)
+{
+    pwt_db_drop();
+    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
+    apply_old_migrations();
+    exec_script(OLD_ROWS);
+}
+
 static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 {
     (void)state;
-    apply_old_migrations();
-    exec_script(OLD_ROWS);
+    old_database_with_rows();
     char *before = pwt_rows(Q_OLD_COLUMNS);
 
     assert_int_equal(pwt_migrate(), 0);
@@ -177,10 +185,7 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
 static void a_column_named_like_a_stored_time_stops_0009(void **state)
 {
     (void)state;
-    pwt_db_drop();
-    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
-    apply_old_migrations();
-    exec_script(OLD_ROWS);
+    old_database_with_rows();
     pwt_exec("ALTER TABLE message_logs ADD COLUMN read_at text");
     pwt_exec("UPDATE message_logs SET read_at = 'by hand'");
 
@@ -210,10 +215,7 @@ static void a_column_named_like_a_stored_time_stops_0009(void **state)
 static void indexes_built_beforehand_for_0010_are_taken_or_built_again(void **state)
 {
     (void)state;
-    pwt_db_drop();
-    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
-    apply_old_migrations();
-    exec_script(OLD_ROWS);
+    old_database_with_rows();
     assert_int_equal(pwt_migrate(), 0);
     /* back to 0009's state: its two indexes, 0010 not recorded */
     pwt_exec("DROP INDEX message_logs_sent_at");
