@@ -722,6 +722,7 @@ static void take_group(db_conn_t *c)
 {
     pw_db_t *db = c->db;
     size_t bytes = 0;
+    double now = pw_now_ms();
     while (!h2o_linklist_is_empty(&c->queued) && c->group_len < (size_t)db->cfg->batch_max && bytes < db->cfg->batch_max_bytes) {
         pw_db_job_t *j = job_of(c->queued.next);
         int alone = j->solo || (j->flags & (PW_DB_ALONE | PW_DB_TRIAL)) != 0;
@@ -734,6 +735,10 @@ static void take_group(db_conn_t *c)
             continue;
         }
         j->got_row = 0;
+        if (j->queued_ms > 0) { /* its first group: how long it waited for one */
+            pw_metrics_observe_seconds(&db->metrics->db_queue_seconds, (now - j->queued_ms) / 1000.0);
+            j->queued_ms = 0;
+        }
         h2o_linklist_insert(&c->group, &j->link);
         c->group_len++;
         bytes += job_bytes(db, j);
@@ -950,6 +955,7 @@ static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messa
         j->attempts = 0;
         j->solo = 0;
         j->got_row = 0;
+        j->queued_ms = pw_now_ms();
         if (db->closing)
             complete(db, j, PW_EUNAVAIL, "", "shutting down");
         else if (all_down(db))

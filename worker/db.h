@@ -108,6 +108,7 @@ struct pw_db_job {
     int attempts; /* conflicts of it alone */
     int solo;     /* written alone (a group of it failed) */
     double due_ms; /* waiting for a retry after a conflict: when */
+    double queued_ms; /* reached the executor: when (0 once its first group was sent) */
 };
 
 typedef struct pw_db pw_db_t;

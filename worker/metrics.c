@@ -178,6 +178,8 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));
     render_histogram(out, r, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",
                      "Time from receiving a push to answering it.");
+    render_histogram(out, r, offsetof(pw_metrics_t, db_queue_seconds), SECONDS_BOUNDS, "pushworker_db_queue_seconds",
+                     "Time from a push reaching the database queue to the sending of its first transaction (waiting for the group in flight).");
     render_histogram(out, r, offsetof(pw_metrics_t, db_tx_seconds), SECONDS_BOUNDS, "pushworker_db_transaction_seconds",
                      "Time from sending a group of pushes to its commit.");
     render_histogram(out, r, offsetof(pw_metrics_t, batch_pushes), COUNT_BOUNDS, "pushworker_db_batch_pushes",
