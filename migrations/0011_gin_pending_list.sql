@@ -1,0 +1,16 @@
+-- 0011: the guide's GIN index on message_logs.whatsapp_status moves its pending list into the index
+-- in small steps (BENCHMARKS.md, "The stall at 13.8 s was the GIN index's pending list").
+--
+-- A GIN index with fastupdate (PostgreSQL's default) keeps the entries of new row versions in a
+-- pending list and moves them into the index proper once the list passes gin_pending_list_limit
+-- (4 MB unless set), inside whichever insert or update passes it. Here that is one group's
+-- transaction: at about 3,000 pushes/s it came every 14 s (about 41,000 pushes), took that group
+-- 45-70 ms instead of about 2 (600-700 kB of WAL, most of it full-page images, for a few dozen
+-- rows), and every push that arrived meanwhile waited for it, then for the bigger group behind it.
+-- With a 256 kB list the same work comes sixteen times as often in steps sixteen times smaller,
+-- which a group absorbs; the work per entry is the same. (fastupdate = off, no list at all, puts
+-- every entry into the index in every transaction: dearer per group.)
+--
+-- A catalog change only: the index is not rebuilt; its current list, up to 4 MB, is moved by the
+-- first write after this. IF EXISTS: a database whose owner dropped the guide's index keeps going.
+ALTER INDEX IF EXISTS idx_message_logs_whatsapp_status SET (gin_pending_list_limit = 256);
