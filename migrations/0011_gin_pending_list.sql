@@ -8,9 +8,11 @@
 -- 45-70 ms instead of about 2 (600-700 kB of WAL, most of it full-page images, for a few dozen
 -- rows), and every push that arrived meanwhile waited for it, then for the bigger group behind it.
 -- With a 256 kB list the same work comes sixteen times as often in steps sixteen times smaller,
--- which a group absorbs; the work per entry is the same. (fastupdate = off, no list at all, puts
--- every entry into the index in every transaction: dearer per group.)
+-- which a group absorbs. (fastupdate = off, no list at all, would instead put every entry into the
+-- index within the transaction that writes it.)
 --
--- A catalog change only: the index is not rebuilt; its current list, up to 4 MB, is moved by the
--- first write after this. IF EXISTS: a database whose owner dropped the guide's index keeps going.
+-- A catalog change only: the index is not rebuilt (the statement takes the index's exclusive lock,
+-- so writes to message_logs wait for the instant it takes to commit); its current list, up to 4 MB,
+-- is moved by the first write after this. IF EXISTS: a database whose owner dropped the guide's
+-- index keeps going.
 ALTER INDEX IF EXISTS idx_message_logs_whatsapp_status SET (gin_pending_list_limit = 256);
