@@ -949,13 +949,14 @@ static void on_watch(h2o_timeout_entry_t *entry)
 static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, inbox, receiver);
+    double now = pw_now_ms(); /* the whole batch of messages reached the executor in this turn */
     while (!h2o_linklist_is_empty(messages)) {
         pw_db_job_t *j = H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, messages->next);
         h2o_linklist_unlink(&j->msg.link);
         j->attempts = 0;
         j->solo = 0;
         j->got_row = 0;
-        j->queued_ms = pw_now_ms();
+        j->queued_ms = now;
         if (db->closing)
             complete(db, j, PW_EUNAVAIL, "", "shutting down");
         else if (all_down(db))
