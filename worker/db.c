@@ -79,12 +79,20 @@ typedef struct {
  * submitter's shards follow its rows (a hash of the rows' key). While a group waits for its
  * COMMIT, another connection can send the next. One executor for all loops rather than one per
  * loop: groups of every loop's jobs, and fewer connections.
+ *
+ * Jobs reach the thread through a list of their own (in_jobs), and a submission wakes the thread
+ * (the bell: a pipe write, then the thread's epoll_wait and read) only when the thread has a use
+ * for a job at once: a connection idle, or jobs to answer without the server (closing, every
+ * connection down, the queues full). While every connection has a group in flight the jobs
+ * wait in the list, and the thread takes them all when a group ends, as it sends the next one.
+ * With one message per job (h2o's multithread queue) nearly every push woke the thread, which
+ * had nothing to do with it but queue it (BENCHMARKS.md: "One wake-up per group").
  */
 struct pw_db {
     pthread_t tid;
     h2o_loop_t *loop;
     h2o_multithread_queue_t *queue;
-    h2o_multithread_receiver_t inbox;   /* jobs from the ports */
+    h2o_multithread_receiver_t bell;    /* wakes the thread (no message: see pw_db_submit) */
     h2o_multithread_receiver_t control; /* drain and stop */
     h2o_multithread_message_t drain_msg, stop_msg;
     int stopping; /* the stop message has come (the thread's own) */
@@ -99,6 +107,14 @@ struct pw_db {
     int n_conns;
 
     size_t queued_len;      /* jobs waiting in every connection's queue */
+
+    /* Jobs submitted and not yet taken by the thread (see above), under in_mutex. */
+    pthread_mutex_t in_mutex;
+    h2o_linklist_t in_jobs;
+    size_t in_len;
+    int in_bell;              /* the next submission rings the bell */
+    size_t in_bell_len;       /* and so does the one that makes in_len this long (the room left in the queues) */
+    _Atomic unsigned long bells; /* rung so far (for the tests) */
     h2o_linklist_t waiting; /* conflicts waiting for their backoff (due_ms), not in the queue */
 
     h2o_timeout_t retry;
@@ -238,6 +254,43 @@ static int all_down(const pw_db_t *db)
         if (db->conns[i].state != DB_DOWN)
             return 0;
     return 1;
+}
+
+/* Takes the jobs submitted since the last time: each goes to its connection's queue, or is answered at once. */
+static void take_jobs(pw_db_t *db)
+{
+    h2o_linklist_t jobs;
+    h2o_linklist_init_anchor(&jobs);
+    pthread_mutex_lock(&db->in_mutex);
+    h2o_linklist_insert_list(&jobs, &db->in_jobs);
+    db->in_len = 0;
+    pthread_mutex_unlock(&db->in_mutex);
+    while (!h2o_linklist_is_empty(&jobs)) {
+        pw_db_job_t *j = job_of(jobs.next);
+        h2o_linklist_unlink(&j->link);
+        j->attempts = 0;
+        j->solo = 0;
+        j->got_row = 0;
+        if (db->closing)
+            complete(db, j, PW_EUNAVAIL, "", "shutting down");
+        else if (all_down(db))
+            complete(db, j, PW_EUNAVAIL, "", "database unavailable");
+        else if (db->queued_len >= (size_t)db->cfg->queue_max)
+            complete(db, j, PW_EUNAVAIL, "", "database queue full");
+        else
+            enqueue(db, j);
+    }
+}
+
+/* 1 when a job submitted now would be sent or answered at once (see the bell, above). */
+static int wants_jobs_now(const pw_db_t *db)
+{
+    if (db->closing || all_down(db))
+        return 1;
+    for (int i = 0; i < db->n_conns; i++)
+        if (db->conns[i].state == DB_IDLE)
+            return 1;
+    return 0;
 }
 
 /* ---- the socket ---- */
@@ -868,8 +921,23 @@ static void send_group(db_conn_t *c)
 /* Gives a group to every idle connection while jobs are waiting. */
 static void maybe_send_groups(pw_db_t *db)
 {
-    for (int i = 0; i < db->n_conns; i++)
-        send_group(&db->conns[i]);
+    for (;;) {
+        take_jobs(db);
+        for (int i = 0; i < db->n_conns; i++)
+            send_group(&db->conns[i]);
+        /* Arm the bell for what comes next, unless jobs came meanwhile that are wanted now. */
+        int wants = wants_jobs_now(db);
+        size_t max = (size_t)db->cfg->queue_max, room = db->queued_len < max ? max - db->queued_len : 0;
+        pthread_mutex_lock(&db->in_mutex);
+        int again = db->in_len > 0 && (wants || db->in_len >= room);
+        if (!again) {
+            db->in_bell = wants;
+            db->in_bell_len = room;
+        }
+        pthread_mutex_unlock(&db->in_mutex);
+        if (!again)
+            return;
+    }
 }
 
 /* ---- timers: conflicts' backoff, the watchdog, the drain ---- */
@@ -909,6 +977,7 @@ static void send_probe(db_conn_t *c)
 static void close_all(pw_db_t *db, const char *why)
 {
     db->closing = 1;
+    take_jobs(db); /* answered "shutting down" */
     for (int i = 0; i < db->n_conns; i++)
         complete_queued(&db->conns[i], PW_EUNAVAIL, why);
     complete_all(db, &db->waiting, PW_EUNAVAIL, "", why);
@@ -945,28 +1014,12 @@ static void on_watch(h2o_timeout_entry_t *entry)
 
 /* ---- the thread ---- */
 
-/* Jobs from the ports. */
-static void on_inbox(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+/* The bell carries no message: it only ends the thread's wait (run takes the jobs after each turn). */
+static void on_bell(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
-    pw_db_t *db = H2O_STRUCT_FROM_MEMBER(pw_db_t, inbox, receiver);
-    double now = pw_now_ms(); /* the whole batch of messages reached the executor in this turn */
-    while (!h2o_linklist_is_empty(messages)) {
-        pw_db_job_t *j = H2O_STRUCT_FROM_MEMBER(pw_db_job_t, msg.link, messages->next);
-        h2o_linklist_unlink(&j->msg.link);
-        j->attempts = 0;
-        j->solo = 0;
-        j->got_row = 0;
-        j->queued_ms = now;
-        if (db->closing)
-            complete(db, j, PW_EUNAVAIL, "", "shutting down");
-        else if (all_down(db))
-            complete(db, j, PW_EUNAVAIL, "", "database unavailable");
-        else if (db->queued_len >= (size_t)db->cfg->queue_max)
-            complete(db, j, PW_EUNAVAIL, "", "database queue full");
-        else
-            enqueue(db, j);
-    }
-    maybe_send_groups(db);
+    (void)receiver;
+    assert(h2o_linklist_is_empty(messages));
+    (void)messages;
 }
 
 /* pw_db_drain and pw_db_free reach the thread here (the drain's deadline is in an atomic). */
@@ -986,14 +1039,18 @@ static void *run(void *arg)
 {
     pw_db_t *db = arg;
     pthread_setname_np(pthread_self(), "pw-db"); /* for top -H and make bench's CPU per thread */
-    while (!db->stopping)
+    for (;;) {
         h2o_evloop_run(db->loop, INT32_MAX);
+        if (db->stopping)
+            break;
+        maybe_send_groups(db); /* the bell rang, or this turn freed a connection or closed */
+    }
     close_all(db, "shutting down");
     h2o_timeout_unlink(&db->backoff_entry);
     h2o_timeout_unlink(&db->watch_entry);
     if (atomic_load(&db->outstanding) > 0)
         pw_log_error("database: %ld job(s) submitted but never received to be answered", atomic_load(&db->outstanding));
-    h2o_multithread_unregister_receiver(db->queue, &db->inbox);
+    h2o_multithread_unregister_receiver(db->queue, &db->bell);
     h2o_multithread_unregister_receiver(db->queue, &db->control);
     h2o_timeout_dispose(db->loop, &db->retry);
     h2o_timeout_dispose(db->loop, &db->backoff);
@@ -1028,7 +1085,11 @@ pw_db_t *pw_db_new(const pw_config_t *cfg, const pw_db_stmt_t *stmt, pw_metrics_
     db->n_conns = cfg->db_connections;
     db->conns = pw_xcalloc((size_t)db->n_conns, sizeof *db->conns);
     h2o_linklist_init_anchor(&db->waiting);
-    h2o_multithread_register_receiver(db->queue, &db->inbox, on_inbox);
+    pthread_mutex_init(&db->in_mutex, NULL);
+    h2o_linklist_init_anchor(&db->in_jobs);
+    db->in_bell = 1;
+    db->in_bell_len = SIZE_MAX;
+    h2o_multithread_register_receiver(db->queue, &db->bell, on_bell);
     h2o_multithread_register_receiver(db->queue, &db->control, on_control);
     h2o_timeout_init(db->loop, &db->retry, PW_DB_RETRY_TICK_MS);
     h2o_timeout_init(db->loop, &db->backoff, PW_DB_BACKOFF_TICK_MS);
@@ -1076,7 +1137,21 @@ void pw_db_submit(pw_db_port_t *port, pw_db_job_t *job)
     job->result = 0;
     job->got_row = 0;
     job->sqlstate[0] = job->message[0] = '\0';
-    h2o_multithread_send_message(&port->db->inbox, &job->msg);
+    job->queued_ms = pw_now_ms();
+    pw_db_t *db = port->db;
+    pthread_mutex_lock(&db->in_mutex);
+    h2o_linklist_insert(&db->in_jobs, &job->link);
+    db->in_len++;
+    int ring = db->in_bell || db->in_len >= db->in_bell_len;
+    if (ring) { /* once: the thread arms it again when it has taken the jobs */
+        db->in_bell = 0;
+        db->in_bell_len = SIZE_MAX;
+    }
+    pthread_mutex_unlock(&db->in_mutex);
+    if (ring) {
+        atomic_fetch_add_explicit(&db->bells, 1, memory_order_relaxed);
+        h2o_multithread_send_message(&db->bell, NULL);
+    }
 }
 
 int pw_db_ready(const pw_db_t *db)
@@ -1109,6 +1184,7 @@ void pw_db_free(pw_db_t *db)
         pw_buf_dispose(&db->params[k]);
     h2o_multithread_destroy_queue(db->queue);
     h2o_evloop_destroy(db->loop);
+    pthread_mutex_destroy(&db->in_mutex);
     free(db->conns);
     free(db);
 }

@@ -102,13 +102,13 @@ struct pw_db_job {
     char message[200];
 
     /* private to db.c */
-    h2o_linklist_t link;           /* in a queue of the executor */
-    h2o_multithread_message_t msg; /* carries it between threads */
+    h2o_linklist_t link;           /* in a queue of the executor (the first: pw_db_t.in_jobs) */
+    h2o_multithread_message_t msg; /* carries its answer back to its port's thread */
     struct pw_db_port *port;
     int attempts; /* conflicts of it alone */
     int solo;     /* written alone (a group of it failed) */
     double due_ms; /* waiting for a retry after a conflict: when */
-    double queued_ms; /* reached the executor: when (0 once its first group was sent) */
+    double queued_ms; /* submitted: when (0 once its first group was sent) */
 };
 
 typedef struct pw_db pw_db_t;

@@ -51,7 +51,7 @@ typedef struct {
     _Atomic uint64_t db_errors;
     _Atomic uint64_t db_reconnects;
     pw_histogram_t request_seconds; /* push received -> answered */
-    pw_histogram_t db_queue_seconds; /* reached the executor -> its first group sent */
+    pw_histogram_t db_queue_seconds; /* submitted to the executor -> its first group sent */
     pw_histogram_t db_tx_seconds;   /* group sent -> committed */
     pw_histogram_t batch_pushes;    /* pushes per transaction */
 } pw_metrics_t;

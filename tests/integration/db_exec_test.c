@@ -14,7 +14,7 @@
  * Where a case needs jobs to meet in one group, it holds the executor's only connection busy with a
  * "blocker" job: another session holds a row lock (an uncommitted UPDATE of the row 'blocker'),
  * the blocker job's INSERT of that key waits on it (pg_stat_activity says so), the case's jobs are
- * submitted and reach the executor's queue (db.c's queued_len), and the lock is let go: they are
+ * submitted and reach the executor (db.c's in_jobs and queued_len), and the lock is let go: they are
  * then all queued when the connection frees, which db.h promises to write as one group. A SELECT
  * ... FOR UPDATE would not do: INSERT ... ON CONFLICT DO NOTHING does not wait on a row that is
  * only locked. How many transactions wrote the rows is read from the rows' xmin (one per
@@ -245,10 +245,19 @@ static void start_db(void)
              T.cfg.db_connections);
 }
 
-/* The executor's queue length (written by its thread). */
+/* Jobs at the executor not yet sent: in its queues (written by its thread) and submitted but not yet taken. */
 static size_t queued(pw_db_t *db)
 {
-    return __atomic_load_n(&db->queued_len, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&db->in_mutex);
+    size_t n = db->in_len;
+    pthread_mutex_unlock(&db->in_mutex);
+    return n + __atomic_load_n(&db->queued_len, __ATOMIC_RELAXED);
+}
+
+/* How many times a submission has woken the executor's thread. */
+static unsigned long bells(pw_db_t *db)
+{
+    return atomic_load(&db->bells);
 }
 
 #define WAIT_QUEUED(db, n) wait_queued(__FILE__, __LINE__, (db), (n))
@@ -548,6 +557,42 @@ static void test_jobs_submitted_at_once_share_transactions(void **state)
     assert_int_equal(after.groups - before.groups, txs);
     assert_true(after.jobs - before.jobs == GROUP_JOBS);
     assert_in_range(txs, 1, GROUP_JOBS / 10);
+}
+
+/*
+ * Jobs submitted while the only connection has a group in flight do not wake the executor's
+ * thread: it has nothing to do with them until that group ends, and then takes them all as one
+ * group. The job that finds the connection idle rings once. Before the bell, each job was a
+ * message that woke the thread (a pipe write, an epoll_wait and a read) just to queue it.
+ */
+static void test_jobs_for_a_busy_connection_wait_without_waking_the_executor(void **state)
+{
+    (void)state;
+    start_db();
+    tjob_t blocker, jobs[20];
+    unsigned long before = bells(T.db);
+    hold_connection(&blocker); /* one job, sent at once: one ring */
+    unsigned long held = bells(T.db);
+    assert_int_equal(held - before, 1);
+    for (int i = 0; i < 20; i++) {
+        char k[16], v[16];
+        snprintf(k, sizeof k, "w%02d", i);
+        snprintf(v, sizeof v, "%d", i + 1);
+        tjob_init(&jobs[i], k, v, 1, 0);
+        submit(&T.loop, &jobs[i]);
+    }
+    WAIT_QUEUED(T.db, 20);
+    assert_int_equal(bells(T.db) - held, 0);
+    batches_t b0 = batches();
+    unlock_row();
+    RUN_UNTIL(&T.loop, 21);
+    ASSERT_ANSWER(&blocker, 0, "", 0);
+    for (int i = 0; i < 20; i++)
+        ASSERT_ANSWER(&jobs[i], 0, "", 1);
+    batches_t b1 = batches();
+    assert_int_equal(b1.groups - b0.groups, 2); /* the blocker's, then the twenty together */
+    assert_int_equal(pwt_scalar_int("SELECT count(DISTINCT xmin::text) FROM t WHERE k ~ '^w'"), 1);
+    assert_int_equal(bells(T.db) - held, 0);
 }
 
 /* ---- 3. splitting ------------------------------------------------------------------------------ */
@@ -999,6 +1044,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_ports_answer_each_loop_on_its_own_thread, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_jobs_submitted_at_once_share_transactions, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_jobs_for_a_busy_connection_wait_without_waking_the_executor, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_refused_job_fails_only_itself, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_an_alone_job_is_never_grouped, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_trial_is_rolled_back, fresh, cleanup),
