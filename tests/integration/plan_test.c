@@ -141,19 +141,23 @@ static void redrive_reaches_rows_by_key(void **state)
     free(before);
 }
 
-/* Calls of message_logs' roll-up trigger function counted so far (track_functions, flushed when a backend exits). */
-static long long rollup_trigger_calls(void)
+/* Calls of message_logs' roll-up trigger function counted so far (track_functions, flushed when a
+   backend exits); and, in *apply, of pw_rollup_apply. */
+static long long rollup_trigger_calls(long long *apply)
 {
     pwt_exec("SELECT pg_stat_clear_snapshot()");
+    *apply = pwt_scalar_int("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = 'pw_rollup_apply'");
     return pwt_scalar_int("SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE funcname = 'pw_rollup_trigger'");
 }
 
 /* Sends the pushes of fixtures (NULL-terminated; "bad": a push that is kept as a dead letter) to a
-   worker of its own, stops it, and returns how many more calls the roll-up trigger got. */
-static long long rollup_calls_for(const char *const *fixtures, const char *mid_prefix)
+   worker of its own, stops it, and returns how many more calls the roll-up trigger got (and, in
+   *apply, pw_rollup_apply). */
+static long long rollup_calls_for(const char *const *fixtures, const char *mid_prefix, long long *apply)
 {
     wait_for_backends_to_exit();
-    long long before = rollup_trigger_calls();
+    long long apply_before;
+    long long before = rollup_trigger_calls(&apply_before);
     pwt_worker_t w = {0};
     char *url = pwt_xasprintf("DATABASE_URL=%s", pwt_db_url());
     if (pwt_worker_start(&w, PWT_LIST("WORKER_THREADS=1", "DB_CONNECTIONS=1", "DB_POOLER=none", url)) != 0)
@@ -172,7 +176,9 @@ static long long rollup_calls_for(const char *const *fixtures, const char *mid_p
     }
     assert_int_equal(pwt_worker_stop(&w), 0);
     wait_for_backends_to_exit();
-    return rollup_trigger_calls() - before;
+    long long calls = rollup_trigger_calls(apply);
+    *apply -= apply_before;
+    return calls - before;
 }
 
 /* Every table the statement and its triggers write, with its row count. */
@@ -194,7 +200,8 @@ static long long rollup_calls_for(const char *const *fixtures, const char *mid_p
  * fires its statement triggers, such as message_logs' roll-up trigger on empty transition
  * tables. So pushes with no status (inbound messages with their contacts, a dead letter) call the
  * roll-up function no more than a worker that gets no push; one status calls it twice more,
- * which shows that the count counts.
+ * which shows that the count counts. And since 0012 the trigger writes the roll-ups in one
+ * statement of its own, without calling pw_rollup_apply (which 0009's trigger called every time).
  */
 static void a_group_runs_only_the_sections_it_has_rows_for(void **state)
 {
@@ -202,19 +209,22 @@ static void a_group_runs_only_the_sections_it_has_rows_for(void **state)
     pwt_truncate_all();
     pwt_exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET track_functions = ''pl''', current_database()); END $$");
     static const char *const nothing[] = {NULL};
-    long long at_start = rollup_calls_for(nothing, "sections-none");
-    printf("# roll-up trigger calls of a worker that got no push: %lld\n", at_start);
+    long long apply[3];
+    long long at_start = rollup_calls_for(nothing, "sections-none", &apply[0]);
+    printf("# roll-up trigger calls of a worker that got no push: %lld (pw_rollup_apply: %lld)\n", at_start, apply[0]);
     pwt_assert_rows(Q_WRITTEN, "0 0 0 0 0 0 0 0 0");
     static const char *const no_status[] = {"meta/image_caption.json", "meta/interactive_button_reply.json", "bad", NULL};
-    long long calls = rollup_calls_for(no_status, "sections-in");
-    printf("# ... for 2 inbound messages and 1 dead letter (3 groups): %lld\n", calls);
+    long long calls = rollup_calls_for(no_status, "sections-in", &apply[1]);
+    printf("# ... for 2 inbound messages and 1 dead letter (3 groups): %lld (%lld)\n", calls, apply[1]);
     static const char *const one_status[] = {"meta/status_sent.json", NULL};
-    long long status_calls = rollup_calls_for(one_status, "sections-st");
-    printf("# ... for 1 status (1 group): %lld\n", status_calls);
+    long long status_calls = rollup_calls_for(one_status, "sections-st", &apply[2]);
+    printf("# ... for 1 status (1 group): %lld (%lld)\n", status_calls, apply[2]);
     pwt_exec("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET track_functions', current_database()); END $$");
     assert_int_equal(at_start, 2);
     assert_int_equal(calls, at_start);
     assert_int_equal(status_calls, at_start + 2);
+    /* The triggers write the roll-ups themselves (0012), with no call of pw_rollup_apply each. */
+    assert_int_equal(apply[0] + apply[1] + apply[2], 0);
     /* receipts, status events, messages, inbound, contacts (two senders), dead letters, one status roll-up row */
     pwt_assert_rows(Q_WRITTEN, "4 1 1 2 2 1 1 0 0");
 }
