@@ -5,56 +5,16 @@
 
 #include <stdint.h>
 
-/* The two alphabets differ only in the characters for 62 and 63: a byte's 6-bit value, or 255. */
-static const unsigned char STD_VALUES[256] = {
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,  62, 255, 255, 255,  63,
-     52,  53,  54,  55,  56,  57,  58,  59,  60,  61, 255, 255, 255, 255, 255, 255,
-    255,   0,   1,   2,   3,   4,   5,   6,   7,   8,   9,  10,  11,  12,  13,  14,
-     15,  16,  17,  18,  19,  20,  21,  22,  23,  24,  25, 255, 255, 255, 255, 255,
-    255,  26,  27,  28,  29,  30,  31,  32,  33,  34,  35,  36,  37,  38,  39,  40,
-     41,  42,  43,  44,  45,  46,  47,  48,  49,  50,  51, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-};
-static const unsigned char URL_VALUES[256] = {
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,  62, 255, 255,
-     52,  53,  54,  55,  56,  57,  58,  59,  60,  61, 255, 255, 255, 255, 255, 255,
-    255,   0,   1,   2,   3,   4,   5,   6,   7,   8,   9,  10,  11,  12,  13,  14,
-     15,  16,  17,  18,  19,  20,  21,  22,  23,  24,  25, 255, 255, 255, 255,  63,
-    255,  26,  27,  28,  29,  30,  31,  32,  33,  34,  35,  36,  37,  38,  39,  40,
-     41,  42,  43,  44,  45,  46,  47,  48,  49,  50,  51, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-    255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
-};
-
 typedef struct {
-    const unsigned char *values;
-    const char *name; /* for error messages */
+    const uint32_t (*placed)[256]; /* each byte's 6-bit value in place in a group of four (below) */
+    const char *name;              /* for error messages */
 } alphabet_t;
 
-static const alphabet_t STD = {STD_VALUES, "base64"};
-static const alphabet_t URL = {URL_VALUES, "base64url"};
-
-/* The 6-bit value of c in the alphabet, or -1. */
+/* The 6-bit value of c in the alphabet, or -1: its value in the last place of a group. */
 static int sextet(const alphabet_t *a, unsigned char c)
 {
-    return a->values[c] == 255 ? -1 : a->values[c];
+    uint32_t v = a->placed[3][c];
+    return v & 0x80000000u ? -1 : (int)v;
 }
 
 /* Names a bad byte so that the message stays printable whatever the input holds. */
@@ -72,6 +32,57 @@ size_t pw_base64_decoded_max(size_t len)
 }
 
 /*
+ * A byte's 6-bit value in each of the four places of a group (shifted left by 18, 12, 6, 0), or
+ * bit 31 when the byte is outside the alphabet: a group is four look-ups OR-ed together, and one
+ * test of bit 31 checks its four characters. The two alphabets differ only in the characters for
+ * 62 and 63. Built by the preprocessor from one rule, for all 256 bytes.
+ */
+#define B64_SEXTET(c, c62, c63)                                                                                          \
+    ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A'                                                                              \
+     : (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26                                                                         \
+     : (c) >= '0' && (c) <= '9' ? (c) - '0' + 52                                                                         \
+     : (c) == (c62)             ? 62                                                                                     \
+     : (c) == (c63)             ? 63                                                                                     \
+                                : -1)
+#define B64_AT(c, shift, c62, c63) (B64_SEXTET(c, c62, c63) < 0 ? 0x80000000u : (uint32_t)B64_SEXTET(c, c62, c63) << (shift))
+#define B64_4(c, s, a, b) B64_AT(c, s, a, b), B64_AT((c) + 1, s, a, b), B64_AT((c) + 2, s, a, b), B64_AT((c) + 3, s, a, b)
+#define B64_16(c, s, a, b) B64_4(c, s, a, b), B64_4((c) + 4, s, a, b), B64_4((c) + 8, s, a, b), B64_4((c) + 12, s, a, b)
+#define B64_64(c, s, a, b) B64_16(c, s, a, b), B64_16((c) + 16, s, a, b), B64_16((c) + 32, s, a, b), B64_16((c) + 48, s, a, b)
+#define B64_256(s, a, b) {B64_64(0, s, a, b), B64_64(64, s, a, b), B64_64(128, s, a, b), B64_64(192, s, a, b)}
+
+static const uint32_t STD_PLACED[4][256] = {B64_256(18, '+', '/'), B64_256(12, '+', '/'), B64_256(6, '+', '/'),
+                                            B64_256(0, '+', '/')};
+static const uint32_t URL_PLACED[4][256] = {B64_256(18, '-', '_'), B64_256(12, '-', '_'), B64_256(6, '-', '_'),
+                                            B64_256(0, '-', '_')};
+
+static const alphabet_t STD = {STD_PLACED, "base64"};
+static const alphabet_t URL = {URL_PLACED, "base64url"};
+
+/* Whole groups of 4 characters from the start of u (at most n), 3 bytes each, until a group holds
+   a byte outside the alphabet (padding included). Returns the characters consumed, a multiple of 4. */
+static size_t decode_groups(const uint32_t placed[4][256], const unsigned char *u, size_t n, unsigned char *out)
+{
+    size_t i = 0, o = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t group = placed[0][u[i]] | placed[1][u[i + 1]] | placed[2][u[i + 2]] | placed[3][u[i + 3]];
+        if (group & 0x80000000u)
+            break;
+        out[o] = (unsigned char)(group >> 16);
+        out[o + 1] = (unsigned char)(group >> 8);
+        out[o + 2] = (unsigned char)group;
+        o += 3;
+    }
+    return i;
+}
+
+size_t pw_base64_decode_groups(const char *in, size_t n, unsigned char *out, size_t *outlen)
+{
+    size_t used = decode_groups(STD_PLACED, (const unsigned char *)in, n, out);
+    *outlen = used / 4 * 3;
+    return used;
+}
+
+/*
  * Decodes n data characters (no padding) that are known to hold only a valid length
  * (n % 4 != 1). Checks every character and that the bits left over by a short last group are
  * zero: otherwise two different texts would decode to the same bytes (RFC 4648 section 3.5).
@@ -80,21 +91,10 @@ static int decode_chars(const alphabet_t *a, const char *in, size_t n, unsigned 
 {
     uint32_t acc = 0;
     int bits = 0;
-    size_t o = 0, i = 0;
 
-    /* Whole groups of 4 characters first, 3 bytes each: one table look-up per character. A bad
-       character stops this loop; the careful loop below then finds and names it. */
-    const unsigned char *u = (const unsigned char *)in, *v = a->values;
-    for (; i + 4 <= n; i += 4) {
-        unsigned c0 = v[u[i]], c1 = v[u[i + 1]], c2 = v[u[i + 2]], c3 = v[u[i + 3]];
-        if ((c0 | c1 | c2 | c3) & 0x80)
-            break;
-        uint32_t group = c0 << 18 | c1 << 12 | c2 << 6 | c3;
-        out[o] = (unsigned char)(group >> 16);
-        out[o + 1] = (unsigned char)(group >> 8);
-        out[o + 2] = (unsigned char)group;
-        o += 3;
-    }
+    /* Whole groups first: one table look-up per character. A bad character stops them; the
+       careful loop below then finds and names it. */
+    size_t i = decode_groups(a->placed, (const unsigned char *)in, n, out), o = i / 4 * 3;
     for (; i < n; i++) {
         int v = sextet(a, (unsigned char)in[i]);
         if (v < 0)

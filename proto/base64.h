@@ -21,4 +21,13 @@ int pw_base64_decode(const char *in, size_t len, unsigned char *out, size_t *out
  */
 int pw_base64url_decode(const char *in, size_t len, unsigned char *out, size_t *outlen, char *err, size_t errlen);
 
+/**
+ * The fast part of pw_base64_decode, for a caller that does not know where its text ends: decodes
+ * whole groups of 4 standard-alphabet characters from the start of in (at most n), 3 bytes each,
+ * and stops before the first group that holds any other byte ('=' padding, a quote, anything).
+ * Returns the characters decoded (a multiple of 4); *outlen receives n_decoded / 4 * 3. out must
+ * hold n / 4 * 3 bytes. The rest (a padded last group) is the caller's, with pw_base64_decode.
+ */
+size_t pw_base64_decode_groups(const char *in, size_t n, unsigned char *out, size_t *outlen);
+
 #endif

@@ -100,6 +100,10 @@ typedef struct {
     pw_jval_t f[F_COUNT]; /* duplicate members: the last one counts, as with json-c */
     char *copies;         /* unescaped strings, owned by the envelope in the end */
     size_t copies_used;
+    /* message.data decoded while it was scanned (decode_data_while_scanning): the bytes, and
+       where the string they came from starts (a later duplicate replaces f[F_DATA]) */
+    unsigned char *decoded;
+    size_t decoded_len, decoded_from;
 } wrapped_t;
 
 static const char *const message_members[] = {[F_MESSAGE_ID] = "messageId",       [F_MESSAGE_ID_SNAKE] = "message_id",
@@ -118,6 +122,39 @@ static int read_member(wrapped_t *w, int f)
     return 0;
 }
 
+/*
+ * message.data is nearly all of a push: the scan that validates it as a JSON string and the
+ * decoder that reads it as base64 can be one pass. At the string's opening quote, decodes whole
+ * groups up to the first byte outside the alphabet; when that byte is the closing quote, or a
+ * last padded group (pw_base64_decode's strict checks) is followed by it, the string held only
+ * base64 characters, so it was valid JSON without escapes, and the scanner moves past it.
+ * Returns 1 then. Anything else (an escape such as "\/", a bad character, an empty string)
+ * returns 0 with the scanner where it was: the ordinary scan and read_data then say what is
+ * wrong, in the same words as before.
+ */
+static int decode_data_while_scanning(wrapped_t *w)
+{
+    const char *s = w->sc.s;
+    size_t start = w->sc.i + 1, len = w->sc.len;
+    unsigned char *buf = PW_XMALLOC(pw_base64_decoded_max(len - start));
+    size_t n, tail = 0;
+    size_t q = start + pw_base64_decode_groups(s + start, len - start, buf, &n);
+    char why[1];
+    if (q + 4 < len && s[q] != '"' && s[q + 4] == '"' && pw_base64_decode(s + q, 4, buf + n, &tail, why, sizeof why) == 0)
+        q += 4;
+    if (q == start || q >= len || s[q] != '"') {
+        free(buf);
+        return 0;
+    }
+    free(w->decoded);
+    w->decoded = buf;
+    w->decoded_len = n + tail;
+    w->decoded_from = start;
+    w->f[F_DATA] = (pw_jval_t){PW_J_STRING, start, q, 0, 0};
+    w->sc.i = q + 1;
+    return 1;
+}
+
 static int scan_message(wrapped_t *w)
 {
     int first = 1, rc;
@@ -127,6 +164,8 @@ static int scan_message(wrapped_t *w)
         for (int k = F_MESSAGE_ID; k < F_COUNT; k++)
             if (pw_jscan_string_is(&w->sc, &key, message_members[k]))
                 f = k;
+        if (f == F_DATA && pw_jscan_peek(&w->sc) == PW_J_STRING && decode_data_while_scanning(w))
+            continue;
         if (read_member(w, f) != 0)
             return -1;
     }
@@ -292,6 +331,12 @@ static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char 
 
     *data = NULL;
     *data_len = 0;
+    if (w->decoded != NULL && w->f[F_DATA].type == PW_J_STRING && w->f[F_DATA].start == w->decoded_from) {
+        *data = w->decoded; /* decoded while scanning */
+        *data_len = w->decoded_len;
+        w->decoded = NULL;
+        return 0;
+    }
     if ((rc = member_string(w, F_DATA, "message.", &b64, err, errlen)) != 0 || b64.base == NULL)
         return rc; /* a message may carry only attributes */
     unsigned char *buf = PW_XMALLOC(pw_base64_decoded_max(b64.len));
@@ -304,48 +349,57 @@ static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char 
     return 0;
 }
 
+static int parse_wrapped(wrapped_t *w, const char *body, size_t len, pw_envelope_t *env, char *err, size_t errlen);
+
 int pw_envelope_parse_wrapped(const char *body, size_t len, pw_envelope_t *env, char *err, size_t errlen)
 {
     wrapped_t w;
+    memset(&w, 0, sizeof w);
+    int rc = parse_wrapped(&w, body, len, env, err, errlen);
+    free(w.decoded); /* NULL once the envelope took it */
+    return rc;
+}
+
+static int parse_wrapped(wrapped_t *w, const char *body, size_t len, pw_envelope_t *env, char *err, size_t errlen)
+{
     size_t bad;
     int rc;
 
     memset(env, 0, sizeof(*env));
-    memset(&w, 0, sizeof w);
     if (len > INT_MAX)
         return pw_set_err(err, errlen, PW_ETOOBIG, "JSON input of %zu bytes is over the parser's limit", len);
     if ((bad = pw_json_utf8_invalid_at(body, len)) != len)
         return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: invalid UTF-8", bad);
-    pw_jscan_init(&w.sc, body, len, PW_JSON_MAX_DEPTH);
-    pw_jtype_t root = pw_jscan_peek(&w.sc);
+    pw_jscan_init(&w->sc, body, len, PW_JSON_MAX_DEPTH);
+    pw_jtype_t root = pw_jscan_peek(&w->sc);
     if (root == PW_J_NONE)
         return pw_set_err(err, errlen, PW_EINVAL, "empty JSON input");
-    if (scan_envelope(&w) != 0 || pw_jscan_end(&w.sc) != 0) {
-        if (w.sc.why != NULL && strcmp(w.sc.why, "nesting too deep") == 0)
+    if (scan_envelope(w) != 0 || pw_jscan_end(&w->sc) != 0) {
+        if (w->sc.why != NULL && strcmp(w->sc.why, "nesting too deep") == 0)
             return pw_set_err(err, errlen, PW_EINVAL, "nesting too deep (over %d levels)", PW_JSON_MAX_DEPTH);
-        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: %s", w.sc.at,
-                          w.sc.why != NULL ? w.sc.why : "unexpected character");
+        return pw_set_err(err, errlen, PW_EINVAL, "invalid JSON at offset %zu: %s", w->sc.at,
+                          w->sc.why != NULL ? w->sc.why : "unexpected character");
     }
     if (root != PW_J_OBJECT)
         return pw_set_err(err, errlen, PW_EINVAL, "envelope: not a JSON object");
-    if (w.f[F_MESSAGE].type != PW_J_OBJECT)
+    if (w->f[F_MESSAGE].type != PW_J_OBJECT)
         return pw_set_err(err, errlen, PW_EINVAL, "message: missing or not an object");
 
     /* Unescaped strings never grow: room for all of them is at most the body's size. */
     size_t escaped = 0;
     for (int f = 0; f < F_COUNT; f++)
-        if (w.f[f].type == PW_J_STRING && w.f[f].escaped)
-            escaped += w.f[f].end - w.f[f].start;
+        if (w->f[f].type == PW_J_STRING && w->f[f].escaped)
+            escaped += w->f[f].end - w->f[f].start;
     if (escaped > 0)
-        w.copies = env->copies = PW_XMALLOC(escaped);
+        w->copies = env->copies = PW_XMALLOC(escaped);
     env->wrapped = 1;
-    if ((rc = member_string(&w, F_SUBSCRIPTION, "", &env->subscription, err, errlen)) != 0 ||
-        (rc = read_delivery_attempt(&w, &env->delivery_attempt, err, errlen)) != 0 ||
-        (rc = read_message_id(&w, &env->message_id, err, errlen)) != 0 ||
-        (rc = read_publish_time(&w, &env->publish_time, err, errlen)) != 0 ||
-        (rc = member_string(&w, F_ORDERING_KEY, "message.", &env->ordering_key, err, errlen)) != 0 ||
-        (rc = read_attributes(&w, &env->attributes, err, errlen)) != 0 ||
-        (rc = read_data(&w, &env->data, &env->data_len, err, errlen)) != 0)
+    if ((rc = member_string(w, F_SUBSCRIPTION, "", &env->subscription, err, errlen)) != 0 ||
+        (rc = read_delivery_attempt(w, &env->delivery_attempt, err, errlen)) != 0 ||
+        (rc = read_message_id(w, &env->message_id, err, errlen)) != 0 ||
+        (rc = read_publish_time(w, &env->publish_time, err, errlen)) != 0 ||
+        (rc = member_string(w, F_ORDERING_KEY, "message.", &env->ordering_key, err, errlen)) != 0 ||
+        (rc = read_attributes(w, &env->attributes, err, errlen)) != 0 ||
+        (rc = read_data(w, &env->data, &env->data_len, err, errlen)) != 0)
         goto fail;
     return 0;
 

@@ -11,6 +11,8 @@
  *   - pw_envelope_parse_wrapped succeeds => pw_envelope_is_wrapped said 1 (the worker picks the
  *     parser with it), except when a top-level key is written with escapes ("mess\u0061ge"):
  *     the cheap sniffer compares raw bytes (a known limitation, reported, not a crash);
+ *   - message.data (decoded while it is scanned when it holds only base64 characters) is the
+ *     bytes json-c's reading of the same member gives through pw_base64_decode;
  *   - dispose is idempotent; pw_envelope_salvage_ids gives readable slices, or nothing;
  *   - the unwrapped form copies the body exactly and owns copies of the header values.
  */
@@ -18,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "proto/base64.h"
 #include "proto/jscan.h"
@@ -87,6 +91,27 @@ static void payload(const unsigned char *data, size_t len)
     }
 }
 
+/* message.data as json-c reads it (an independent parser; duplicates: the last counts), decoded. */
+static void check_data(const char *body, size_t len, const pw_envelope_t *env)
+{
+    struct json_tokener *tok = json_tokener_new_ex(PW_JSON_MAX_DEPTH + 1);
+    CHECK(tok != NULL);
+    struct json_object *root = json_tokener_parse_ex(tok, body, (int)len), *message, *data;
+    if (root != NULL && json_object_object_get_ex(root, "message", &message) &&
+        json_object_object_get_ex(message, "data", &data) && json_object_is_type(data, json_type_string)) {
+        const char *b64 = json_object_get_string(data);
+        size_t n = (size_t)json_object_get_string_len(data);
+        unsigned char *want = malloc(pw_base64_decoded_max(n) + 1);
+        size_t want_len = 0;
+        CHECK(want != NULL);
+        CHECK(pw_base64_decode(b64, n, want, &want_len, NULL, 0) == 0);
+        CHECK(want_len == env->data_len && (want_len == 0 || memcmp(want, env->data, want_len) == 0));
+        free(want);
+    }
+    json_object_put(root);
+    json_tokener_free(tok);
+}
+
 static void wrapped(const char *body, size_t len)
 {
     pw_envelope_t env;
@@ -131,6 +156,7 @@ static void wrapped(const char *body, size_t len)
     CHECK(env.publish_time >= 0 && env.publish_time <= PW_TIME_MAX_SECONDS * 1000000LL + 999999);
     CHECK((env.data == NULL) == (env.data_len == 0));
     CHECK(env.data_len <= pw_base64_decoded_max(len));
+    check_data(body, len, &env);
     if (env.data != NULL) {
         touch(pw_str((const char *)env.data, env.data_len));
         payload(env.data, env.data_len);

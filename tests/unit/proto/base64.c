@@ -127,6 +127,62 @@ static void test_null_err_buffer(void **state)
     assert_int_equal(pw_base64url_decode("!!", 2, out, &outlen, NULL, 0), PW_EINVAL);
 }
 
+/* Every byte in every place of a group, against the alphabets written out: the decoder's
+   tables are built by the preprocessor, and one wrong entry would decode a byte wrongly or
+   accept one that is not base64. */
+static void check_every_byte(decoder_t dec, const char *alphabet)
+{
+    for (int place = 0; place < 4; place++) {
+        for (int b = 0; b < 256; b++) {
+            if (b == '=' && place == 3 && dec == pw_base64_decode)
+                continue; /* padding: test_bad_length_and_padding */
+            char in[4] = {'A', 'A', 'A', 'A'};
+            unsigned char out[3];
+            size_t outlen = 0;
+            char err[128] = "";
+            in[place] = (char)b;
+            const char *at = b == 0 ? NULL : memchr(alphabet, b, 64);
+            int rc = dec(in, 4, out, &outlen, err, sizeof err);
+            if (at == NULL) {
+                if (rc == 0)
+                    print_error("byte 0x%02x in place %d was accepted\n", b, place);
+                assert_int_equal(rc, PW_EINVAL);
+                continue;
+            }
+            assert_int_equal(rc, 0);
+            assert_int_equal(outlen, 3);
+            uint32_t group = (uint32_t)(at - alphabet) << (18 - 6 * place);
+            unsigned char want[3] = {(unsigned char)(group >> 16), (unsigned char)(group >> 8), (unsigned char)group};
+            assert_memory_equal(out, want, 3);
+        }
+    }
+}
+
+static void test_every_byte_in_every_place(void **state)
+{
+    (void)state;
+    check_every_byte(pw_base64_decode, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+    check_every_byte(pw_base64url_decode, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+}
+
+/* The groups alone: as far as whole groups of the alphabet go, no further. */
+static void test_decode_groups(void **state)
+{
+    unsigned char out[16];
+    size_t outlen = 99;
+    (void)state;
+    assert_int_equal(pw_base64_decode_groups("eyJhIjoxfQ==\"", 13, out, &outlen), 8);
+    assert_int_equal(outlen, 6);
+    assert_memory_equal(out, "{\"a\":1", 6);
+    assert_int_equal(pw_base64_decode_groups("eyJhIjox\"", 9, out, &outlen), 8);
+    assert_int_equal(pw_base64_decode_groups("eyJhIj", 6, out, &outlen), 4);
+    assert_int_equal(outlen, 3);
+    assert_int_equal(pw_base64_decode_groups("eyJ\\/jox", 8, out, &outlen), 0);
+    assert_int_equal(outlen, 0);
+    assert_int_equal(pw_base64_decode_groups("eyJh-_ox", 8, out, &outlen), 4); /* base64url's two are not base64's */
+    assert_int_equal(pw_base64_decode_groups("", 0, out, &outlen), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +194,8 @@ int main(void)
         cmocka_unit_test(test_non_canonical_tail),
         cmocka_unit_test(test_base64url),
         cmocka_unit_test(test_null_err_buffer),
+        cmocka_unit_test(test_every_byte_in_every_place),
+        cmocka_unit_test(test_decode_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

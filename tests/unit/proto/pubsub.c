@@ -369,6 +369,51 @@ static void test_escapes_duplicates_and_unknown_members(void **state)
                 "invalid JSON at offset 17: invalid escape: high surrogate without its low half");
 }
 
+/* message.data is decoded while it is scanned when it holds only base64 characters, and by the
+   ordinary scan and decoder otherwise: both must give the same bytes and the same errors. */
+static void expect_data(const char *json, const char *want, size_t want_len)
+{
+    pw_envelope_t env;
+    int rc = parse(json, &env);
+    if (rc != 0)
+        print_error("input %s: %s\n", json, err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(env.data_len, want_len);
+    assert_memory_equal(env.data, want, want_len);
+    pw_envelope_dispose(&env);
+}
+
+static void test_data_decoded_while_scanned(void **state)
+{
+    (void)state;
+    /* no padding, one '=', two '=': the last group is decoded with the strict checks */
+    expect_data("{\"message\":{\"data\":\"eyJhIjox\"}}", "{\"a\":1", 6);
+    expect_data("{\"message\":{\"data\":\"eyJhIjoxMn0=\"}}", "{\"a\":12}", 8);
+    expect_data("{\"message\":{\"data\":\"eyJhIjoxfQ==\",\"messageId\":\"1\"}}", "{\"a\":1}", 7);
+    expect_data("{\"message\":{\"data\":  \"eyJhIjoxfQ==\"  }}", "{\"a\":1}", 7);
+    /* '+' and '/', the two characters a JSON writer may escape: plain, then as "\/" */
+    expect_data("{\"message\":{\"data\":\"+/+/\"}}", "\xfb\xff\xbf", 3);
+    expect_data("{\"message\":{\"data\":\"+\\/+\\/\"}}", "\xfb\xff\xbf", 3);
+    /* duplicates: the last one counts, whichever way each was read */
+    expect_data("{\"message\":{\"data\":\"eyJhIjoxfQ==\",\"data\":\"eyJhIjox\"}}", "{\"a\":1", 6);
+    expect_data("{\"message\":{\"data\":\"eyJhIjoxfQ==\",\"data\":\"+\\/+\\/\"}}", "\xfb\xff\xbf", 3);
+    expect_data("{\"message\":{\"data\":\"+\\/+\\/\",\"data\":\"eyJhIjox\"}}", "{\"a\":1", 6);
+    /* an empty string after a decoded one is absent, as it is alone */
+    pw_envelope_t env;
+    assert_int_equal(parse("{\"message\":{\"data\":\"eyJhIjox\",\"data\":\"\"}}", &env), 0);
+    assert_null(env.data);
+    pw_envelope_dispose(&env);
+    /* a decoded data member does not hide a later error, nor an earlier one */
+    expect_fail("{\"message\":{\"data\":\"eyJhIjox\",\"messageId\":5}}", PW_EINVAL, "message.messageId: not a string");
+    expect_fail("{\"message\":{\"data\":\"eyJhIjox\"},\"x\":[01]}", PW_EINVAL, "invalid JSON at offset 37: unexpected character");
+    expect_fail("{\"message\":{\"data\":\"eyJhIjox\",\"data\":\"eyJ!\"}}", PW_EINVAL,
+                "message.data: invalid base64 character '!' at 3");
+    /* a string that never ends, and one that ends inside a padded group */
+    expect_fail("{\"message\":{\"data\":\"eyJhIjox", PW_EINVAL, "invalid JSON at offset 28: unexpected end of data");
+    expect_fail("{\"message\":{\"data\":\"eyJhIjoxf\"Q==\"}}", PW_EINVAL, "invalid JSON at offset 30: unexpected character");
+    expect_fail("{\"message\":{\"data\":\"eyJhIjoxfQ=\"}}", PW_EINVAL, "message.data: invalid base64 length 11 (not a multiple of 4)");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_dispose_zeroed),
         cmocka_unit_test(test_null_err_buffer),
         cmocka_unit_test(test_escapes_duplicates_and_unknown_members),
+        cmocka_unit_test(test_data_decoded_while_scanned),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
