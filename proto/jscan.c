@@ -137,27 +137,28 @@ static int scan_string(pw_jscan_t *sc, pw_jval_t *out)
     out->escaped = 0;
     out->lossy = 0;
     while (sc->i < sc->len) {
-        /* Most of a string is plain content (a base64 payload is all of it): skip it quickly. */
-        while (sc->i + 4 <= sc->len && !(STRING_STOP[u[sc->i]] | STRING_STOP[u[sc->i + 1]] | STRING_STOP[u[sc->i + 2]] |
-                                          STRING_STOP[u[sc->i + 3]]))
-            sc->i += 4;
-        if (sc->i >= sc->len)
+        /* Most of a string is plain content: skip it quickly, with the position in a local (a
+           byte read through u could be sc->i itself as far as the compiler knows, so sc->i
+           would be stored and loaded again for every four bytes). */
+        size_t i = sc->i, len = sc->len;
+        while (i + 4 <= len && !(STRING_STOP[u[i]] | STRING_STOP[u[i + 1]] | STRING_STOP[u[i + 2]] | STRING_STOP[u[i + 3]]))
+            i += 4;
+        while (i < len && !STRING_STOP[u[i]])
+            i++;
+        sc->i = i;
+        if (i >= len)
             break;
-        unsigned char c = u[sc->i];
+        unsigned char c = u[i];
         if (c == '"') {
             out->end = sc->i++;
             sc->n_lossy += (size_t)out->lossy;
             return 0;
         }
-        if (c == '\\') {
-            out->escaped = 1;
-            if (scan_escape(sc, &out->lossy) != 0)
-                return -1;
-        } else if (c < 0x20) {
+        if (c != '\\') /* a control character: the only other stop */
             return fail(sc, sc->i, "unexpected character");
-        } else {
-            sc->i++;
-        }
+        out->escaped = 1;
+        if (scan_escape(sc, &out->lossy) != 0)
+            return -1;
     }
     return fail(sc, sc->len, "unexpected end of data");
 }
