@@ -100,10 +100,10 @@ typedef struct {
     pw_jval_t f[F_COUNT]; /* duplicate members: the last one counts, as with json-c */
     char *copies;         /* unescaped strings, owned by the envelope in the end */
     size_t copies_used;
-    /* message.data decoded while it was scanned (decode_data_while_scanning): the bytes, and
-       where the string they came from starts (a later duplicate replaces f[F_DATA]) */
+    /* message.data decoded while it was scanned (decode_data_while_scanning); NULL when the
+       data member that counts (the last) was read the ordinary way */
     unsigned char *decoded;
-    size_t decoded_len, decoded_from;
+    size_t decoded_len;
 } wrapped_t;
 
 static const char *const message_members[] = {[F_MESSAGE_ID] = "messageId",       [F_MESSAGE_ID_SNAKE] = "message_id",
@@ -139,8 +139,7 @@ static int decode_data_while_scanning(wrapped_t *w)
     unsigned char *buf = PW_XMALLOC(pw_base64_decoded_max(len - start));
     size_t n, tail = 0;
     size_t q = start + pw_base64_decode_groups(s + start, len - start, buf, &n);
-    char why[1];
-    if (q + 4 < len && s[q] != '"' && s[q + 4] == '"' && pw_base64_decode(s + q, 4, buf + n, &tail, why, sizeof why) == 0)
+    if (q + 4 < len && s[q] != '"' && s[q + 4] == '"' && pw_base64_decode(s + q, 4, buf + n, &tail, NULL, 0) == 0)
         q += 4;
     if (q == start || q >= len || s[q] != '"') {
         free(buf);
@@ -149,7 +148,6 @@ static int decode_data_while_scanning(wrapped_t *w)
     free(w->decoded);
     w->decoded = buf;
     w->decoded_len = n + tail;
-    w->decoded_from = start;
     w->f[F_DATA] = (pw_jval_t){PW_J_STRING, start, q, 0, 0};
     w->sc.i = q + 1;
     return 1;
@@ -164,8 +162,12 @@ static int scan_message(wrapped_t *w)
         for (int k = F_MESSAGE_ID; k < F_COUNT; k++)
             if (pw_jscan_string_is(&w->sc, &key, message_members[k]))
                 f = k;
-        if (f == F_DATA && pw_jscan_peek(&w->sc) == PW_J_STRING && decode_data_while_scanning(w))
-            continue;
+        if (f == F_DATA) {
+            if (pw_jscan_peek(&w->sc) == PW_J_STRING && decode_data_while_scanning(w))
+                continue;
+            free(w->decoded); /* an earlier data member no longer counts */
+            w->decoded = NULL;
+        }
         if (read_member(w, f) != 0)
             return -1;
     }
@@ -331,7 +333,7 @@ static int read_data(wrapped_t *w, unsigned char **data, size_t *data_len, char 
 
     *data = NULL;
     *data_len = 0;
-    if (w->decoded != NULL && w->f[F_DATA].type == PW_J_STRING && w->f[F_DATA].start == w->decoded_from) {
+    if (w->decoded != NULL) {
         *data = w->decoded; /* decoded while scanning */
         *data_len = w->decoded_len;
         w->decoded = NULL;

@@ -398,9 +398,12 @@ static void test_data_decoded_while_scanned(void **state)
     expect_data("{\"message\":{\"data\":\"eyJhIjoxfQ==\",\"data\":\"eyJhIjox\"}}", "{\"a\":1", 6);
     expect_data("{\"message\":{\"data\":\"eyJhIjoxfQ==\",\"data\":\"+\\/+\\/\"}}", "\xfb\xff\xbf", 3);
     expect_data("{\"message\":{\"data\":\"+\\/+\\/\",\"data\":\"eyJhIjox\"}}", "{\"a\":1", 6);
-    /* an empty string after a decoded one is absent, as it is alone */
+    /* an empty string or null after a decoded one is absent, as it is alone */
     pw_envelope_t env;
     assert_int_equal(parse("{\"message\":{\"data\":\"eyJhIjox\",\"data\":\"\"}}", &env), 0);
+    assert_null(env.data);
+    pw_envelope_dispose(&env);
+    assert_int_equal(parse("{\"message\":{\"data\":\"eyJhIjox\",\"data\":null}}", &env), 0);
     assert_null(env.data);
     pw_envelope_dispose(&env);
     /* a decoded data member does not hide a later error, nor an earlier one */
