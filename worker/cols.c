@@ -1,4 +1,4 @@
-/* Encodes rows as fragments of PostgreSQL array literals, for the executor to join (worker/db.h). */
+/* Encodes rows as fragments of PostgreSQL arrays, for the executor to join (worker/db.h). */
 #include "worker/cols.h"
 
 #include <assert.h>
@@ -6,10 +6,11 @@
 
 #include "worker/util.h"
 
-void pw_cols_begin(pw_cols_t *c, int ncols)
+void pw_cols_begin(pw_cols_t *c, int ncols, const uint32_t *types)
 {
-    assert(ncols > 0 && ncols <= PW_COLS_MAX);
+    assert(ncols > 0 && ncols <= PW_COLS_MAX && types != NULL);
     c->ncols = ncols;
+    c->types = types;
     c->nrows = 0;
     c->replaced = 0;
     for (int i = 0; i < ncols; i++)
@@ -23,55 +24,85 @@ void pw_cols_dispose(pw_cols_t *c)
     pw_buf_dispose(&c->record);
 }
 
-static pw_buf_t *next_elem(pw_cols_t *c, int i)
+/* Column i, which must be of element type `type`. */
+static pw_buf_t *column(pw_cols_t *c, int i, uint32_t type)
 {
-    assert(i >= 0 && i < c->ncols);
-    pw_buf_t *b = &c->col[i];
-    if (b->len > 0)
-        pw_buf_appendc(b, ',');
-    return b;
+    assert(i >= 0 && i < c->ncols && c->types[i] == type);
+    (void)type;
+    return &c->col[i];
 }
 
-/* 1 for the bytes an array element cannot hold as they are: '"', '\\' and NUL. */
-static const unsigned char QUOTE_STOP[256] = {['"'] = 1, ['\\'] = 1, [0] = 1};
+/* ---- the binary array format: per element a length in network order (-1: NULL), then its bytes ---- */
 
-/* Appends s quoted and escaped; NUL bytes become U+FFFD. */
-static void append_quoted(pw_cols_t *c, pw_buf_t *b, const char *s, size_t n)
+static void put_u32(char *o, uint32_t v)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    pw_buf_reserve(b, n + n / 8 + 2);
-    pw_buf_appendc(b, '"');
-    size_t run = 0;
-    for (size_t k = 0; k < n; k++) {
-        /* Step over the bytes that need no escape four at a time; each run is copied whole. */
-        while (k + 4 <= n && !(QUOTE_STOP[u[k]] | QUOTE_STOP[u[k + 1]] | QUOTE_STOP[u[k + 2]] | QUOTE_STOP[u[k + 3]]))
-            k += 4;
-        if (k >= n)
-            break;
-        char ch = s[k];
-        if (!QUOTE_STOP[u[k]])
-            continue;
-        pw_buf_append(b, s + run, k - run);
-        if (ch == '\0') {
-            pw_buf_append(b, "\xEF\xBF\xBD", 3);
-            c->replaced++;
-        } else {
-            pw_buf_appendc(b, '\\');
-            pw_buf_appendc(b, ch);
+    o[0] = (char)(v >> 24);
+    o[1] = (char)(v >> 16);
+    o[2] = (char)(v >> 8);
+    o[3] = (char)v;
+}
+
+/* n bytes were written after b's len (reserved before): they are now its own, NUL after them as pw_buf_t keeps. */
+static void wrote(pw_buf_t *b, size_t n)
+{
+    b->len += n;
+    b->base[b->len] = '\0';
+}
+
+static void append_null(pw_buf_t *b)
+{
+    pw_buf_reserve(b, 4);
+    put_u32(b->base + b->len, UINT32_MAX); /* -1 */
+    wrote(b, 4);
+}
+
+static void append_int64(pw_buf_t *b, int64_t v)
+{
+    pw_buf_reserve(b, 12);
+    char *o = b->base + b->len;
+    put_u32(o, 8);
+    put_u32(o + 4, (uint32_t)((uint64_t)v >> 32));
+    put_u32(o + 8, (uint32_t)v);
+    wrote(b, 12);
+}
+
+/* An element of prefix (0 or 1 byte: jsonb's version) then s, NUL bytes replaced by U+FFFD. */
+static void append_text(pw_cols_t *c, pw_buf_t *b, const char *prefix, size_t np, const char *s, size_t n)
+{
+    size_t nuls = 0;
+    for (const char *p = s, *end = s + n; p < end && (p = memchr(p, '\0', (size_t)(end - p))) != NULL; p++)
+        nuls++;
+    size_t len = np + n + 2 * nuls;
+    assert(len <= INT32_MAX); /* MAX_BODY_BYTES is at most 1 GiB */
+    pw_buf_reserve(b, 4 + len);
+    char *o = b->base + b->len;
+    put_u32(o, (uint32_t)len);
+    o += 4;
+    memcpy(o, prefix, np);
+    o += np;
+    if (nuls == 0) {
+        memcpy(o, s, n);
+    } else {
+        for (size_t k = 0; k < n; k++) {
+            if (s[k] != '\0') {
+                *o++ = s[k];
+                continue;
+            }
+            memcpy(o, "\xEF\xBF\xBD", 3);
+            o += 3;
         }
-        run = k + 1;
+        c->replaced += nuls;
     }
-    pw_buf_append(b, s + run, n - run);
-    pw_buf_appendc(b, '"');
+    wrote(b, 4 + len);
 }
 
 void pw_cols_str(pw_cols_t *c, int i, pw_str_t s)
 {
-    pw_buf_t *b = next_elem(c, i);
+    pw_buf_t *b = column(c, i, PW_OID_TEXT);
     if (s.base == NULL)
-        pw_buf_append(b, "NULL", 4);
+        append_null(b);
     else
-        append_quoted(c, b, s.base, s.len);
+        append_text(c, b, "", 0, s.base, s.len);
 }
 
 void pw_cols_cstr(pw_cols_t *c, int i, const char *s)
@@ -79,20 +110,25 @@ void pw_cols_cstr(pw_cols_t *c, int i, const char *s)
     pw_cols_str(c, i, s != NULL ? pw_str(s, strlen(s)) : PW_STR_NULL);
 }
 
+/* PostgreSQL's timestamps count microseconds from 2000-01-01T00:00:00Z. */
+#define PG_EPOCH_US INT64_C(946684800000000)
+
 void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t)
 {
-    if (t == 0) {
-        pw_cols_str(c, i, PW_STR_NULL);
-        return;
-    }
-    char text[30];
-    pw_time_format_pg(t, text);
-    pw_cols_str(c, i, pw_str(text, strlen(text)));
+    pw_buf_t *b = column(c, i, PW_OID_TIMESTAMPTZ);
+    if (t == 0)
+        append_null(b);
+    else
+        append_int64(b, t - PG_EPOCH_US);
 }
 
 void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json)
 {
-    pw_cols_str(c, i, json);
+    pw_buf_t *b = column(c, i, PW_OID_JSONB);
+    if (json.base == NULL)
+        append_null(b);
+    else
+        append_text(c, b, "\1", 1, json.base, json.len); /* jsonb's binary form: version 1, then the text */
 }
 
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw)
@@ -104,6 +140,55 @@ void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw)
         if (raw.base[k] >= '0' && raw.base[k] <= '9')
             digits[n++] = raw.base[k];
     pw_cols_str(c, i, n > 1 ? pw_str(digits, n) : PW_STR_NULL);
+}
+
+void pw_cols_id(pw_cols_t *c, int i, int64_t id)
+{
+    pw_buf_t *b = column(c, i, PW_OID_INT8);
+    if (id == 0)
+        append_null(b);
+    else
+        append_int64(b, id);
+}
+
+void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
+{
+    pw_buf_t *b = column(c, i, PW_OID_BYTEA);
+    assert(n <= INT32_MAX);
+    pw_buf_reserve(b, 4 + n);
+    put_u32(b->base + b->len, (uint32_t)n);
+    if (n > 0)
+        memcpy(b->base + b->len + 4, p, n);
+    wrote(b, 4 + n);
+}
+
+/* ---- array literals (PW_COL_LITERAL columns) ---------------------------------------------------- */
+
+/* Column i, a PW_COL_LITERAL one, ready for its next element. */
+static pw_buf_t *next_literal(pw_cols_t *c, int i)
+{
+    pw_buf_t *b = column(c, i, PW_COL_LITERAL);
+    if (b->len > 0)
+        pw_buf_appendc(b, ',');
+    return b;
+}
+
+/* Appends s as one quoted element: '"' and '\\' escaped, NUL bytes made U+FFFD. */
+static void append_quoted(pw_cols_t *c, pw_buf_t *b, const char *s, size_t n)
+{
+    pw_buf_reserve(b, n + n / 8 + 2);
+    pw_buf_appendc(b, '"');
+    for (size_t k = 0; k < n; k++) {
+        if (s[k] == '\0') {
+            pw_buf_append(b, "\xEF\xBF\xBD", 3);
+            c->replaced++;
+            continue;
+        }
+        if (s[k] == '"' || s[k] == '\\')
+            pw_buf_appendc(b, '\\');
+        pw_buf_appendc(b, s[k]);
+    }
+    pw_buf_appendc(b, '"');
 }
 
 void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n)
@@ -130,31 +215,5 @@ void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n)
         pw_buf_appendc(r, '"');
     }
     pw_buf_appendc(r, ')');
-    append_quoted(c, next_elem(c, i), r->base, r->len);
-}
-
-void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    pw_buf_t *b = next_elem(c, i);
-    pw_buf_reserve(b, 2 * n + 6);
-    /* In an array literal the element text \x... needs its backslash escaped. */
-    pw_buf_append(b, "\"\\\\x", 4);
-    const unsigned char *u = p;
-    char *o = b->base + b->len;
-    for (size_t k = 0; k < n; k++) {
-        *o++ = hex[u[k] >> 4];
-        *o++ = hex[u[k] & 15];
-    }
-    b->len += 2 * n;
-    pw_buf_appendc(b, '"');
-}
-
-void pw_cols_id(pw_cols_t *c, int i, int64_t id)
-{
-    pw_buf_t *b = next_elem(c, i);
-    if (id == 0)
-        pw_buf_append(b, "NULL", 4);
-    else
-        pw_buf_appendf(b, "%lld", (long long)id);
+    append_quoted(c, next_literal(c, i), r->base, r->len);
 }

@@ -1,4 +1,4 @@
-/* Statement parameters as fragments of PostgreSQL array literals: one per column, one element per row. */
+/* Statement parameters as fragments of PostgreSQL arrays: one per column, one element per row. */
 #ifndef PW_COLS_H
 #define PW_COLS_H
 
@@ -10,42 +10,56 @@
 
 #define PW_COLS_MAX 40
 
+/* A column's element type: PostgreSQL's OID of it (fixed in its catalog), or PW_COL_LITERAL. */
+#define PW_OID_BYTEA 17u
+#define PW_OID_INT8 20u
+#define PW_OID_TEXT 25u
+#define PW_OID_TIMESTAMPTZ 1184u
+#define PW_OID_JSONB 3802u
+#define PW_COL_LITERAL 0u /* a type without a fixed OID (a row type): elements of an array literal */
+
 /*
  * Many pushes' rows go into one statement as arrays (`unnest($1::text[], ...)`), so a group of
- * pushes costs one round trip. Elements are always double-quoted with '"' and '\' escaped, or
- * the bare word NULL. Text cannot hold NUL bytes: each one becomes U+FFFD and is counted in
+ * pushes costs one round trip. A column of a type with an OID above is sent in the binary array
+ * format: each element is its length (4 bytes, network order; -1 for NULL) and its bytes, so
+ * neither side quotes or parses anything (text as it is, a timestamptz as 8 bytes). A
+ * PW_COL_LITERAL column holds elements of an array literal, double-quoted with '"' and '\'
+ * escaped, comma-separated. Text cannot hold NUL bytes: each one becomes U+FFFD and is counted in
  * `replaced`. Buffers are kept between batches to avoid reallocating.
  */
 typedef struct {
     pw_buf_t col[PW_COLS_MAX];
+    const uint32_t *types; /* ncols element types, borrowed */
     int ncols;
     size_t nrows;
     size_t replaced; /* NUL bytes replaced by U+FFFD */
     pw_buf_t record; /* scratch for pw_cols_record */
 } pw_cols_t;
 
-/* Starts ncols empty columns. Each column is then a fragment of an array literal: its elements,
-   comma-separated, without the braces (the executor joins fragments: worker/db.h). */
-void pw_cols_begin(pw_cols_t *c, int ncols);
+/* Starts ncols empty columns of the element types types[0..ncols) (borrowed until the next
+   begin). Each column is then a fragment of an array: its elements (the executor joins fragments
+   and knows the same types: worker/db.h). */
+void pw_cols_begin(pw_cols_t *c, int ncols, const uint32_t *types);
 /* Frees the buffers. Idempotent. */
 void pw_cols_dispose(pw_cols_t *c);
 
-/* Appends one element to column i. s.base == NULL appends NULL. */
+/* Each appends one element to column i, which must be of the type named (asserted). */
+/* text; s.base == NULL appends NULL. */
 void pw_cols_str(pw_cols_t *c, int i, pw_str_t s);
 void pw_cols_cstr(pw_cols_t *c, int i, const char *s);
-/* A timestamptz element; 0 appends NULL. */
+/* timestamptz; 0 appends NULL. */
 void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
-/* A jsonb element from JSON text, written as it is: proto/ gives the value's text as received, with
-   what jsonb refuses (\u0000, half a surrogate pair) already replaced (pw_status_t). NULL appends NULL. */
+/* jsonb from JSON text, written as it is: proto/ gives the value's text as received, with what
+   jsonb refuses (\u0000, half a surrogate pair) already replaced (pw_status_t). NULL appends NULL. */
 void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json);
-/* A phone number as '+' followed by its digits; NULL when absent or without digits. */
+/* text: a phone number as '+' followed by its digits; NULL when absent or without digits. */
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
-/* An element of a row type (a composite: the SQL casts the array to `sometype[]`): PostgreSQL's
+/* PW_COL_LITERAL: an element of a row type (the SQL casts the array to `sometype[]`): PostgreSQL's
    record literal "(a,b,...)" of n fields, each text or NULL (base == NULL), quoted as one element. */
 void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n);
-/* A bigint element; 0 appends NULL (ids start at 1). */
+/* bigint; 0 appends NULL (ids start at 1). */
 void pw_cols_id(pw_cols_t *c, int i, int64_t id);
-/* A bytea element in hex form. */
+/* bytea. */
 void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n);
 /* Counts a row; every column must have received one element. */
 static inline void pw_cols_end_row(pw_cols_t *c)

@@ -851,31 +851,76 @@ static int column_kept(const pw_db_stmt_t *s, unsigned parts, int k)
     return (parts >> p) & 1u;
 }
 
-/* Joins the group's fragments into the array parameters of the kept columns, in order: column k
-   is "{" f1 "," f2 ... "}". Returns how many. */
-static int join_fragments(db_conn_t *c, unsigned parts, const char **values)
+static void put_u32(char *o, uint32_t v)
+{
+    o[0] = (char)(v >> 24);
+    o[1] = (char)(v >> 16);
+    o[2] = (char)(v >> 8);
+    o[3] = (char)v;
+}
+
+/* The elements of a binary column's fragment (pw_db_job_t): each a length, -1 for NULL, then its bytes. */
+static uint32_t count_elements(const char *p, size_t n)
+{
+    uint32_t count = 0;
+    size_t at = 0;
+    while (at + 4 <= n) {
+        const unsigned char *u = (const unsigned char *)p + at;
+        int32_t len = (int32_t)((uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3]);
+        at += 4 + (len > 0 ? (size_t)len : 0);
+        count++;
+    }
+    assert(at == n); /* a fragment is whole elements */
+    return count;
+}
+
+/* Joins the group's fragments into the array parameters of the kept columns, in order: a text
+   column k is "{" f1 "," f2 ... "}"; a binary one is the header of a one-dimensional array of its
+   element type (an empty one has no dimension, as the server's own array_send writes it), then
+   f1 f2 .... Fills values, lengths and formats; returns how many. */
+static int join_fragments(db_conn_t *c, unsigned parts, const char **values, int *lengths, int *formats)
 {
     pw_db_t *db = c->db;
+    const uint32_t *types = db->stmt->elem_types;
     int n = 0;
     for (int k = 0; k < db->stmt->ncols; k++) {
         if (!column_kept(db->stmt, parts, k))
             continue;
         pw_buf_t *b = &db->params[n];
         b->len = 0;
-        pw_buf_appendc(b, '{');
-        int first = 1;
+        uint32_t type = types != NULL ? types[k] : 0, count = 0;
+        if (type != 0) {
+            pw_buf_reserve(b, 20);
+            b->len = 20; /* ndim, flags (has NULLs: the server finds out), element type, length, lower bound */
+        } else {
+            pw_buf_appendc(b, '{');
+        }
         for (h2o_linklist_t *node = c->group.next; node != &c->group; node = node->next) {
             const pw_db_job_t *j = job_of(node);
             uint32_t lo = k == 0 ? 0 : j->ends[k - 1], hi = j->ends[k];
             if (hi == lo)
                 continue;
-            if (!first)
+            if (type != 0)
+                count += count_elements(j->frags + lo, hi - lo);
+            else if (count++ > 0)
                 pw_buf_appendc(b, ',');
             pw_buf_append(b, j->frags + lo, hi - lo);
-            first = 0;
         }
-        pw_buf_appendc(b, '}');
-        pw_buf_appendc(b, '\0');
+        if (type != 0) {
+            put_u32(b->base, count > 0);
+            put_u32(b->base + 4, 0);
+            put_u32(b->base + 8, type);
+            put_u32(b->base + 12, count);
+            put_u32(b->base + 16, 1);
+            if (count == 0)
+                b->len = 12;
+            lengths[n] = (int)b->len;
+            formats[n] = 1;
+        } else {
+            pw_buf_appendc(b, '}');
+            lengths[n] = 0;
+            formats[n] = 0;
+        }
         values[n++] = b->base;
     }
     return n;
@@ -891,8 +936,9 @@ static void send_group(db_conn_t *c)
         return;
     const pw_db_stmt_t *s = db->stmt;
     const char *values[PW_DB_COLS_MAX];
+    int lengths[PW_DB_COLS_MAX], formats[PW_DB_COLS_MAX];
     c->parts = group_parts(c);
-    int nvalues = join_fragments(c, c->parts, values);
+    int nvalues = join_fragments(c, c->parts, values, lengths, formats);
     /* The variant without the parts the group has no rows in, prepared on first use (one more
        query in the same pipeline), then the settings, the statement, then Sync: the implicit
        transaction commits at the Sync (a trial's last query fails, which rolls it back). */
@@ -911,8 +957,8 @@ static void send_group(db_conn_t *c)
     }
     sent = sent && send_setup(c);
     c->q_main = ++q;
-    sent = sent && (db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, sql, nvalues, NULL, values, NULL, NULL, 0)
-                                                : PQsendQueryPrepared(c->pg, name, nvalues, values, NULL, NULL, 0));
+    sent = sent && (db->cfg->pooler_transaction ? PQsendQueryParams(c->pg, sql, nvalues, NULL, values, lengths, formats, 0)
+                                                : PQsendQueryPrepared(c->pg, name, nvalues, values, lengths, formats, 0));
     if (sent && (job_of(c->group.next)->flags & PW_DB_TRIAL) != 0)
         sent = PQsendQueryParams(c->pg, "SELECT 1 / 0 AS pushworker_trial_rolls_back", 0, NULL, NULL, NULL, NULL, 0);
     send_sync(c, sent, db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);

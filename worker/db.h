@@ -1,7 +1,7 @@
 /*
  * Db: a group-commit executor of one statement. It knows no table, no push and no HTTP status:
- * it is given a statement whose parameters are text arrays, and jobs that each bring their
- * elements of those arrays already encoded (fragments, see pw_db_job_t). It runs on a thread and
+ * it is given a statement whose parameters are arrays, and jobs that each bring their elements
+ * of those arrays already encoded (fragments, see pw_db_job_t). It runs on a thread and
  * event loop of its own with DB_CONNECTIONS pipelined libpq connections, joins the fragments of
  * the jobs waiting into one execution of the statement (one transaction: group commit), and
  * answers each job with 0 or a negative PW_E* code (proto/pw_str.h), the SQLSTATE and the result
@@ -26,16 +26,22 @@
 #define PW_DB_COLS_MAX 40
 
 /*
- * The statement: its SQL, whose parameters $1..$ncols are text arrays (typed by casts in the
- * SQL), and a query that only reads the tables it needs (checked on connecting, so that a
- * missing migration is one clear error). Its result's first column, when not NULL, addresses a
- * row to a job: see pw_db_job_t.key.
+ * The statement: its SQL, whose parameters $1..$ncols are arrays (typed by casts in the SQL),
+ * and a query that only reads the tables it needs (checked on connecting, so that a missing
+ * migration is one clear error). Its result's first column, when not NULL, addresses a row to a
+ * job: see pw_db_job_t.key.
  */
 typedef struct pw_db_stmt {
     const char *name;      /* the prepared statement's name */
     const char *sql;
     int ncols;             /* <= PW_DB_COLS_MAX */
     const char *check_sql; /* run instead of preparing behind a transaction-mode pooler */
+    /*
+     * How each column's array is sent (NULL: every one as text). elem_types[k] == 0: as text, an
+     * array literal. Else as one binary parameter, an array whose elements are of the type with
+     * that OID (the same type as the cast in the SQL, or the server refuses it).
+     */
+    const uint32_t *elem_types;
 
     /*
      * Optional variants (nparts 0: none). The columns fall into nparts consecutive parts, part p
@@ -71,9 +77,12 @@ typedef void (*pw_db_done_cb)(pw_db_job_t *job);
  * first block, and leaves it and everything it points to alone until on_done.
  *
  * frags holds the job's elements of every array parameter: column k is frags[ends[k-1] ..
- * ends[k]) (from 0 for k = 0), a comma-separated list of array elements as PostgreSQL's array
- * input reads them (quoted, or NULL), empty when the job has none for that column. The executor
- * joins a group's fragments column by column into "{a,b,...}".
+ * ends[k]) (from 0 for k = 0), empty when the job has none for that column. A text column's
+ * fragment is a comma-separated list of array elements as PostgreSQL's array input reads them
+ * (quoted, or NULL); the executor joins a group's fragments into "{a,b,...}". A binary column's
+ * (pw_db_stmt_t.elem_types) is its elements in PostgreSQL's binary array format, one after the
+ * other: a 4-byte length in network byte order (-1 for NULL), then that many bytes of the
+ * element type's binary form; the executor puts the array's header before the group's elements.
  */
 struct pw_db_job {
     const char *frags;

@@ -359,6 +359,7 @@ static void build_statement(void)
                                .sql = sql,
                                .ncols = ncols,
                                .check_sql = PW_HANDLERS_CHECK_SQL,
+                               .elem_types = pw_handlers_types(),
                                .nparts = nparts,
                                .part_end = ends,
                                .keep = PW_HANDLERS_KEEP,
@@ -449,7 +450,7 @@ static void encode_and_submit(pw_push_t *p)
         .raw_len = p->raw_len,
         .redrive_id = p->redrive_id,
     };
-    pw_cols_begin(&dl->cols, s->ncols);
+    pw_cols_begin(&dl->cols, s->ncols, s->elem_types);
     pw_handlers_encode(&dl->cols, &v);
     pw_buf_reset(&dl->key);
     int keyed = pw_handlers_receipt_key(&dl->key, &v) == 0;

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "worker/util.h"
 
@@ -84,6 +85,7 @@ static pthread_mutex_t variants_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *variants[1u << N_SECTIONS]; /* built on first use, kept for the life of the process */
 static int full_ncols;
 static int part_ends[N_SECTIONS];
+static uint32_t full_types[PW_COLS_MAX];
 
 static const char *variant(unsigned parts)
 {
@@ -98,10 +100,32 @@ static const char *variant(unsigned parts)
     return sql;
 }
 
+/* The element type that sql's first cast of $k names: "$k::name[]". */
+static uint32_t cast_type(const char *sql, int k)
+{
+    static const struct {
+        const char *name;
+        uint32_t oid;
+    } known[] = {{"text", PW_OID_TEXT},   {"timestamptz", PW_OID_TIMESTAMPTZ}, {"jsonb", PW_OID_JSONB},
+                 {"bigint", PW_OID_INT8}, {"bytea", PW_OID_BYTEA}};
+    char cast[24];
+    int n = snprintf(cast, sizeof cast, "$%d::", k);
+    const char *q = strstr(sql, cast); /* "$1::" is not in "$11::" */
+    assert(q != NULL && "every parameter is cast");
+    const char *name = q + n, *end = strstr(name, "[]");
+    assert(end != NULL);
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if ((size_t)(end - name) == strlen(known[i].name) && memcmp(name, known[i].name, (size_t)(end - name)) == 0)
+            return known[i].oid;
+    return PW_COL_LITERAL;
+}
+
 static void build_full(void)
 {
     int end = 0;
     for (size_t i = 0; i < N_SECTIONS; i++) {
+        for (int k = 0; k < sections[i]->ncols; k++)
+            full_types[end + k] = cast_type(sections[i]->ctes, k + 1);
         end += sections[i]->ncols;
         part_ends[i] = end;
     }
@@ -120,6 +144,12 @@ const char *pw_handlers_sql(int *ncols)
     built();
     *ncols = full_ncols;
     return variants[ALL_PARTS];
+}
+
+const uint32_t *pw_handlers_types(void)
+{
+    built();
+    return full_types;
 }
 
 int pw_handlers_sections(const int **column_ends)

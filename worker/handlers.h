@@ -90,6 +90,9 @@ extern const pw_section_t pw_redriven_section;
 /* Its name as prepared, its SQL and how many array parameters it has (built on first use; any thread). */
 #define PW_HANDLERS_STATEMENT "pw_batch"
 const char *pw_handlers_sql(int *ncols);
+/* The element type of each of its ncols array parameters, as the SQL's first cast of it names it
+   ("$3::timestamptz[]": PW_OID_TIMESTAMPTZ; a row type: PW_COL_LITERAL). Any thread. */
+const uint32_t *pw_handlers_types(void);
 
 /*
  * The sections are the statement's parts for the executor's variants (see pw_db_stmt_t in
@@ -110,7 +113,7 @@ const char *pw_handlers_section_name(unsigned i);
 #define PW_HANDLERS_CHECK_SQL                                                                                                  \
     "SELECT 1 FROM pubsub_receipts, dead_letters, status_events, message_logs, inbound_messages, contacts LIMIT 0"
 
-/* Encodes a push's rows, every section's, into cols (begun with the statement's ncols). */
+/* Encodes a push's rows, every section's, into cols (begun with the statement's ncols and types). */
 void pw_handlers_encode(pw_cols_t *cols, const pw_rows_t *v);
 
 /*

@@ -231,11 +231,11 @@ static int db_conns_ready(pw_db_t *db)
     return n;
 }
 
-/* Starts T.db on T.cfg with this thread's loop, and waits until all its connections are up. */
-static void start_db(void)
+/* Starts T.db on T.cfg with statement st and this thread's loop, and waits until all its connections are up. */
+static void start_db_with(const pw_db_stmt_t *st)
 {
     memset(&T.metrics, 0, sizeof T.metrics);
-    T.db = pw_db_new(&T.cfg, &stmt, &T.metrics);
+    T.db = pw_db_new(&T.cfg, st, &T.metrics);
     tloop_open(&T.loop, T.db);
     double until = pw_now_ms() + WAIT_MS;
     while (!(pw_db_ready(T.db) && db_conns_ready(T.db) == T.cfg.db_connections) && pw_now_ms() < until)
@@ -243,6 +243,12 @@ static void start_db(void)
     if (!pw_db_ready(T.db) || db_conns_ready(T.db) != T.cfg.db_connections)
         FAIL("the executor is not ready after %d ms (%d of %d connections up)", WAIT_MS, db_conns_ready(T.db),
              T.cfg.db_connections);
+}
+
+/* Starts T.db with the test's statement (the table t). */
+static void start_db(void)
+{
+    start_db_with(&stmt);
 }
 
 /* Jobs at the executor not yet sent: in its queues (written by its thread) and submitted but not yet taken. */
@@ -1039,6 +1045,118 @@ static void test_a_job_that_arrives_during_a_probe_is_written_after_it(void **st
     pwt_assert_rows(Q_ROWS, "during|2\nfirst|1");
 }
 
+/* ---- binary columns ---------------------------------------------------------------------- */
+
+/*
+ * The same table with a column of each type the worker sends in binary, the int column v still
+ * sent as an array literal: a statement may mix both (the worker's does: a row type has no fixed
+ * OID).
+ */
+static const uint32_t bin_types[] = {25 /* text */, 0, 1184 /* timestamptz */, 3802 /* jsonb */, 20 /* bigint */,
+                                     17 /* bytea */, 25};
+static const pw_db_stmt_t bin_stmt = {
+    .name = "db_exec_test_binary",
+    .sql = "WITH ins AS (INSERT INTO t (k, v, at, j, n, b, s) SELECT * FROM unnest($1::text[], $2::int[],"
+           " $3::timestamptz[], $4::jsonb[], $5::bigint[], $6::bytea[], $7::text[]) ON CONFLICT DO NOTHING RETURNING k)"
+           " SELECT k FROM ins",
+    .ncols = 7,
+    .check_sql = "SELECT k, v, at, j, n, b, s FROM t LIMIT 0",
+    .elem_types = bin_types,
+};
+
+/* A binary element written out by hand (db.h's format): its length in network order, then its bytes; len -1: NULL. */
+static size_t put_element(char *o, const void *bytes, int32_t len)
+{
+    uint32_t u = (uint32_t)len;
+    o[0] = (char)(u >> 24), o[1] = (char)(u >> 16), o[2] = (char)(u >> 8), o[3] = (char)u;
+    if (len > 0)
+        memcpy(o + 4, bytes, (size_t)len);
+    return 4 + (len > 0 ? (size_t)len : 0);
+}
+
+/*
+ * A job of bin_stmt: k (binary text) and v (a literal, "NULL" allowed), then the five binary
+ * columns from elems[0..5): each {bytes, len} (len -1: NULL), or none at all when nelems is 0.
+ */
+typedef struct {
+    const char *bytes;
+    int32_t len;
+} elem_t;
+
+static void bjob_init(tjob_t *t, const char *k, const char *v, const elem_t *elems, int nelems)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->k, sizeof t->k, "%s", k);
+    static char frags[8][256]; /* a job's frags live as long as the job: one slot per job of the case */
+    static uint32_t ends[8][7];
+    static int next;
+    int slot = next++ % 8;
+    char *f = frags[slot];
+    size_t n = put_element(f, k, (int32_t)strlen(k));
+    ends[slot][0] = (uint32_t)n;
+    n += (size_t)snprintf(f + n, sizeof frags[slot] - n, "%s", v);
+    ends[slot][1] = (uint32_t)n;
+    for (int i = 0; i < 5; i++) {
+        if (i < nelems)
+            n += put_element(f + n, elems[i].bytes, elems[i].len);
+        ends[slot][2 + i] = (uint32_t)n;
+    }
+    assert_true(n <= sizeof frags[slot]);
+    t->job.frags = f;
+    t->job.ends = ends[slot];
+    t->job.key = pw_str(t->k, strlen(t->k));
+    t->job.on_done = on_done;
+}
+
+/*
+ * Columns sent in binary arrive as their types: a time to the microsecond (before 2000 too), jsonb
+ * read from its text (a number kept exact), a bigint past what a double holds, bytes with a NUL,
+ * text with the characters an array literal must escape; NULL elements; a job without elements
+ * for those columns, last in its group (unnest fills its row with NULLs); and a group with none in
+ * any binary column (the blocker alone: empty arrays). All in two transactions: the blocker's,
+ * then one for the three jobs.
+ */
+static void test_binary_columns_reach_the_server_as_their_types(void **state)
+{
+    (void)state;
+    pwt_exec("ALTER TABLE t ADD COLUMN at timestamptz, ADD COLUMN j jsonb, ADD COLUMN n bigint, ADD COLUMN b bytea,"
+             " ADD COLUMN s text");
+    start_db_with(&bin_stmt);
+    pwt_exec("INSERT INTO t (k, v) VALUES ('blocker', 0)");
+    lock_row("blocker");
+    tjob_t blocker, jobs[3];
+    bjob_init(&blocker, "blocker", "1", NULL, 0);
+    submit(&T.loop, &blocker);
+    WAIT_LOCK_WAITERS(1);
+
+    /* 2023-10-03T10:40:00.123456Z and 1999-12-31T23:59:59.999999Z: microseconds from 2000-01-01, big-endian */
+    static const char at_a[] = "\x00\x02\xA9\xCC\x48\x04\xE2\x40", at_b[] = "\xFF\xFF\xFF\xFF\xFF\xFF\xFF\xFF";
+    static const char json[] = "\1{\"x\": [1, 2.50, 12345678901234567890.5]}"; /* jsonb: version 1, then text */
+    static const char big[] = "\x00\x20\x00\x00\x00\x00\x00\x01"; /* 2^53 + 1 */
+    static const char text[] = "say \"hi\" \\ {x,y}";
+    const elem_t a[] = {{at_a, 8}, {json, (int32_t)sizeof json - 1}, {big, 8}, {"\0\xff", 2}, {text, (int32_t)sizeof text - 1}};
+    const elem_t b[] = {{at_b, 8}, {NULL, -1}, {NULL, -1}, {"", 0}, {NULL, -1}};
+    bjob_init(&jobs[0], "a", "1", a, 5);
+    bjob_init(&jobs[1], "b", "NULL", b, 5);
+    bjob_init(&jobs[2], "c", "3", NULL, 0);
+    for (int i = 0; i < 3; i++)
+        submit(&T.loop, &jobs[i]);
+    WAIT_QUEUED(T.db, 3);
+    unlock_row();
+    RUN_UNTIL(&T.loop, 4);
+    ASSERT_ANSWER(&blocker, 0, "", 0);
+    for (int i = 0; i < 3; i++)
+        ASSERT_ANSWER(&jobs[i], 0, "", 1);
+    pwt_assert_rows("SELECT k, v, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), j::text, n,"
+                    " encode(b, 'hex'), s FROM t ORDER BY k COLLATE \"C\"",
+                    "a|1|2023-10-03T10:40:00.123456|{\"x\": [1, 2.50, 12345678901234567890.5]}|9007199254740993|00ff|"
+                    "say \"hi\" \\ {x,y}\n"
+                    "b|NULL|1999-12-31T23:59:59.999999|NULL|NULL||NULL\n"
+                    "blocker|0|NULL|NULL|NULL|NULL|NULL\n"
+                    "c|3|NULL|NULL|NULL|NULL|NULL");
+    assert_int_equal(writers_of("{a,b,c}"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1058,6 +1176,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_full_queue_answers_unavailable, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_server_that_stops_answering_is_left_and_reconnected, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_job_that_arrives_during_a_probe_is_written_after_it, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_binary_columns_reach_the_server_as_their_types, fresh, cleanup),
     };
     return cmocka_run_group_tests_name("db_exec", tests, group_setup, pwt_teardown_db);
 }
