@@ -21,7 +21,6 @@ void pw_cols_dispose(pw_cols_t *c)
 {
     for (int i = 0; i < PW_COLS_MAX; i++)
         pw_buf_dispose(&c->col[i]);
-    pw_buf_dispose(&c->record);
 }
 
 /* Column i, which must be of element type `type`. */
@@ -32,8 +31,7 @@ static pw_buf_t *column(pw_cols_t *c, int i, uint32_t type)
     return &c->col[i];
 }
 
-/* ---- the binary array format: per element a length in network order (-1: NULL), then its bytes ---- */
-
+/* The binary array format: per element a length in network order (-1: NULL), then its bytes. */
 static void put_u32(char *o, uint32_t v)
 {
     o[0] = (char)(v >> 24);
@@ -160,60 +158,4 @@ void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
     if (n > 0)
         memcpy(b->base + b->len + 4, p, n);
     wrote(b, 4 + n);
-}
-
-/* ---- array literals (PW_COL_LITERAL columns) ---------------------------------------------------- */
-
-/* Column i, a PW_COL_LITERAL one, ready for its next element. */
-static pw_buf_t *next_literal(pw_cols_t *c, int i)
-{
-    pw_buf_t *b = column(c, i, PW_COL_LITERAL);
-    if (b->len > 0)
-        pw_buf_appendc(b, ',');
-    return b;
-}
-
-/* Appends s as one quoted element: '"' and '\\' escaped, NUL bytes made U+FFFD. */
-static void append_quoted(pw_cols_t *c, pw_buf_t *b, const char *s, size_t n)
-{
-    pw_buf_reserve(b, n + n / 8 + 2);
-    pw_buf_appendc(b, '"');
-    for (size_t k = 0; k < n; k++) {
-        if (s[k] == '\0') {
-            pw_buf_append(b, "\xEF\xBF\xBD", 3);
-            c->replaced++;
-            continue;
-        }
-        if (s[k] == '"' || s[k] == '\\')
-            pw_buf_appendc(b, '\\');
-        pw_buf_appendc(b, s[k]);
-    }
-    pw_buf_appendc(b, '"');
-}
-
-void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n)
-{
-    /* The record literal first: a field in double quotes with '"' and '\\' escaped, nothing
-       between two commas for NULL. Then that text as an array element (escaped again, NUL bytes
-       replaced there). */
-    pw_buf_t *r = &c->record;
-    pw_buf_reset(r);
-    pw_buf_appendc(r, '(');
-    for (int k = 0; k < n; k++) {
-        if (k > 0)
-            pw_buf_appendc(r, ',');
-        if (fields[k].base == NULL)
-            continue;
-        pw_buf_reserve(r, fields[k].len + 2);
-        pw_buf_appendc(r, '"');
-        for (size_t j = 0; j < fields[k].len; j++) {
-            char ch = fields[k].base[j];
-            if (ch == '"' || ch == '\\')
-                pw_buf_appendc(r, '\\');
-            pw_buf_appendc(r, ch);
-        }
-        pw_buf_appendc(r, '"');
-    }
-    pw_buf_appendc(r, ')');
-    append_quoted(c, next_literal(c, i), r->base, r->len);
 }

@@ -8,24 +8,22 @@
 #include "proto/time.h"
 #include "worker/util.h"
 
-#define PW_COLS_MAX 40
+#define PW_COLS_MAX 48
 
-/* A column's element type: PostgreSQL's OID of it (fixed in its catalog), or PW_COL_LITERAL. */
+/* The element types a column may have: PostgreSQL's OIDs of them (fixed in its catalog). */
 #define PW_OID_BYTEA 17u
 #define PW_OID_INT8 20u
 #define PW_OID_TEXT 25u
 #define PW_OID_TIMESTAMPTZ 1184u
 #define PW_OID_JSONB 3802u
-#define PW_COL_LITERAL 0u /* a type without a fixed OID (a row type): elements of an array literal */
 
 /*
  * Many pushes' rows go into one statement as arrays (`unnest($1::text[], ...)`), so a group of
- * pushes costs one round trip. A column of a type with an OID above is sent in the binary array
- * format: each element is its length (4 bytes, network order; -1 for NULL) and its bytes, so
- * neither side quotes or parses anything (text as it is, a timestamptz as 8 bytes). A
- * PW_COL_LITERAL column holds elements of an array literal, double-quoted with '"' and '\'
- * escaped, comma-separated. Text cannot hold NUL bytes: each one becomes U+FFFD and is counted in
- * `replaced`. Buffers are kept between batches to avoid reallocating.
+ * pushes costs one round trip. Each column is sent in PostgreSQL's binary array format: each
+ * element is its length (4 bytes, network order; -1 for NULL) and its bytes, so neither side
+ * quotes or parses anything (text as it is, a timestamptz as 8 bytes). Text cannot hold NUL
+ * bytes: each one becomes U+FFFD and is counted in `replaced`. Buffers are kept between batches
+ * to avoid reallocating.
  */
 typedef struct {
     pw_buf_t col[PW_COLS_MAX];
@@ -33,7 +31,6 @@ typedef struct {
     int ncols;
     size_t nrows;
     size_t replaced; /* NUL bytes replaced by U+FFFD */
-    pw_buf_t record; /* scratch for pw_cols_record */
 } pw_cols_t;
 
 /* Starts ncols empty columns of the element types types[0..ncols) (borrowed until the next
@@ -54,9 +51,6 @@ void pw_cols_time(pw_cols_t *c, int i, pw_time_us_t t);
 void pw_cols_jsonb(pw_cols_t *c, int i, pw_str_t json);
 /* text: a phone number as '+' followed by its digits; NULL when absent or without digits. */
 void pw_cols_phone(pw_cols_t *c, int i, pw_str_t raw);
-/* PW_COL_LITERAL: an element of a row type (the SQL casts the array to `sometype[]`): PostgreSQL's
-   record literal "(a,b,...)" of n fields, each text or NULL (base == NULL), quoted as one element. */
-void pw_cols_record(pw_cols_t *c, int i, const pw_str_t *fields, int n);
 /* bigint; 0 appends NULL (ids start at 1). */
 void pw_cols_id(pw_cols_t *c, int i, int64_t id);
 /* bytea. */

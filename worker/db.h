@@ -23,7 +23,7 @@
 #include "worker/metrics.h"
 
 /* The most array parameters a statement may have. */
-#define PW_DB_COLS_MAX 40
+#define PW_DB_COLS_MAX 48
 
 /*
  * The statement: its SQL, whose parameters $1..$ncols are arrays (typed by casts in the SQL),

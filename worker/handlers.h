@@ -91,7 +91,7 @@ extern const pw_section_t pw_redriven_section;
 #define PW_HANDLERS_STATEMENT "pw_batch"
 const char *pw_handlers_sql(int *ncols);
 /* The element type of each of its ncols array parameters, as the SQL's first cast of it names it
-   ("$3::timestamptz[]": PW_OID_TIMESTAMPTZ; a row type: PW_COL_LITERAL). Any thread. */
+   ("$3::timestamptz[]": PW_OID_TIMESTAMPTZ). Any thread. */
 const uint32_t *pw_handlers_types(void);
 
 /*

@@ -1,7 +1,6 @@
 /* Inbound handler: a group's inbound messages become inbound_messages rows (announced with NOTIFY) and contacts rows. */
 #include "worker/handlers.h"
 
-#include <string.h>
 
 enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_SENT, M_PAYLOAD, M_PSMID, M_SUB, M_NCOLS };
 
@@ -50,7 +49,7 @@ static void inbound_encode(pw_cols_t *c, int base, const pw_rows_t *v)
 
 const pw_section_t pw_inbound_section = {"inbound", inbound_ctes, M_NCOLS, inbound_encode};
 
-enum { K_SIGHTING, K_PSMID, K_SUB, K_NCOLS };
+enum { K_WA_ID, K_USER_ID, K_NAME, K_USERNAME, K_CC, K_FIRST, K_LAST, K_PSMID, K_SUB, K_NCOLS };
 
 /*
  * A person is one contacts row, known by a phone number (wa_id), a business-scoped user id, or
@@ -110,7 +109,8 @@ enum { K_SIGHTING, K_PSMID, K_SUB, K_NCOLS };
 static const char contacts_ctes[] =
     "ct_in AS ("
     "  SELECT u.wa_id AS w, u.user_id AS uid, u.name, u.uname, u.cc, u.first, u.last"
-    "  FROM unnest($1::pw_contact_sighting[], $2::text[], $3::text[])"
+    "  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],"
+    "              $8::text[], $9::text[])"
     "       AS u(wa_id, user_id, name, uname, cc, first, last, psmid, sub)"
     "  WHERE " PW_SQL_FROM_NEW_PUSH("u")
     "), ct_link AS ("
@@ -173,12 +173,13 @@ static void contacts_encode(pw_cols_t *c, int base, const pw_rows_t *v)
         if (pw_rows_skip(v, PW_ITEM_CONTACT, i))
             continue;
         const pw_contact_t *k = &v->wh->contacts[i];
-        char first[30], last[30];
-        pw_time_format_pg(k->first_seen_at, first);
-        pw_time_format_pg(k->seen_at, last);
-        const pw_str_t sighting[] = {k->wa_id,        k->user_id, k->profile_name, k->username, k->country_code,
-                                     pw_str(first, strlen(first)), pw_str(last, strlen(last))};
-        pw_cols_record(c, base + K_SIGHTING, sighting, (int)(sizeof sighting / sizeof sighting[0]));
+        pw_cols_str(c, base + K_WA_ID, k->wa_id);
+        pw_cols_str(c, base + K_USER_ID, k->user_id);
+        pw_cols_str(c, base + K_NAME, k->profile_name);
+        pw_cols_str(c, base + K_USERNAME, k->username);
+        pw_cols_str(c, base + K_CC, k->country_code);
+        pw_cols_time(c, base + K_FIRST, k->first_seen_at);
+        pw_cols_time(c, base + K_LAST, k->seen_at);
         pw_cols_str(c, base + K_PSMID, v->message_id);
         pw_cols_str(c, base + K_SUB, pw_rows_receipt_sub(v));
         pw_cols_end_row(c);

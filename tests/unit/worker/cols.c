@@ -9,7 +9,7 @@
 
 #include "worker/cols.h"
 
-static const uint32_t TEXT[] = {PW_OID_TEXT}, LITERAL[] = {PW_COL_LITERAL};
+static const uint32_t TEXT[] = {PW_OID_TEXT};
 
 /* The binary elements of a column, written out: "4:" then bytes is a length and its bytes, "N" a NULL. */
 static void assert_elements(const pw_buf_t *col, const char *const *want, size_t nwant, const size_t *lens)
@@ -155,21 +155,6 @@ static void test_begin_resets_for_the_next_batch(void **state)
     pw_cols_dispose(&c); /* idempotent */
 }
 
-static void test_records_are_quoted_twice(void **state)
-{
-    (void)state;
-    pw_cols_t c = {0};
-    pw_cols_begin(&c, 1, LITERAL);
-    const pw_str_t a[] = {PW_STR_LIT("919876543210"), PW_STR_NULL, PW_STR_LIT("say \"hi\" \\ (x,y)"), PW_STR_LIT("")};
-    pw_cols_record(&c, 0, a, 4);
-    const pw_str_t b[] = {PW_STR_NULL, pw_str("a\0b", 3)};
-    pw_cols_record(&c, 0, b, 2);
-    /* the record literal ("919876543210",,"say \"hi\" \\ (x,y)",""), then that text as one quoted array element */
-    assert_string_equal(c.col[0].base, "\"(\\\"919876543210\\\",,\\\"say \\\\\\\"hi\\\\\\\" \\\\\\\\ (x,y)\\\",\\\"\\\")\"" "," "\"(,\\\"a\xEF\xBF\xBD" "b\\\")\"");
-    assert_int_equal(c.replaced, 1);
-    pw_cols_dispose(&c);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,7 +164,6 @@ int main(void)
         cmocka_unit_test(test_phone_numbers_keep_digits_behind_a_plus),
         cmocka_unit_test(test_times_and_ids_are_eight_bytes),
         cmocka_unit_test(test_bytea_is_its_bytes),
-        cmocka_unit_test(test_records_are_quoted_twice),
         cmocka_unit_test(test_begin_resets_for_the_next_batch),
     };
     return cmocka_run_group_tests_name("worker/cols", tests, NULL, NULL);
