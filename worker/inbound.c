@@ -1,7 +1,6 @@
 /* Inbound handler: a group's inbound messages become inbound_messages rows (announced with NOTIFY) and contacts rows. */
 #include "worker/handlers.h"
 
-
 enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_SENT, M_PAYLOAD, M_PSMID, M_SUB, M_NCOLS };
 
 /*
