@@ -32,14 +32,6 @@ static pw_buf_t *column(pw_cols_t *c, int i, uint32_t type)
 }
 
 /* The binary array format: per element a length in network order (-1: NULL), then its bytes. */
-static void put_u32(char *o, uint32_t v)
-{
-    o[0] = (char)(v >> 24);
-    o[1] = (char)(v >> 16);
-    o[2] = (char)(v >> 8);
-    o[3] = (char)v;
-}
-
 /* n bytes were written after b's len (reserved before): they are now its own, NUL after them as pw_buf_t keeps. */
 static void wrote(pw_buf_t *b, size_t n)
 {
@@ -50,7 +42,7 @@ static void wrote(pw_buf_t *b, size_t n)
 static void append_null(pw_buf_t *b)
 {
     pw_buf_reserve(b, 4);
-    put_u32(b->base + b->len, UINT32_MAX); /* -1 */
+    pw_put_be32(b->base + b->len, UINT32_MAX); /* -1 */
     wrote(b, 4);
 }
 
@@ -58,9 +50,9 @@ static void append_int64(pw_buf_t *b, int64_t v)
 {
     pw_buf_reserve(b, 12);
     char *o = b->base + b->len;
-    put_u32(o, 8);
-    put_u32(o + 4, (uint32_t)((uint64_t)v >> 32));
-    put_u32(o + 8, (uint32_t)v);
+    pw_put_be32(o, 8);
+    pw_put_be32(o + 4, (uint32_t)((uint64_t)v >> 32));
+    pw_put_be32(o + 8, (uint32_t)v);
     wrote(b, 12);
 }
 
@@ -74,7 +66,7 @@ static void append_text(pw_cols_t *c, pw_buf_t *b, const char *prefix, size_t np
     assert(len <= INT32_MAX); /* MAX_BODY_BYTES is at most 1 GiB */
     pw_buf_reserve(b, 4 + len);
     char *o = b->base + b->len;
-    put_u32(o, (uint32_t)len);
+    pw_put_be32(o, (uint32_t)len);
     o += 4;
     memcpy(o, prefix, np);
     o += np;
@@ -154,7 +146,7 @@ void pw_cols_bytea(pw_cols_t *c, int i, const void *p, size_t n)
     pw_buf_t *b = column(c, i, PW_OID_BYTEA);
     assert(n <= INT32_MAX);
     pw_buf_reserve(b, 4 + n);
-    put_u32(b->base + b->len, (uint32_t)n);
+    pw_put_be32(b->base + b->len, (uint32_t)n);
     if (n > 0)
         memcpy(b->base + b->len + 4, p, n);
     wrote(b, 4 + n);

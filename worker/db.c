@@ -851,22 +851,13 @@ static int column_kept(const pw_db_stmt_t *s, unsigned parts, int k)
     return (parts >> p) & 1u;
 }
 
-static void put_u32(char *o, uint32_t v)
-{
-    o[0] = (char)(v >> 24);
-    o[1] = (char)(v >> 16);
-    o[2] = (char)(v >> 8);
-    o[3] = (char)v;
-}
-
 /* The elements of a binary column's fragment (pw_db_job_t): each a length, -1 for NULL, then its bytes. */
 static uint32_t count_elements(const char *p, size_t n)
 {
     uint32_t count = 0;
     size_t at = 0;
     while (at + 4 <= n) {
-        const unsigned char *u = (const unsigned char *)p + at;
-        int32_t len = (int32_t)((uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3]);
+        int32_t len = (int32_t)pw_get_be32(p + at);
         at += 4 + (len > 0 ? (size_t)len : 0);
         count++;
     }
@@ -907,11 +898,11 @@ static int join_fragments(db_conn_t *c, unsigned parts, const char **values, int
             pw_buf_append(b, j->frags + lo, hi - lo);
         }
         if (type != 0) {
-            put_u32(b->base, count > 0);
-            put_u32(b->base + 4, 0);
-            put_u32(b->base + 8, type);
-            put_u32(b->base + 12, count);
-            put_u32(b->base + 16, 1);
+            pw_put_be32(b->base, count > 0);
+            pw_put_be32(b->base + 4, 0);
+            pw_put_be32(b->base + 8, type);
+            pw_put_be32(b->base + 12, count);
+            pw_put_be32(b->base + 16, 1);
             if (count == 0)
                 b->len = 12;
             lengths[n] = (int)b->len;

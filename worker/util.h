@@ -67,6 +67,20 @@ static inline void pw_buf_reset(pw_buf_t *b)
 /* Frees the storage; the buffer is then empty and reusable. Idempotent. */
 void pw_buf_dispose(pw_buf_t *b);
 
+/* 32 bits in network byte order (big-endian), as PostgreSQL's binary formats write them (worker/cols.c, worker/db.c). */
+static inline void pw_put_be32(char *o, uint32_t v)
+{
+    o[0] = (char)(v >> 24);
+    o[1] = (char)(v >> 16);
+    o[2] = (char)(v >> 8);
+    o[3] = (char)v;
+}
+static inline uint32_t pw_get_be32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
 /**
  * Copies the NUL-terminated src into dst (cap bytes, cap > 0), cut at a whole UTF-8 character when
  * it does not fit, so a valid UTF-8 src gives a valid UTF-8 dst. Returns the bytes copied.

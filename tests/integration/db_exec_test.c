@@ -1067,8 +1067,7 @@ static const pw_db_stmt_t bin_stmt = {
 /* A binary element written out by hand (db.h's format): its length in network order, then its bytes; len -1: NULL. */
 static size_t put_element(char *o, const void *bytes, int32_t len)
 {
-    uint32_t u = (uint32_t)len;
-    o[0] = (char)(u >> 24), o[1] = (char)(u >> 16), o[2] = (char)(u >> 8), o[3] = (char)u;
+    pw_put_be32(o, (uint32_t)len);
     if (len > 0)
         memcpy(o + 4, bytes, (size_t)len);
     return 4 + (len > 0 ? (size_t)len : 0);

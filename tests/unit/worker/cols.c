@@ -11,14 +11,13 @@
 
 static const uint32_t TEXT[] = {PW_OID_TEXT};
 
-/* The binary elements of a column, written out: "4:" then bytes is a length and its bytes, "N" a NULL. */
+/* Asserts that a column holds exactly the binary elements want[0..nwant), of lengths lens[] (want[i] NULL: a NULL element). */
 static void assert_elements(const pw_buf_t *col, const char *const *want, size_t nwant, const size_t *lens)
 {
     size_t at = 0;
     for (size_t i = 0; i < nwant; i++) {
         assert_true(at + 4 <= col->len);
-        const unsigned char *u = (const unsigned char *)col->base + at;
-        int32_t len = (int32_t)((uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3]);
+        int32_t len = (int32_t)pw_get_be32(col->base + at);
         at += 4;
         if (want[i] == NULL) {
             assert_int_equal(len, -1);

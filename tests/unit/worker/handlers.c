@@ -57,8 +57,7 @@ static int elements(const pw_buf_t *b)
     int count = 0;
     size_t at = 0;
     while (at + 4 <= b->len) {
-        const unsigned char *u = (const unsigned char *)b->base + at;
-        int32_t len = (int32_t)((uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3]);
+        int32_t len = (int32_t)pw_get_be32(b->base + at);
         at += 4 + (len > 0 ? (size_t)len : 0);
         count++;
     }
