@@ -282,6 +282,50 @@ static void the_gin_index_moves_its_pending_list_in_small_steps(void **state)
                     "{gin_pending_list_limit=256}");
 }
 
+/*
+ * PostgreSQL keeps no plan for the expressions it stores with a table's rows: at every statement
+ * that writes the table it reads its generated columns, CHECK constraints and trigger conditions
+ * back from the catalog and plans them again. Planning an expression inlines each LANGUAGE sql
+ * function it calls, by parsing and analysing the function's text: 0009's stored times called
+ * pw_status_instant, a SQL function, and each group of pushes parsed it once per stored column
+ * (23% of the server's time for a group of one push; 0013 made it PL/pgSQL, which is compiled once
+ * per session). So none of these expressions may call a SQL function, on any table of the schema;
+ * and pw_status_instant keeps pw_status_time's answers.
+ */
+#define Q_SQL_CALLS_PLANNED_PER_STATEMENT                                                                                      \
+    "SELECT c.relname || ' ' || x.what || ' calls ' || p.proname FROM ("                                                       \
+    " SELECT d.adrelid AS rel, 'column ' || a.attname AS what, dep.refobjid AS fn"                                            \
+    " FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"                                  \
+    " JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = d.oid AND dep.refclassid = 'pg_proc'::regclass" \
+    " WHERE a.attgenerated = 's'"                                                                                              \
+    " UNION ALL SELECT k.conrelid, 'constraint ' || k.conname, dep.refobjid FROM pg_constraint k"                              \
+    " JOIN pg_depend dep ON dep.classid = 'pg_constraint'::regclass AND dep.objid = k.oid AND dep.refclassid = 'pg_proc'::regclass" \
+    " WHERE k.contype = 'c'"                                                                                                   \
+    " UNION ALL SELECT t.tgrelid, 'trigger ' || t.tgname, dep.refobjid FROM pg_trigger t"                                      \
+    " JOIN pg_depend dep ON dep.classid = 'pg_trigger'::regclass AND dep.objid = t.oid AND dep.refclassid = 'pg_proc'::regclass" \
+    " WHERE t.tgqual IS NOT NULL AND dep.refobjid <> t.tgfoid"                                                                 \
+    ") x JOIN pg_class c ON c.oid = x.rel JOIN pg_proc p ON p.oid = x.fn JOIN pg_language l ON l.oid = p.prolang"            \
+    " WHERE c.relnamespace = 'public'::regnamespace AND l.lanname = 'sql' ORDER BY 1"
+static void no_expression_planned_at_every_write_calls_a_sql_function(void **state)
+{
+    (void)state;
+    pwt_assert_rows(Q_SQL_CALLS_PLANNED_PER_STATEMENT, "");
+    /* the query sees what it looks for: the stored times do call pw_status_instant */
+    pwt_assert_rows("SELECT count(DISTINCT d.adnum) FROM pg_attrdef d JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass"
+                    " AND dep.objid = d.oid AND dep.refobjid = 'pw_status_instant'::regproc"
+                    " WHERE d.adrelid = 'message_logs'::regclass",
+                    "4");
+    /* the worker's times, other ISO-8601 times with a zone, text that is no time, NULL */
+    pwt_assert_rows("SELECT count(*), count(*) FILTER (WHERE pw_status_instant(t) IS NOT DISTINCT FROM pw_status_time(t)),"
+                    " count(pw_status_instant(t))"
+                    " FROM unnest(ARRAY['2024-03-06T05:00:01Z', '2024-02-29T23:59:59Z', '2024-03-06T05:00:01.5+05:30',"
+                    " '2024-03-06 05:00:01-02', '2024-03-06T05:00:01', 'yesterday', '', NULL]) t",
+                    "8|8|4");
+    /* and a worker-shaped but impossible time is refused, as before */
+    pwt_exec("DO $$ BEGIN PERFORM pw_status_instant('2024-13-01T00:00:00Z'); RAISE EXCEPTION 'an impossible time was accepted';"
+             " EXCEPTION WHEN datetime_field_overflow THEN NULL; END $$");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +333,7 @@ int main(void)
         cmocka_unit_test(redrive_reaches_rows_by_key),
         cmocka_unit_test(a_group_runs_only_the_sections_it_has_rows_for),
         cmocka_unit_test(the_gin_index_moves_its_pending_list_in_small_steps),
+        cmocka_unit_test(no_expression_planned_at_every_write_calls_a_sql_function),
     };
     return pwt_suite_run("plan", NULL, NULL, tests);
 }

@@ -1,4 +1,4 @@
-/* Upgrading in place: a database migrated to 0004 by an earlier release, with rows in every table, gets 0005-0012 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
+/* Upgrading in place: a database migrated to 0004 by an earlier release, with rows in every table, gets 0005-0013 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -113,7 +113,7 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
     assert_int_equal(pwt_migrate(), 0);
     pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
                     "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes\n0008_rollups\n"
-                    "0009_status_times\n0010_window_indexes\n0011_gin_pending_list\n0012_rollup_in_trigger");
+                    "0009_status_times\n0010_window_indexes\n0011_gin_pending_list\n0012_rollup_in_trigger\n0013_status_instant_plpgsql");
     /* 0011 gave the guide's GIN index, made by 0001, its smaller pending list */
     pwt_assert_rows("SELECT reloptions::text FROM pg_class WHERE relname = 'idx_message_logs_whatsapp_status'",
                     "{gin_pending_list_limit=256}");
