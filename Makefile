@@ -73,7 +73,13 @@ $(B)/obj/worker/main.o $(B)/obj/worker/jwks.o $(B)/obj/worker/metrics.o: $(B)/ge
 FORCE:
 
 # The SQL of migrations/ is compiled into the binary: a container needs nothing but build/worker.
-$(B)/gen/migrations_sql.c: $(MIGRATIONS) scripts/embed-sql
+# The list of files is a prerequisite too, rewritten when it changes: a file that goes away (an
+# older branch checked out) is not newer than the table, and would stay in the binary.
+$(B)/gen/migrations.txt: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MIGRATIONS)' | cmp -s - $@ || echo '$(MIGRATIONS)' > $@
+
+$(B)/gen/migrations_sql.c: $(MIGRATIONS) $(B)/gen/migrations.txt scripts/embed-sql
 	@mkdir -p $(dir $@)
 	scripts/embed-sql $(MIGRATIONS) > $@.tmp && mv $@.tmp $@
 
