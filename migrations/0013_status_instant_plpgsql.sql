@@ -7,7 +7,7 @@
 -- catalog and plans it again (ExecInitStoredGenerated), and planning an expression inlines every
 -- LANGUAGE sql function it calls, by parsing and analysing the function's text. So each group of
 -- pushes with a status parsed pw_status_instant's text (and tried pw_zoned_time's) once per stored
--- column, before writing a row: 23% of the server's time for a group of one push (perf).
+-- column, at every statement: 23% of the server's time for a group of one push (perf).
 -- A PL/pgSQL function is never inlined: its text is compiled once per session, and a call costs
 -- about what the inlined CASE cost per row. STRICT: a message without a delivered, read or failed
 -- time (most of them) passes NULL, and PostgreSQL answers NULL without calling the function.
@@ -15,8 +15,8 @@
 -- The same answers for every text (the same expression, the same error for a worker-shaped but
 -- impossible time), so nothing stored is recomputed: a function replaced, nothing rebuilt, no lock
 -- held longer than the instant it takes to commit. tests/integration/plan_test.c checks that no
--- generated column, CHECK constraint or trigger condition of the tables the worker writes calls a
--- LANGUAGE sql function again.
+-- generated column, CHECK constraint or trigger condition of the schema's tables calls a LANGUAGE
+-- sql function again.
 CREATE OR REPLACE FUNCTION pw_status_instant(t text) RETURNS timestamptz
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
 BEGIN
