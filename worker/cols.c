@@ -31,8 +31,11 @@ static pw_buf_t *column(pw_cols_t *c, int i, uint32_t type)
     return &c->col[i];
 }
 
-/* The binary array format: per element a length in network order (-1: NULL), then its bytes. */
-/* n bytes were written after b's len (reserved before): they are now its own, NUL after them as pw_buf_t keeps. */
+/*
+ * The binary array format: per element a length in network order (-1: NULL), then its bytes.
+ * wrote: n bytes were written after b's len (reserved before); they are now b's, with the NUL
+ * after them that pw_buf_t keeps.
+ */
 static void wrote(pw_buf_t *b, size_t n)
 {
     b->len += n;

@@ -1049,8 +1049,8 @@ static void test_a_job_that_arrives_during_a_probe_is_written_after_it(void **st
 
 /*
  * The same table with a column of each type the worker sends in binary, the int column v still
- * sent as an array literal: a statement may mix both (the worker's does: a row type has no fixed
- * OID).
+ * sent as an array literal: a statement may mix both (db.h: element type 0 is a literal; the
+ * worker's own statement has been binary in every column since its contacts' row type went).
  */
 static const uint32_t bin_types[] = {25 /* text */, 0, 1184 /* timestamptz */, 3802 /* jsonb */, 20 /* bigint */,
                                      17 /* bytea */, 25};
