@@ -255,6 +255,10 @@ int pw_config_load(pw_config_t *cfg, char *err, size_t errlen)
         return -1;
     }
 
+    if (env_long("ROLLUP_FOLD_MS", 1000, 0, 3600000, &v, err, errlen) != 0)
+        return -1;
+    cfg->rollup_fold_ms = (int)v;
+
     const char *level = env_or("LOG_LEVEL", "info");
     cfg->log_level = pw_log_parse_level(level);
     if (cfg->log_level < 0) {

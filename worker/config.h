@@ -37,6 +37,8 @@ typedef struct {
                                   a transaction, so each group is sent as an unnamed statement */
     int lock_timeout_ms;       /* DB_LOCK_TIMEOUT_MS, default 1000: a group waits this long for a row lock */
     int statement_timeout_ms;  /* DB_STATEMENT_TIMEOUT_MS, default 5000, below PUSH_DEADLINE_MS */
+    int rollup_fold_ms;        /* ROLLUP_FOLD_MS, default 1000: the roll-ups' pending rows are folded
+                                  this often on a connection of its own (worker/fold.h); 0: never */
     int log_level;             /* LOG_LEVEL */
 } pw_config_t;
 

@@ -2,7 +2,8 @@
  * pushworker: Pub/Sub push -> WhatsApp events -> PostgreSQL. The Face: the command line (serve
  * (default), migrate, redrive, prune, report, sql, --help, --version). serve assembles the process: the metrics
  * registry, the database executor (worker/db.h) with the statement Dispatch writes pushes with,
- * the Dispatch over it, and Http, which is given the Dispatch and never sees the executor.
+ * the Dispatch over it, the roll-up folder (worker/fold.h) beside them, and Http, which is given
+ * the Dispatch and never sees the executor.
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include "worker/config.h"
 #include "worker/db.h"
 #include "worker/dispatch.h"
+#include "worker/fold.h"
 #include "worker/handlers.h"
 #include "worker/http.h"
 #include "worker/jwks.h"
@@ -55,8 +57,9 @@ static const char usage[] =
     "             longer ago than --dead-letters-older-than [" PW_PRUNE_DEAD_LETTERS_DEFAULT "] (never one not redriven),\n"
     "             status_events received longer ago than --status-events-older-than [off]. AGE: a whole\n"
     "             number and d, h, m or s (35d), or off. --pause: sleep MS between batches\n"
-    "             [" PW_PRUNE_PAUSE_MS_DEFAULT_TEXT "] (0: full speed). --dry-run: only count. Progress on stderr, a count\n"
-    "             per table on stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
+    "             [" PW_PRUNE_PAUSE_MS_DEFAULT_TEXT "] (0: full speed). Then it folds the roll-ups' pending rows (as serve does\n"
+    "             every ROLLUP_FOLD_MS). --dry-run: only count. Progress on stderr, a count per table on\n"
+    "             stdout; exit 0 done, 1 database error (run it again: it goes on), 2 usage\n"
     "  sql        name the statement a group of pushes is written with, and its sections; sql NAME\n"
     "             prints its SQL (parameters $1.. are arrays, one element per row), e.g. for pgbench or\n"
     "             EXPLAIN; sql NAME SECTION... the variant with only those sections (and the receipts),\n"
@@ -97,6 +100,8 @@ static const char usage[] =
     "                           written one by one, and the one whose row is locked is answered 503\n"
     "  DB_STATEMENT_TIMEOUT_MS [5000, or PUSH_DEADLINE_MS - 1000 if less]  the server cancels a group\n"
     "                           after this; must be below PUSH_DEADLINE_MS\n"
+    "  ROLLUP_FOLD_MS [1000]    fold the roll-ups' pending rows (pw_rollup_fold) this often, on a\n"
+    "                           connection of its own; 0: never (worker prune folds them)\n"
     "  LOG_LEVEL [info]         debug | info | warning | error (JSON lines on stderr)\n"
     "  GOOGLE_CLOUD_PROJECT     names the project in the logs' trace field\n";
 
@@ -150,12 +155,14 @@ static int cmd_serve(void)
         }
     }
     {
-        /* A metrics slot per loop, and the last for the executor's thread. */
-        pw_metrics_registry_t *metrics = pw_metrics_registry_new((size_t)cfg.threads + 1);
+        /* A metrics slot per loop, then the executor's thread's, then the roll-up folder's. */
+        pw_metrics_registry_t *metrics = pw_metrics_registry_new((size_t)cfg.threads + 2);
         pw_db_t *db = pw_db_new(&cfg, pw_dispatch_statement(), pw_metrics_slot(metrics, (size_t)cfg.threads));
+        pw_fold_t *fold = pw_fold_start(&cfg, pw_metrics_slot(metrics, (size_t)cfg.threads + 1));
         pw_dispatch_t *dispatch = pw_dispatch_new(db);
         rc = pw_http_serve(&cfg, dispatch, metrics) == 0 ? 0 : 1;
         /* No loop submits any more, and each has freed its Dispatch loop. */
+        pw_fold_stop(fold);
         pw_dispatch_free(dispatch);
         pw_db_free(db);
         pw_metrics_registry_free(metrics);

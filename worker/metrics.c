@@ -184,6 +184,13 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
                      "Time from sending a group of pushes to its commit.");
     render_histogram(out, r, offsetof(pw_metrics_t, batch_pushes), COUNT_BOUNDS, "pushworker_db_batch_pushes",
                      "Pushes written per transaction (group commit).");
+    header(out, "pushworker_rollup_folded_rows_total", "counter",
+           "Pending roll-up rows (message_rollup_pending) folded into the roll-ups by this process.");
+    pw_buf_appendf(out, "pushworker_rollup_folded_rows_total %llu\n", (unsigned long long)SUM(rollup_folded_rows));
+    header(out, "pushworker_rollup_fold_errors_total", "counter", "Roll-up folds that failed (their rows stay pending for the next).");
+    pw_buf_appendf(out, "pushworker_rollup_fold_errors_total %llu\n", (unsigned long long)SUM(rollup_fold_errors));
+    render_histogram(out, r, offsetof(pw_metrics_t, rollup_fold_seconds), SECONDS_BOUNDS, "pushworker_rollup_fold_seconds",
+                     "Time one roll-up fold took (ROLLUP_FOLD_MS apart).");
     header(out, "pushworker_jwks_fetches_total", "counter", "Signing key set fetches attempted.");
     pw_buf_appendf(out, "pushworker_jwks_fetches_total %llu\n", (unsigned long long)extra->jwks_fetches);
     header(out, "pushworker_jwks_fetch_failures_total", "counter", "Signing key set fetches that failed (previous keys kept).");

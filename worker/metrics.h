@@ -1,6 +1,6 @@
 /*
  * Prometheus metrics: counters and histograms in a registry of slots, one per writing thread (each
- * event loop, the database executor), each slot written by its thread only and read by whichever
+ * event loop, the database executor, the roll-up folder), each slot written by its thread only and read by whichever
  * thread renders GET /metrics. The Face creates the registry and hands out the slots.
  */
 #ifndef PW_METRICS_H
@@ -54,6 +54,9 @@ typedef struct {
     pw_histogram_t db_queue_seconds; /* submitted to the executor -> its first group sent */
     pw_histogram_t db_tx_seconds;   /* group sent -> committed */
     pw_histogram_t batch_pushes;    /* pushes per transaction */
+    _Atomic uint64_t rollup_folded_rows; /* pending roll-up rows folded (worker/fold.h) */
+    _Atomic uint64_t rollup_fold_errors; /* folds that failed (the rows stay pending for the next) */
+    pw_histogram_t rollup_fold_seconds;  /* one fold: its statement sent -> committed */
 } pw_metrics_t;
 
 void pw_metrics_inc(_Atomic uint64_t *c, uint64_t n);

@@ -343,6 +343,29 @@ static int walk_table(PGconn *pg, const walk_t *w, long long seconds, const pw_p
     return 0;
 }
 
+/*
+ * The roll-ups' pending rows (migration 0014) folded, as the worker's folder does every
+ * ROLLUP_FOLD_MS: a deployment whose workers fold nothing (ROLLUP_FOLD_MS=0, or none running) gets
+ * them folded here. One transaction; 0 when another fold holds the lock (that one folds them).
+ */
+static int fold(PGconn *pg, int dry_run)
+{
+    const char *sql = dry_run ? "SELECT count(*) FROM message_rollup_pending" : "SELECT pw_rollup_fold()";
+    fprintf(stderr, "prune: message_rollup_pending: %s the roll-ups' pending rows\n", dry_run ? "counting" : "folding");
+    long long t0 = now_ms();
+    PGresult *r = PQexec(pg, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        print_error("message_rollup_pending", dry_run ? "counting" : "folding", PQresultErrorMessage(r));
+        PQclear(r);
+        printf("prune: message_rollup_pending: stopped by an error\n");
+        return 1;
+    }
+    printf("prune: message_rollup_pending: %s %s\n", PQgetvalue(r, 0, 0), dry_run ? "would be folded" : "folded");
+    PQclear(r);
+    fprintf(stderr, "prune: message_rollup_pending: done in %.1f s\n", (double)(now_ms() - t0) / 1000);
+    return 0;
+}
+
 int pw_prune_run(const char *conninfo, const pw_prune_opts_t *opts)
 {
     setvbuf(stdout, NULL, _IOLBF, 0); /* counts and progress interleave in order in a job's log */
@@ -377,6 +400,8 @@ int pw_prune_run(const char *conninfo, const pw_prune_opts_t *opts)
         }
         printf("prune: %s: %lld %s\n", w->table, total, opts->dry_run ? "would be deleted" : "deleted");
     }
+    if (rc == 0)
+        rc = fold(pg, opts->dry_run);
     PQfinish(pg);
     return rc;
 }

@@ -1,4 +1,4 @@
-/* Upgrading in place: a database migrated to 0004 by an earlier release, with rows in every table, gets 0005-0013 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
+/* Upgrading in place: a database migrated to 0004 by an earlier release, with rows in every table, gets 0005-0014 from `worker migrate`; its rows keep every column and meaning, and the worker then links what it sees to them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -40,17 +40,17 @@ static void exec_script(const char *sql)
     PQfinish(c);
 }
 
-static void apply_old_migrations(void)
+static void apply_migrations(const char *const *names, size_t n)
 {
     pwt_exec("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
-    for (size_t i = 0; i < sizeof OLD_MIGRATIONS / sizeof OLD_MIGRATIONS[0]; i++) {
+    for (size_t i = 0; i < n; i++) {
         char rel[128];
-        snprintf(rel, sizeof rel, "migrations/%s.sql", OLD_MIGRATIONS[i]);
+        snprintf(rel, sizeof rel, "migrations/%s.sql", names[i]);
         char *path = pwt_repo_path(rel);
         char *sql = path != NULL ? pwt_read_text(path) : NULL;
         if (sql == NULL)
             pwt_fail(__FILE__, __LINE__, "cannot read %s", rel);
-        char *tx = pwt_xasprintf("BEGIN; %s\n; INSERT INTO schema_migrations (name) VALUES ('%s'); COMMIT", sql, OLD_MIGRATIONS[i]);
+        char *tx = pwt_xasprintf("BEGIN; %s\n; INSERT INTO schema_migrations (name) VALUES ('%s'); COMMIT", sql, names[i]);
         exec_script(tx);
         free(tx);
         free(sql);
@@ -100,7 +100,7 @@ static void old_database_with_rows(void)
 {
     pwt_db_drop();
     assert_int_equal(pwt_db_create("integration/upgrade"), 0);
-    apply_old_migrations();
+    apply_migrations(OLD_MIGRATIONS, sizeof OLD_MIGRATIONS / sizeof OLD_MIGRATIONS[0]);
     exec_script(OLD_ROWS);
 }
 
@@ -113,7 +113,8 @@ static void a_database_at_0004_with_rows_upgrades_in_place(void **state)
     assert_int_equal(pwt_migrate(), 0);
     pwt_assert_rows("SELECT name FROM schema_migrations ORDER BY name",
                     "0001_schema\n0002_analytics\n0003_redrive\n0004_dead_letter_key\n0005_user_ids\n0006_prune\n0007_analytics_indexes\n0008_rollups\n"
-                    "0009_status_times\n0010_window_indexes\n0011_gin_pending_list\n0012_rollup_in_trigger\n0013_status_instant_plpgsql");
+                    "0009_status_times\n0010_window_indexes\n0011_gin_pending_list\n0012_rollup_in_trigger\n0013_status_instant_plpgsql\n"
+                    "0014_rollup_fold");
     /* 0011 gave the guide's GIN index, made by 0001, its smaller pending list */
     pwt_assert_rows("SELECT reloptions::text FROM pg_class WHERE relname = 'idx_message_logs_whatsapp_status'",
                     "{gin_pending_list_limit=256}");
@@ -265,12 +266,70 @@ static void indexes_built_beforehand_for_0010_are_taken_or_built_again(void **st
     free(invalid_oid);
 }
 
+/* The daily views' answers, and a user's own view of a roll-up. */
+#define Q_ROLLUP_ANSWERS                                                                                                           \
+    "SELECT 'status', day::text, messages::text, delivered::text, read::text, failed::text FROM message_status_daily"              \
+    " UNION ALL SELECT 'latency', day::text, delivered::text, avg_delivery_seconds::text, read::text, avg_read_seconds::text"      \
+    " FROM message_latency_daily"                                                                                                  \
+    " UNION ALL SELECT 'failures', day::text, error_code, error_title, messages::text, NULL FROM message_failures_daily"            \
+    " UNION ALL SELECT 'mine', day::text, m::text, NULL, NULL, NULL FROM my_days ORDER BY 1, 2, 3"
+
+/*
+ * A database at 0013 whose roll-ups its triggers wrote, with a view of a user's over one of them:
+ * 0014 renames the tables to *_folded and puts views of the same names in their place, and every
+ * answer stays. The views over them, the daily ones and the user's, are defined again over the new
+ * views, so they count what is pending too.
+ */
+static void a_database_at_0013_keeps_its_rollups_and_views_through_0014(void **state)
+{
+    (void)state;
+    static const char *const TO_0013[] = {"0001_schema", "0002_analytics", "0003_redrive", "0004_dead_letter_key", "0005_user_ids",
+                                          "0006_prune", "0007_analytics_indexes", "0008_rollups", "0009_status_times",
+                                          "0010_window_indexes", "0011_gin_pending_list", "0012_rollup_in_trigger",
+                                          "0013_status_instant_plpgsql"};
+    pwt_db_drop();
+    assert_int_equal(pwt_db_create("integration/upgrade"), 0);
+    apply_migrations(TO_0013, sizeof TO_0013 / sizeof TO_0013[0]);
+    exec_script(OLD_ROWS);
+    pwt_exec("UPDATE message_logs SET last_error = '[{\"code\": 131026, \"title\": \"Message undeliverable\"}]',"
+             " whatsapp_status = whatsapp_status || '{\"failed\": \"2024-03-01T11:01:00Z\"}' WHERE bsp_msg_id = 'wamid.OLD2'");
+    pwt_exec("CREATE VIEW my_days AS SELECT day, sum(messages) AS m FROM message_status_rollup GROUP BY day");
+    pwt_assert_rows("SELECT sum(messages), sum(failed) FROM message_status_rollup", "2|1"); /* the tables, written by 0013's triggers */
+    char *before = pwt_rows(Q_ROLLUP_ANSWERS);
+
+    assert_int_equal(pwt_migrate(), 0);
+    pwt_assert_rows("SELECT max(name) FROM schema_migrations", "0014_rollup_fold");
+    pwt_assert_rows("SELECT relname, relkind FROM pg_class WHERE relname LIKE 'message\\_%\\_rollup%' ORDER BY 1",
+                    "message_failure_rollup|v\nmessage_failure_rollup_folded|r\nmessage_failure_rollup_folded_pkey|i\n"
+                    "message_latency_rollup|v\nmessage_latency_rollup_folded|r\nmessage_latency_rollup_folded_pkey|i\n"
+                    "message_status_rollup|v\nmessage_status_rollup_folded|r\nmessage_status_rollup_folded_pkey|i");
+    pwt_assert_rows(Q_ROLLUP_ANSWERS, before);
+    pwt_assert_rows(Q_ROLLUP_ANSWERS,
+                    "failures|2024-03-01|131026|Message undeliverable|1|NULL\n"
+                    "latency|2024-03-01|1|300.00|1|0.00\n"
+                    "mine|2024-03-01|2|NULL|NULL|NULL\n"
+                    "status|2024-03-01|2|1|1|1");
+    free(before);
+    pwt_assert_rollups_consistent();
+
+    /* a message written now is pending, and every view counts it, the user's too */
+    pwt_exec("INSERT INTO message_logs (bsp_msg_id, whatsapp_status, created_at)"
+             " VALUES ('wamid.NEW1', '{\"sent\": \"2024-03-01T12:00:00Z\"}', '2024-03-01 12:00:00+00')");
+    pwt_assert_rows("SELECT count(*) FROM message_rollup_pending", "1");
+    pwt_assert_rows("SELECT m FROM my_days", "3");
+    pwt_assert_rows("SELECT messages FROM message_status_daily", "3");
+    pwt_assert_rows("SELECT pw_rollup_fold()", "1");
+    pwt_assert_rows("SELECT m FROM my_days", "3");
+    pwt_assert_rollups_consistent();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_database_at_0004_with_rows_upgrades_in_place),
         cmocka_unit_test(a_column_named_like_a_stored_time_stops_0009),
         cmocka_unit_test(indexes_built_beforehand_for_0010_are_taken_or_built_again),
+        cmocka_unit_test(a_database_at_0013_keeps_its_rollups_and_views_through_0014),
     };
     return pwt_db_suite_run("integration/upgrade", tests);
 }
