@@ -62,8 +62,9 @@ static void failed(pw_fold_t *f, const char *what, const char *detail)
  * One fold, in a transaction whose commit does not wait for its WAL to reach the disk
  * (synchronous_commit off, for this transaction only, so it holds behind a transaction-mode
  * pooler too). A crash can lose only a whole fold: its rows are then pending again, as if it had
- * not run, and every view answers the same. Measured: a waited-for commit every second cost the
- * paced benchmark's p99 about as much as the folding itself (BENCHMARKS.md).
+ * not run, and every view answers the same. Measured (BENCHMARKS.md, "The roll-ups folded off the
+ * write path"): paced at 3,000 pushes/s, p99 7.7-43.6 ms with the fold's commit waiting for its
+ * flush, 8.6-8.8 ms without.
  */
 #define FOLD_SQL "BEGIN; SET LOCAL synchronous_commit = off; SELECT pw_rollup_fold(); COMMIT"
 

@@ -21,7 +21,10 @@ typedef struct pw_fold pw_fold_t;
  */
 pw_fold_t *pw_fold_start(const pw_config_t *cfg, pw_metrics_t *metrics);
 
-/* Stops the folder (a fold in progress is cancelled and rolled back: its rows stay pending) and frees it. NULL: nothing. */
+/*
+ * Stops the folder and frees it (NULL: nothing). A fold in progress is cancelled and rolled back
+ * (its rows stay pending); a connection attempt in progress is waited for (connect_timeout, 5 s).
+ */
 void pw_fold_stop(pw_fold_t *f);
 
 #endif

@@ -1,4 +1,4 @@
-/* `worker prune`: old receipts, redriven dead letters and (when asked) old status events, removed in small batches. */
+/* `worker prune`: old receipts, redriven dead letters and (when asked) old status events, removed in small batches; the roll-ups' pending rows folded. */
 #ifndef PW_PRUNE_H
 #define PW_PRUNE_H
 
@@ -40,8 +40,9 @@ int pw_prune_parse_args(int argc, char **argv, int first, pw_prune_opts_t *opts,
  * than the window, dead letters redriven longer ago than their age (never one not redriven), and
  * status events older than theirs. The cut-off times are fixed once, at the start. Safe while
  * workers write, and to run twice at once or again after an interruption (what is left is
- * removed by the next run). Progress on stderr, one count per table on stdout.
- * Returns 0 when done, 1 on a database error.
+ * removed by the next run). Then, in one transaction, folds the roll-ups' pending rows
+ * (pw_rollup_fold, migration 0014; with dry_run, counts them). Progress on stderr, one count per
+ * table on stdout. Returns 0 when done, 1 on a database error.
  */
 int pw_prune_run(const char *conninfo, const pw_prune_opts_t *opts);
 
