@@ -15,10 +15,11 @@
 -- message_status_rollup, message_latency_rollup and message_failure_rollup keep their names and
 -- columns as views: the folded rows (the tables, renamed to *_folded), plus the pending rows'
 -- sums in slot -1. A plain view of the three tables (the daily views, or a user's own) is
--- defined again over the view of the same name, so it counts the pending rows too. Functions
--- (pw_latency_days, pw_message_summary) name the roll-ups in their text and read the views from
--- now on. The tables' grants stay on the *_folded tables; a role that read the roll-ups directly
--- needs SELECT on the views and on message_rollup_pending.
+-- defined again over the view of the same name, so it counts the pending rows too (a
+-- materialized view is not: it reads the *_folded table, the folded rows alone, until it is
+-- defined again). Functions (pw_latency_days, pw_message_summary) name the roll-ups in their
+-- text and read the views from now on. The tables' grants stay on the *_folded tables; a role
+-- that read the roll-ups directly needs SELECT on the views and on message_rollup_pending.
 --
 -- Exactly once in effect: a pending row is folded by the transaction that deletes it, which adds
 -- it to the folded rows in the same commit, so any snapshot sees it on exactly one side. One fold
