@@ -59,14 +59,14 @@ static void failed(pw_fold_t *f, const char *what, const char *detail)
 }
 
 /*
- * One fold, in a transaction whose commit does not wait for its WAL to reach the disk
- * (synchronous_commit off, for this transaction only, so it holds behind a transaction-mode
- * pooler too). A crash can lose only a whole fold: its rows are then pending again, as if it had
- * not run, and every view answers the same. Measured (BENCHMARKS.md, "The roll-ups folded off the
- * write path"): paced at 3,000 pushes/s, p99 7.7-43.6 ms with the fold's commit waiting for its
- * flush, 8.6-8.8 ms without.
+ * One fold, in a transaction whose commit does not wait for its WAL to reach the disk:
+ * synchronous_commit is set off for this transaction only (set_config's is_local), which is the
+ * statement's own, so it holds behind a transaction-mode pooler too. A crash can lose only a whole
+ * fold: its rows are then pending again, as if it had not run, and every view answers the same.
+ * Measured (BENCHMARKS.md, "The roll-ups folded off the write path"): paced at 3,000 pushes/s,
+ * p99 7.7-43.6 ms with the fold's commit waiting for its flush, 8.6-8.8 ms without.
  */
-#define FOLD_SQL "BEGIN; SET LOCAL synchronous_commit = off; SELECT pw_rollup_fold(); COMMIT"
+#define FOLD_SQL "SELECT set_config('synchronous_commit', 'off', true), pw_rollup_fold()"
 
 static void fold_once(pw_fold_t *f)
 {
@@ -84,30 +84,12 @@ static void fold_once(pw_fold_t *f)
     pthread_mutex_lock(&f->lock);
     f->busy = 1;
     pthread_mutex_unlock(&f->lock);
-    PGresult *r = NULL;
-    if (PQsendQuery(f->pg, FOLD_SQL) == 1) {
-        /* the fold's rows, or the first error (then the transaction is rolled back) */
-        PGresult *x;
-        while ((x = PQgetResult(f->pg)) != NULL) {
-            ExecStatusType st = PQresultStatus(x);
-            if ((st == PGRES_TUPLES_OK && r == NULL) ||
-                (st == PGRES_FATAL_ERROR && (r == NULL || PQresultStatus(r) != PGRES_FATAL_ERROR))) {
-                PQclear(r);
-                r = x;
-            } else {
-                PQclear(x);
-            }
-        }
-        if (r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR && PQstatus(f->pg) == CONNECTION_OK)
-            PQclear(PQexec(f->pg, "ROLLBACK"));
-    }
-    if (r == NULL)
-        r = PQmakeEmptyPGresult(f->pg, PGRES_FATAL_ERROR);
+    PGresult *r = PQexec(f->pg, FOLD_SQL);
     pthread_mutex_lock(&f->lock);
     f->busy = 0;
     pthread_mutex_unlock(&f->lock);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        long long rows = atoll(PQgetvalue(r, 0, 0));
+        long long rows = atoll(PQgetvalue(r, 0, 1));
         pw_metrics_inc(&f->metrics->rollup_folded_rows, (uint64_t)rows);
         pw_metrics_observe_seconds(&f->metrics->rollup_fold_seconds, (pw_now_ms() - t0) / 1000.0);
         if (f->failing)

@@ -1,7 +1,8 @@
 /*
  * Prometheus metrics: counters and histograms in a registry of slots, one per writing thread (each
- * event loop, the database executor, the roll-up folder), each slot written by its thread only and read by whichever
- * thread renders GET /metrics. The Face creates the registry and hands out the slots.
+ * event loop, the database executor, the roll-up folder), each slot written by its thread only and
+ * read by whichever thread renders GET /metrics. The Face creates the registry and hands out the
+ * slots.
  */
 #ifndef PW_METRICS_H
 #define PW_METRICS_H
