@@ -55,10 +55,12 @@ typedef struct {
     size_t group_len;
     int syncs_pending;
     int query_at;         /* the query of the pipeline whose results are being read (from 0) */
-    int q_main;           /* the group's statement in the pipeline (-1: a probe) */
+    int q_main;           /* the group's statement in the pipeline (-1: a probe or the warm-up) */
     int q_prepare;        /* the PREPARE of its variant (-1: none) */
     unsigned parts;       /* the variant the group runs (pw_db_stmt_t.nparts > 0) */
     uint64_t prepared;    /* the variants this session has prepared (bit: their parts) */
+    int warm;             /* the session has been sent its warm-up (send_warmup), or needs none */
+    int warming;          /* the pipeline in flight is the warm-up */
     int failed;           /* the group (or the PREPAREs) got an error */
     int failed_query;     /* and in which query */
     double sent_ms;       /* when the group (or probe, or connection attempt) was sent */
@@ -383,6 +385,8 @@ static void start_connect(db_conn_t *c)
     c->limit_ms = PW_DB_CONNECT_LIMIT_MS;
     c->server_encoding[0] = '\0';
     c->prepared = 0; /* a new session */
+    c->warm = c->db->cfg->pooler_transaction; /* behind a pooler the next server session is not this one */
+    c->warming = 0;
     if (c->pg == NULL) {
         pw_log_error("database: out of memory starting a connection");
         abort();
@@ -413,31 +417,20 @@ static void send_prepares(db_conn_t *c)
 {
     /* Behind a transaction-mode pooler a prepared statement would be gone (or another client's)
        by the next transaction; the statement's check query still checks that the schema is there. Otherwise
-       the statements are prepared, and the group's planned once (plan_cache_mode, set in each
+       the statements are prepared (which checks every table and column the statement names), and
+       the group's planned once (plan_cache_mode, set in each
        transaction by the setup statement): a custom plan per group cost the server about 1 ms
        more per transaction than executing it (measured: 1.46 ms against 0.40 ms for 16
        pushes), and the statement's plan does not depend on how many rows a group has. The first
-       query reads the server's encoding (checked in on_prepared). */
+       query reads the server's encoding (checked in on_prepared). The warm-up comes once the
+       connection is ready, when nothing waits (send_warmup). */
     int sent = PQsendQueryParams(c->pg, "SELECT current_setting('server_encoding')", 0, NULL, NULL, NULL, NULL, 0);
     const pw_db_stmt_t *s = c->db->stmt;
-    if (c->db->cfg->pooler_transaction) {
+    if (c->db->cfg->pooler_transaction)
         sent = sent && PQsendQueryParams(c->pg, s->check_sql, 0, NULL, NULL, NULL, NULL, 0);
-    } else {
-        /* Then the statement runs once with every array empty, after the settings, in the same
-           implicit transaction: it writes nothing, and the server does before the connection is
-           ready what it would otherwise do during its first groups, while pushes wait: the
-           generic plan, the tables' and indexes' cache entries, the trigger functions compiled
-           and their queries planned (about 30 ms on a new session here). Without it, a paced
-           run of 3,400 pushes/s on a new connection had a p99 of 22-56 ms; with it 12-23 ms,
-           against 9-11 ms on a connection that had already written (BENCHMARKS.md). */
-        const char *empty[PW_DB_COLS_MAX];
-        for (int k = 0; k < s->ncols; k++)
-            empty[k] = "{}";
+    else
         sent = sent && PQsendPrepare(c->pg, PW_SETUP_STMT, c->db->setup_sql, 0, NULL) &&
-               PQsendPrepare(c->pg, s->name, s->sql, s->ncols, NULL) &&
-               PQsendQueryPrepared(c->pg, PW_SETUP_STMT, 0, NULL, NULL, NULL, 0) &&
-               PQsendQueryPrepared(c->pg, s->name, s->ncols, empty, NULL, NULL, 0);
-    }
+               PQsendPrepare(c->pg, s->name, s->sql, s->ncols, NULL);
     if (!sent || !PQpipelineSync(c->pg) || flush_output(c) != 0) {
         conn_lost(c, PQerrorMessage(c->pg));
         return;
@@ -595,10 +588,23 @@ static void on_group_done(db_conn_t *c)
     c->state = DB_IDLE;
     c->idle_since_ms = pw_now_ms();
     if (c->group_len == 0) {
-        /* A probe: the server answers. An error on it means the session is not usable. Jobs
+        /* A probe or the warm-up: the server answers. An error on a probe means the session is
+           not usable; the warm-up only spares the first groups work, so its error (a lock or
+           statement timeout, say) is logged and each group then does that work itself. Jobs
            that arrived while it was in flight were queued: the connection is free for them now
            (nothing else would send them until the next job came). */
-        if (c->failed) {
+        if (c->warming) {
+            c->warming = 0;
+            char esc[256];
+            if (c->failed) {
+                pw_metrics_inc(&c->db->metrics->db_errors, 1);
+                pw_log_warning("database: warming up the statement failed (%s: %s); the first groups pay for the new session"
+                               " themselves",
+                               c->sqlstate, pw_log_escape(c->errmsg, esc, sizeof esc));
+            } else {
+                pw_log_debug("database: statement warmed up in %.1f ms", pw_now_ms() - c->sent_ms);
+            }
+        } else if (c->failed) {
             char why[400];
             snprintf(why, sizeof why, "the probe failed (%s: %s)", c->sqlstate, c->errmsg);
             conn_lost(c, why);
@@ -917,11 +923,40 @@ static int join_fragments(db_conn_t *c, unsigned parts, const char **values, int
     return n;
 }
 
+/*
+ * The warm-up: the statement run once with every array empty, after the settings (it writes
+ * nothing). On a new session the server then does what it would otherwise do during the first
+ * groups: the generic plan, the cache entries of every table and index, the trigger functions
+ * compiled and their queries planned (about 20 ms here). Without it, a paced run of 3,400
+ * pushes/s on a new connection had a p99 of 22-56 ms; with it 12-23 ms, against 9-11 ms on a
+ * connection that had already written (BENCHMARKS.md). It is sent once, when the connection is
+ * idle with nothing queued, never ahead of a group: pushes that waited for the connection to come
+ * up go first and pay only their own variant's share (exec to first ack: BENCHMARKS.md).
+ */
+static void send_warmup(db_conn_t *c)
+{
+    const pw_db_stmt_t *s = c->db->stmt;
+    const char *empty[PW_DB_COLS_MAX];
+    for (int k = 0; k < s->ncols; k++)
+        empty[k] = "{}";
+    c->warm = 1;
+    c->warming = 1;
+    c->q_main = -1;
+    c->q_prepare = -1;
+    send_sync(c, send_setup(c) && PQsendQueryPrepared(c->pg, s->name, s->ncols, empty, NULL, NULL, 0),
+              c->db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
+}
+
 static void send_group(db_conn_t *c)
 {
     pw_db_t *db = c->db;
-    if (c->state != DB_IDLE || h2o_linklist_is_empty(&c->queued))
+    if (c->state != DB_IDLE)
         return;
+    if (h2o_linklist_is_empty(&c->queued)) {
+        if (!c->warm && !db->closing && atomic_load(&db->drain_at) == 0)
+            send_warmup(c);
+        return;
+    }
     take_group(c);
     if (c->group_len == 0)
         return;

@@ -172,7 +172,8 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
     pw_buf_appendf(out, "pushworker_inflight_bytes %llu\n", (unsigned long long)extra->inflight_bytes);
     header(out, "pushworker_inflight_bytes_max", "gauge", "INFLIGHT_BYTES_MAX: beyond it pushes are answered 503 (outcome over_budget).");
     pw_buf_appendf(out, "pushworker_inflight_bytes_max %llu\n", (unsigned long long)extra->inflight_bytes_max);
-    header(out, "pushworker_db_errors_total", "counter", "Transactions that failed (each push is then retried alone or answered 503).");
+    header(out, "pushworker_db_errors_total", "counter",
+           "Transactions that failed: a group's (each push is then retried alone or answered 503), or a new connection's warm-up.");
     pw_buf_appendf(out, "pushworker_db_errors_total %llu\n", (unsigned long long)SUM(db_errors));
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));

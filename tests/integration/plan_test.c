@@ -190,10 +190,11 @@ static long long rollup_calls_for(const char *const *fixtures, const char *mid_p
     " || (SELECT count(*) FROM message_failure_rollup)"
 
 /*
- * A new connection runs the statement once, with every array empty, before it is ready: the
- * server then builds the plan, loads its caches and compiles the trigger functions before any
- * push waits for them. That run fires the statement triggers of message_logs (its INSERT and its
- * UPDATE of ON CONFLICT DO UPDATE: 2 calls of the roll-up function) and writes nothing.
+ * A new connection runs the statement once, with every array empty, as soon as it is ready and
+ * has nothing else to do (the warm-up): the server then builds the plan, loads its caches and
+ * compiles the trigger functions before later pushes wait for them. That run fires the statement
+ * triggers of message_logs (its INSERT and its UPDATE of ON CONFLICT DO UPDATE: 2 calls of the
+ * roll-up function) and writes nothing. (Here no push comes before the worker is ready.)
  *
  * Then: a group runs the statement without the sections it has no rows for. Starting a section
  * costs the server even with no rows: each of its writing CTEs opens its table and indexes, and
@@ -227,6 +228,110 @@ static void a_group_runs_only_the_sections_it_has_rows_for(void **state)
     assert_int_equal(apply[0] + apply[1] + apply[2], 0);
     /* receipts, status events, messages, inbound, contacts (two senders), dead letters, one status roll-up row */
     pwt_assert_rows(Q_WRITTEN, "4 1 1 2 2 1 1 0 0");
+}
+
+/* Waits up to 5 s for text in the worker's log, or fails. */
+static void wait_for_log(const pwt_worker_t *w, const char *text)
+{
+    for (int i = 0; i < 100; i++) {
+        char *log = pwt_worker_log(w);
+        int found = log != NULL && strstr(log, text) != NULL;
+        free(log);
+        if (found)
+            return;
+        pwt_sleep_ms(50);
+    }
+    pwt_worker_print_log(w, 40);
+    fail_msg("the worker did not log \"%s\" within 5 s", text);
+}
+
+/* Test triggers: a statement on status_events that inserted rows, and any INSERT statement on
+   dead_letters (a table a group of statuses does not touch, which the warm-up's statement does), each
+   noted in test_order in the order the server ran them; or with fail, an error instead of the note. */
+static void add_test_triggers(int fail)
+{
+    pwt_exec("SET client_min_messages = warning");
+    pwt_exec("DROP TABLE IF EXISTS test_order");
+    pwt_exec("DROP FUNCTION IF EXISTS test_note() CASCADE");
+    pwt_exec("CREATE TABLE test_order (n bigserial PRIMARY KEY, what text NOT NULL)");
+    char *fn = pwt_xasprintf("CREATE FUNCTION test_note() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN %s RETURN NULL; END $$",
+                             fail ? "IF TG_TABLE_NAME = 'dead_letters' THEN RAISE EXCEPTION 'test trigger: no dead letters';"
+                                    " END IF;"
+                                  : "INSERT INTO test_order (what) SELECT TG_TABLE_NAME"
+                                    " WHERE TG_TABLE_NAME = 'dead_letters' OR EXISTS (SELECT FROM new_rows);");
+    pwt_exec(fn);
+    free(fn);
+    pwt_exec("CREATE TRIGGER test_note AFTER INSERT ON status_events REFERENCING NEW TABLE AS new_rows"
+             " FOR EACH STATEMENT EXECUTE FUNCTION test_note()");
+    pwt_exec("CREATE TRIGGER test_note AFTER INSERT ON dead_letters REFERENCING NEW TABLE AS new_rows"
+             " FOR EACH STATEMENT EXECUTE FUNCTION test_note()");
+}
+
+static void drop_test_triggers(void)
+{
+    pwt_exec("DROP FUNCTION test_note() CASCADE");
+    pwt_exec("DROP TABLE test_order");
+    pwt_exec("RESET client_min_messages");
+}
+
+/*
+ * The warm-up never goes ahead of pushes: a push that waited for the connection to come up is
+ * written first, and pays only its own part of a new session's work (BENCHMARKS.md: exec to first
+ * ack). Here the connection's PREPARE waits on a lock while a status push comes in; the test
+ * triggers then show the order in which the server ran the push's group and the warm-up.
+ */
+static void a_push_that_waited_for_the_connection_goes_before_the_warm_up(void **state)
+{
+    (void)state;
+    pwt_truncate_all();
+    add_test_triggers(0);
+    pwt_exec("BEGIN");
+    pwt_exec("LOCK TABLE pubsub_receipts IN ACCESS EXCLUSIVE MODE");
+    pwt_worker_t w = {0};
+    char *url = pwt_xasprintf("DATABASE_URL=%s", pwt_db_url());
+    if (pwt_worker_start_at(&w, 0, "/livez", PWT_LIST("WORKER_THREADS=1", "DB_CONNECTIONS=1", "DB_POOLER=none", url)) != 0)
+        fail_msg("the worker did not start");
+    free(url);
+    pwt_bg_post_t push;
+    pwt_bg_post_start(&push, &w, pwt_wrap_fixture("meta/status_sent.json", "order-1", SUB, PUBLISH_TIME));
+    pwt_wait_metric(&w, "pushworker_in_flight_pushes", 1);
+    pwt_assert_rows("SELECT count(*) FROM test_order", "0");
+    pwt_exec("COMMIT");
+    pwt_assert_status(pwt_bg_post_join(&push), 204);
+    for (int i = 0; i < 100 && pwt_scalar_int("SELECT count(*) FROM test_order") < 2; i++)
+        pwt_sleep_ms(50); /* the warm-up comes after the answer */
+    pwt_assert_rows("SELECT string_agg(what, ' ' ORDER BY n) FROM test_order", "status_events dead_letters");
+    pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts", "order-1|stored");
+    assert_int_equal(pwt_worker_stop(&w), 0);
+    drop_test_triggers();
+}
+
+/*
+ * The warm-up only spares the first groups work: when it fails (here the test trigger on
+ * dead_letters raises an error), the failure is logged and counted, the connection stays, and
+ * pushes are written.
+ */
+static void a_warm_up_that_fails_costs_no_push(void **state)
+{
+    (void)state;
+    pwt_truncate_all();
+    add_test_triggers(1);
+    pwt_worker_t w = {0};
+    char *url = pwt_xasprintf("DATABASE_URL=%s", pwt_db_url());
+    if (pwt_worker_start(&w, PWT_LIST("WORKER_THREADS=1", "DB_CONNECTIONS=1", "DB_POOLER=none", url)) != 0)
+        fail_msg("the worker did not start");
+    free(url);
+    wait_for_log(&w, "database: warming up the statement failed (P0001: test trigger: no dead letters)");
+    pwt_assert_status(pwt_push_fixture(&w, "meta/status_delivered.json", "warm-1", SUB, PUBLISH_TIME), 204);
+    pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts", "warm-1|stored");
+    pwt_assert_rows("SELECT current_status FROM message_logs", "delivered");
+    assert_int_equal(pwt_metric(&w, "pushworker_db_errors_total"), 1);
+    assert_int_equal(pwt_metric(&w, "pushworker_db_reconnects_total"), 0);
+    pwt_response_t r;
+    pwt_assert_status(pwt_get(&w, "/readyz", &r), 200);
+    pwt_response_free(&r);
+    assert_int_equal(pwt_worker_stop(&w), 0);
+    drop_test_triggers();
 }
 
 /*
@@ -332,6 +437,8 @@ int main(void)
         cmocka_unit_test(serve_on_empty_tables_never_scans_a_table_whole),
         cmocka_unit_test(redrive_reaches_rows_by_key),
         cmocka_unit_test(a_group_runs_only_the_sections_it_has_rows_for),
+        cmocka_unit_test(a_push_that_waited_for_the_connection_goes_before_the_warm_up),
+        cmocka_unit_test(a_warm_up_that_fails_costs_no_push),
         cmocka_unit_test(the_gin_index_moves_its_pending_list_in_small_steps),
         cmocka_unit_test(no_expression_planned_at_every_write_calls_a_sql_function),
     };
