@@ -59,8 +59,9 @@ typedef struct {
     int q_prepare;        /* the PREPARE of its variant (-1: none) */
     unsigned parts;       /* the variant the group runs (pw_db_stmt_t.nparts > 0) */
     uint64_t prepared;    /* the variants this session has prepared (bit: their parts) */
-    int warm;             /* the session has been sent its warm-up (send_warmup), or needs none */
-    int warming;          /* the pipeline in flight is the warm-up */
+    int warm_step;        /* the warm-up's next step (send_warmup): 0 the statement, k its warm[k - 1]; -1 none left */
+    int warming;          /* the pipeline in flight is a step of the warm-up */
+    double warm_since_ms; /* when its first step was sent */
     int failed;           /* the group (or the PREPAREs) got an error */
     int failed_query;     /* and in which query */
     double sent_ms;       /* when the group (or probe, or connection attempt) was sent */
@@ -385,7 +386,7 @@ static void start_connect(db_conn_t *c)
     c->limit_ms = PW_DB_CONNECT_LIMIT_MS;
     c->server_encoding[0] = '\0';
     c->prepared = 0; /* a new session */
-    c->warm = c->db->cfg->pooler_transaction; /* behind a pooler the next server session is not this one */
+    c->warm_step = c->db->cfg->pooler_transaction ? -1 : 0; /* behind a pooler the next server session is not this one */
     c->warming = 0;
     if (c->pg == NULL) {
         pw_log_error("database: out of memory starting a connection");
@@ -597,12 +598,13 @@ static void on_group_done(db_conn_t *c)
             c->warming = 0;
             char esc[256];
             if (c->failed) {
+                c->warm_step = -1; /* what failed once would fail again: no more steps */
                 pw_metrics_inc(&c->db->metrics->db_errors, 1);
                 pw_log_warning("database: warming up the statement failed (%s: %s); the first groups pay for the new session"
                                " themselves",
                                c->sqlstate, pw_log_escape(c->errmsg, esc, sizeof esc));
             } else {
-                pw_log_debug("database: statement warmed up in %.1f ms", pw_now_ms() - c->sent_ms);
+                pw_log_debug("database: warm-up of the variant %02x done in %.1f ms", c->parts, pw_now_ms() - c->sent_ms);
             }
         } else if (c->failed) {
             char why[400];
@@ -923,27 +925,70 @@ static int join_fragments(db_conn_t *c, unsigned parts, const char **values, int
     return n;
 }
 
+/* The name and the SQL of the variant with parts: the statement itself when it has them all. */
+static const char *variant_of(const pw_db_stmt_t *s, unsigned parts, char *name, size_t cap, const char **sql)
+{
+    if (s->nparts == 0 || parts == all_parts(s)) {
+        *sql = s->sql;
+        return s->name;
+    }
+    *sql = s->variant(parts);
+    snprintf(name, cap, "%s_%02x", s->name, parts);
+    return name;
+}
+
 /*
- * The warm-up: the statement run once with every array empty, after the settings (it writes
- * nothing). On a new session the server then does what it would otherwise do during the first
- * groups: the generic plan, the cache entries of every table and index, the trigger functions
- * compiled and their queries planned (about 20 ms here). Without it, a paced run of 3,400
- * pushes/s on a new connection had a p99 of 22-56 ms; with it 12-23 ms, against 9-11 ms on a
- * connection that had already written (BENCHMARKS.md). It is sent once, when the connection is
- * idle with nothing queued, never ahead of a group: pushes that waited for the connection to come
- * up go first and pay only their own variant's share (exec to first ack: BENCHMARKS.md).
+ * The warm-up: the statement, then each variant of its warm list, run once with every array
+ * empty, after the settings (it writes nothing). On a new session the server then does what it
+ * would otherwise do during the first groups: the generic plan, the cache entries of every table
+ * and index, the trigger functions compiled and their queries planned (25-40 ms for the statement
+ * here, then 4-10 ms for each variant, whose first group would otherwise take 7-22 ms longer, its
+ * pushes and those queued behind it waiting: BENCHMARKS.md). Without it, a paced
+ * run of 3,400 pushes/s on a new connection had a p99 of 22-56 ms; with it 12-23 ms, against
+ * 9-11 ms on a connection that had already written (BENCHMARKS.md). One step a turn, each only
+ * when the connection is idle with nothing queued, never ahead of a group: pushes that waited
+ * for the connection to come up go first and pay only their own variant's share (exec to first
+ * ack: BENCHMARKS.md), and a push that comes during the warm-up waits for one step at most. A
+ * variant that a group has already prepared is skipped (the group ran it).
  */
 static void send_warmup(db_conn_t *c)
 {
     const pw_db_stmt_t *s = c->db->stmt;
+    unsigned parts = all_parts(s);
+    if (c->warm_step > 0) {
+        for (;;) {
+            unsigned w = s->warm != NULL ? s->warm[c->warm_step - 1] : 0;
+            if (w == 0) {
+                c->warm_step = -1;
+                pw_log_info("database: warmed up in %.0f ms", pw_now_ms() - c->warm_since_ms);
+                return;
+            }
+            c->warm_step++;
+            parts = (w | s->keep) & all_parts(s);
+            if ((c->prepared & (UINT64_C(1) << parts)) == 0)
+                break;
+        }
+    } else {
+        c->warm_step = 1; /* the statement itself, prepared on connecting */
+        c->warm_since_ms = pw_now_ms();
+    }
+    char vname[128];
+    const char *sql, *name = variant_of(s, parts, vname, sizeof vname, &sql);
     const char *empty[PW_DB_COLS_MAX];
+    int n = 0;
     for (int k = 0; k < s->ncols; k++)
-        empty[k] = "{}";
-    c->warm = 1;
-    c->warming = 1;
-    c->q_main = -1;
+        if (column_kept(s, parts, k))
+            empty[n++] = "{}";
+    int sent = 1, q = 0;
+    c->parts = parts;
     c->q_prepare = -1;
-    send_sync(c, send_setup(c) && PQsendQueryPrepared(c->pg, s->name, s->ncols, empty, NULL, NULL, 0),
+    if ((c->prepared & (UINT64_C(1) << parts)) == 0) {
+        sent = PQsendPrepare(c->pg, name, sql, n, NULL);
+        c->q_prepare = q++;
+    }
+    c->q_main = -1;
+    c->warming = 1;
+    send_sync(c, sent && send_setup(c) && PQsendQueryPrepared(c->pg, name, n, empty, NULL, NULL, 0),
               c->db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
 }
 
@@ -953,7 +998,7 @@ static void send_group(db_conn_t *c)
     if (c->state != DB_IDLE)
         return;
     if (h2o_linklist_is_empty(&c->queued)) {
-        if (!c->warm && !db->closing && atomic_load(&db->drain_at) == 0)
+        if (c->warm_step >= 0 && !db->closing && atomic_load(&db->drain_at) == 0)
             send_warmup(c);
         return;
     }
@@ -968,13 +1013,8 @@ static void send_group(db_conn_t *c)
     /* The variant without the parts the group has no rows in, prepared on first use (one more
        query in the same pipeline), then the settings, the statement, then Sync: the implicit
        transaction commits at the Sync (a trial's last query fails, which rolls it back). */
-    const char *sql = s->sql, *name = s->name;
     char vname[128];
-    if (s->nparts > 0 && c->parts != all_parts(s)) {
-        sql = s->variant(c->parts);
-        snprintf(vname, sizeof vname, "%s_%02x", s->name, c->parts);
-        name = vname;
-    }
+    const char *sql, *name = variant_of(s, c->parts, vname, sizeof vname, &sql);
     int sent = 1, q = 0;
     c->q_prepare = -1;
     if (!db->cfg->pooler_transaction && (c->prepared & (UINT64_C(1) << c->parts)) == 0) {

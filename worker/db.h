@@ -58,6 +58,12 @@ typedef struct pw_db_stmt {
     const int *part_end;
     unsigned keep;
     const char *(*variant)(unsigned parts);
+    /*
+     * The variants a new connection also prepares and runs once with every array empty, after
+     * the statement itself, when it has nothing else to do (the warm-up, one a turn: see
+     * worker/db.c): their parts (keep is added), most common first, ended by 0. NULL: none.
+     */
+    const unsigned *warm;
 } pw_db_stmt_t;
 
 /* The most parts a statement's variants may have (each connection keeps a 64-bit set of the variants it prepared). */

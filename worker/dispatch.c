@@ -363,7 +363,8 @@ static void build_statement(void)
                                .nparts = nparts,
                                .part_end = ends,
                                .keep = PW_HANDLERS_KEEP,
-                               .variant = pw_handlers_variant_sql};
+                               .variant = pw_handlers_variant_sql,
+                               .warm = pw_handlers_warm_variants()};
 }
 
 const struct pw_db_stmt *pw_dispatch_statement(void)

@@ -30,7 +30,13 @@ static const pw_section_t *const sections[] = {&pw_receipts_section, &pw_status_
                                                &pw_contacts_section, &pw_dead_letters_section, &pw_redriven_section};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
+#define STATUS_PART 1
 #define INBOUND_PART 2 /* sections[2]: "ins", which the NOTIFY branch reads */
+#define CONTACTS_PART 3
+
+static const unsigned warm_variants[] = {1u << STATUS_PART, 1u << INBOUND_PART | 1u << CONTACTS_PART,
+                                         1u << STATUS_PART | 1u << INBOUND_PART | 1u << CONTACTS_PART,
+                                         1u << STATUS_PART | 1u << CONTACTS_PART, 0};
 
 static const char final_select[] =
     " SELECT octet_length(subscription) || ':' || subscription || message_id FROM rc"
@@ -164,6 +170,11 @@ const char *pw_handlers_variant_sql(unsigned parts)
 {
     built();
     return variant(parts);
+}
+
+const unsigned *pw_handlers_warm_variants(void)
+{
+    return warm_variants;
 }
 
 const char *pw_handlers_section_name(unsigned i)

@@ -106,6 +106,9 @@ int pw_handlers_sections(const int **column_ends);
 const char *pw_handlers_variant_sql(unsigned parts);
 /* The sections every variant has: the receipts (the others read its CTEs "rc" and "rr"). */
 #define PW_HANDLERS_KEEP 1u
+/* The variants a new connection warms up after the statement itself (pw_db_stmt_t.warm): statuses;
+   inbound messages with their contacts; both; statuses with contacts. Ended by 0. */
+const unsigned *pw_handlers_warm_variants(void);
 /* Section i's name ("receipts", "status"...), NULL past the last. */
 const char *pw_handlers_section_name(unsigned i);
 
