@@ -23,6 +23,8 @@ static struct {
        pointer swaps and flag changes, never during a fetch. */
     pthread_mutex_t lock;
     pthread_cond_t wake;         /* CLOCK_MONOTONIC */
+    pthread_cond_t attempted_cv; /* CLOCK_MONOTONIC: the first fetch has ended (pw_keys_wait_first) */
+    int attempted;
     pw_jwks_snapshot_t *current; /* holds one reference of its own */
     int stop;
     int refresh_wanted;
@@ -287,6 +289,10 @@ static void *fetcher_main(void *arg)
         rc = fetch_once(h, &body, &snap, &ttl_s, err, sizeof(err));
 
         pthread_mutex_lock(&K.lock);
+        if (!K.attempted) {
+            K.attempted = 1;
+            pthread_cond_broadcast(&K.attempted_cv);
+        }
         if (rc == 0) {
             /* Refresh a little before the keys expire, but never sooner than PW_JWKS_MIN_TTL_S. */
             long margin = ttl_s / 10 < 300 ? ttl_s / 10 : 300;
@@ -398,9 +404,12 @@ int pw_keys_start(const char *url, long min_refresh_ms, long stale_max_s, char *
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&K.wake, &ca);
+    pthread_cond_init(&K.attempted_cv, &ca);
     pthread_condattr_destroy(&ca);
+    K.attempted = 0;
     if ((rc = pthread_create(&K.thread, NULL, fetcher_main, NULL)) != 0) {
         pthread_cond_destroy(&K.wake);
+        pthread_cond_destroy(&K.attempted_cv);
         free(K.url);
         K.url = NULL;
         return pw_set_err(err, errlen, PW_EINVAL, "cannot start the JWKS thread: %s", strerror(rc));
@@ -431,7 +440,26 @@ void pw_keys_stop(void)
     pthread_mutex_unlock(&K.lock);
     pw_keys_release(last);
     pthread_cond_destroy(&K.wake);
+    pthread_cond_destroy(&K.attempted_cv);
     free(K.url);
     K.url = NULL;
     K.started = 0;
+}
+
+int pw_keys_wait_first(long timeout_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&K.lock);
+    while (K.started && !K.attempted)
+        if (pthread_cond_timedwait(&K.attempted_cv, &K.lock, &ts) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&K.lock);
+    return pw_keys_ready();
 }

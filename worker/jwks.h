@@ -19,6 +19,7 @@
 #define PW_JWKS_MIN_REFRESH_MS 30000    /* at most one on-demand fetch per this (default of JWKS_MIN_REFRESH_MS) */
 #define PW_JWKS_BACKOFF_MIN_MS 1000     /* retry after a failed fetch, doubling... */
 #define PW_JWKS_BACKOFF_MAX_MS 60000    /* ...up to this */
+#define PW_JWKS_FIRST_WAIT_MS 2000      /* serve does not listen before the first fetch has ended, or this long */
 
 /* One fetched key set. Immutable once published; lives until the last reference is released. */
 typedef struct {
@@ -70,6 +71,12 @@ void pw_keys_release(pw_jwks_snapshot_t *snap);
  * counted from the previous fetch, and a request about a set already replaced is dropped.
  */
 void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen);
+
+/*
+ * Waits until the first fetch has ended, with keys or without, or timeout_ms has passed (returns
+ * at once when the fetcher was not started). Returns pw_keys_ready(). Call from main only.
+ */
+int pw_keys_wait_first(long timeout_ms);
 
 /* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, as given to pw_keys_start). */
 long pw_keys_min_refresh_ms(void);

@@ -160,6 +160,12 @@ static int cmd_serve(void)
         pw_db_t *db = pw_db_new(&cfg, pw_dispatch_statement(), pw_metrics_slot(metrics, (size_t)cfg.threads));
         pw_fold_t *fold = pw_fold_start(&cfg, pw_metrics_slot(metrics, (size_t)cfg.threads + 1));
         pw_dispatch_t *dispatch = pw_dispatch_new(db);
+        /* The port opens once the first key fetch has ended (the database connects meanwhile), or
+           after PW_JWKS_FIRST_WAIT_MS: Cloud Run's default startup probe sends pushes as soon as
+           the port accepts, and one refused for want of keys waits for Pub/Sub's backoff (10 s
+           and more) before it is delivered again. */
+        if (cfg.auth_mode == PW_AUTH_VERIFY)
+            pw_keys_wait_first(PW_JWKS_FIRST_WAIT_MS);
         rc = pw_http_serve(&cfg, dispatch, metrics) == 0 ? 0 : 1;
         /* No loop submits any more, and each has freed its Dispatch loop. */
         pw_fold_stop(fold);

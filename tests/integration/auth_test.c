@@ -918,6 +918,35 @@ static void without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives(v
     free(url_env);
 }
 
+/*
+ * The port opens only once the first key fetch has ended (or after 2 s): Cloud Run's default startup
+ * probe sends pushes as soon as the port accepts a connection, and a push answered 503 for want of
+ * keys waits for Pub/Sub's backoff (10 s and more). Here the key server takes 800 ms to answer; the
+ * first push, sent as soon as the worker answers at all, is verified and stored.
+ */
+static void a_push_sent_as_soon_as_the_port_opens_finds_the_keys_loaded(void **state)
+{
+    (void)state;
+    char dir[400];
+    dir_with_key_a("slow-keys", dir, sizeof dir);
+    char delay[450];
+    snprintf(delay, sizeof delay, "%s/delay_ms", dir);
+    if (pwt_write_text(delay, "800") != 0)
+        fail_msg("cannot write %s", delay);
+    if (jwks_start(&test_server, dir, "slow") != 0)
+        fail_msg("the slow JWKS server did not start");
+    long long t0 = pwt_now_ms();
+    start_worker_unready(&manual_worker, PARAMS("PUBSUB_AUTH=verify", "PUBSUB_AUDIENCE=" AUD, "PUBSUB_SERVICE_ACCOUNT=" SA,
+                                                test_server.url_env, "WORKER_THREADS=1"));
+    long long t_open = pwt_now_ms() - t0;
+    char *tok = MINT(keys_dir);
+    expect_accepted(&manual_worker, tok, "5101");
+    printf("# the port opened %lld ms after the start, with the key server answering after 800 ms\n", t_open);
+    assert_int_equal(jwks_fetches(&test_server), 1);
+    assert_int_equal(pwt_worker_stop(&manual_worker), 0);
+    free(tok);
+}
+
 typedef struct {
     int n204, n401, n503, nother, nerr;
     long other_status;
@@ -1146,6 +1175,7 @@ int main(void)
         T(rotated_in_key_is_fetched_once_and_its_token_accepted),
         T(jwks_server_failing_or_gone_keeps_the_cached_keys),
         T(without_any_keys_readyz_and_pushes_are_503_and_the_worker_survives),
+        T(a_push_sent_as_soon_as_the_port_opens_finds_the_keys_loaded),
         T(burst_of_1000_unknown_kid_pushes_is_all_401_or_503_with_at_most_one_fetch),
         T(cached_token_is_401_once_its_key_leaves_the_key_set),
         T(keys_past_the_stale_limit_are_dropped_and_pushes_503_until_a_fetch_succeeds),
