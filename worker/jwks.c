@@ -446,7 +446,7 @@ void pw_keys_stop(void)
     K.started = 0;
 }
 
-int pw_keys_wait_first(long timeout_ms)
+void pw_keys_wait_first(long timeout_ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -461,5 +461,4 @@ int pw_keys_wait_first(long timeout_ms)
         if (pthread_cond_timedwait(&K.attempted_cv, &K.lock, &ts) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&K.lock);
-    return pw_keys_ready();
 }

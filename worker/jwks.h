@@ -73,10 +73,10 @@ void pw_keys_release(pw_jwks_snapshot_t *snap);
 void pw_keys_request_refresh(const pw_jwks_snapshot_t *seen);
 
 /*
- * Waits until the first fetch has ended, with keys or without, or timeout_ms has passed (returns
- * at once when the fetcher was not started). Returns pw_keys_ready(). Call from main only.
+ * Waits until the first fetch has ended, with keys or without (pw_keys_ready() tells which), or
+ * timeout_ms has passed; returns at once when the fetcher was not started. Call from main only.
  */
-int pw_keys_wait_first(long timeout_ms);
+void pw_keys_wait_first(long timeout_ms);
 
 /* The on-demand refresh interval in effect (JWKS_MIN_REFRESH_MS, as given to pw_keys_start). */
 long pw_keys_min_refresh_ms(void);
