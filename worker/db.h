@@ -64,6 +64,17 @@ typedef struct pw_db_stmt {
      * worker/db.c): their parts (keep is added), most common first, ended by 0. NULL: none.
      */
     const unsigned *warm;
+    /*
+     * Optional (NULL: none): a statement for work that must not be part of a group's commit. It
+     * runs after a group's transaction has committed, in a transaction of its own, with one
+     * parameter: a text[] of the values in the second column of the group's result rows, from
+     * the rows whose first column is NULL (a group that failed or was rolled back gives none).
+     * It is sent at the head of the connection's next pipeline, before the next group, or alone
+     * when nothing is queued. It is no job's business: the jobs were answered when their group
+     * committed. Its error is logged and counted (metrics' after_failed, db_errors), and a
+     * connection lost before it has run loses it (counted as failed too).
+     */
+    const char *after_sql;
 } pw_db_stmt_t;
 
 /* The most parts a statement's variants may have (each connection keeps a 64-bit set of the variants it prepared). */

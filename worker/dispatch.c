@@ -364,7 +364,8 @@ static void build_statement(void)
                                .part_end = ends,
                                .keep = PW_HANDLERS_KEEP,
                                .variant = pw_handlers_variant_sql,
-                               .warm = pw_handlers_warm_variants()};
+                               .warm = pw_handlers_warm_variants(),
+                               .after_sql = PW_HANDLERS_AFTER_SQL};
 }
 
 const struct pw_db_stmt *pw_dispatch_statement(void)

@@ -12,11 +12,11 @@
 /*
  * ONE statement writes a whole group (one round trip, one plan, one executor start). Its WITH
  * list holds every section: receipts first (the others read "rc" and "rr"), then statuses,
- * inbound messages, contacts, dead letters and the redriven marks. The final SELECT returns the
- * key (pw_handlers_receipt_key) of each receipt inserted, and, with the inbound section, one row
- * with a NULL key that announces each inserted inbound message with NOTIFY (delivered at
- * COMMIT): a UNION ALL branch that always runs, so the NOTIFYs are sent whether or not any
- * receipt was inserted.
+ * inbound messages, contacts, dead letters and the redriven marks. The final SELECT returns two
+ * columns: the key (pw_handlers_receipt_key) of each receipt inserted, with a NULL beside it,
+ * and, with the inbound section, a row with a NULL key per inbound message inserted, beside
+ * its announcement's payload, which the executor gives to PW_HANDLERS_AFTER_SQL once the group
+ * has committed.
  *
  * Each section is a part of the statement for the executor (pw_db_stmt_t): a group with no rows
  * for a section runs the variant without it (pw_handlers_variant_sql). An empty section is not
@@ -31,7 +31,7 @@ static const pw_section_t *const sections[] = {&pw_receipts_section, &pw_status_
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 #define STATUS_PART 1
-#define INBOUND_PART 2 /* sections[2]: "ins", which the NOTIFY branch reads */
+#define INBOUND_PART 2 /* sections[2]: "ins", which the announcements' branch reads */
 #define CONTACTS_PART 3
 
 static const unsigned warm_variants[] = {1u << STATUS_PART, 1u << INBOUND_PART | 1u << CONTACTS_PART,
@@ -39,14 +39,13 @@ static const unsigned warm_variants[] = {1u << STATUS_PART, 1u << INBOUND_PART |
                                          1u << STATUS_PART | 1u << CONTACTS_PART, 0};
 
 static const char final_select[] =
-    " SELECT octet_length(subscription) || ':' || subscription || message_id FROM rc"
+    " SELECT octet_length(subscription) || ':' || subscription || message_id, NULL::text FROM rc"
     " UNION ALL"
-    " SELECT octet_length(subscription) || ':' || subscription || message_id FROM rr";
-static const char notify_branch[] =
+    " SELECT octet_length(subscription) || ':' || subscription || message_id, NULL FROM rr";
+static const char announce_branch[] =
     " UNION ALL"
-    " SELECT NULL FROM (SELECT count(pg_notify('" PW_INBOUND_CHANNEL "', json_build_object('wa_msg_id', wa_msg_id,"
-    " 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
-    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text)) FROM ins) AS notified";
+    " SELECT NULL, json_build_object('wa_msg_id', wa_msg_id, 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
+    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM ins";
 
 /* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
 static void append_renumbered(pw_buf_t *b, const char *sql, int base)
@@ -79,7 +78,7 @@ static char *build(unsigned parts, int *ncols)
     }
     pw_buf_append(&b, final_select, sizeof final_select - 1);
     if (parts & (1u << INBOUND_PART))
-        pw_buf_append(&b, notify_branch, sizeof notify_branch - 1);
+        pw_buf_append(&b, announce_branch, sizeof announce_branch - 1);
     assert(base <= PW_COLS_MAX);
     *ncols = base;
     return b.base;

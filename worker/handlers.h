@@ -63,7 +63,7 @@ typedef struct {
 
 /* status.c: status_events and message_logs. */
 extern const pw_section_t pw_status_section;
-/* inbound.c: inbound_messages (CTE "ins" returns the new ones, announced with NOTIFY) and contacts. */
+/* inbound.c: inbound_messages (CTE "ins" returns the new ones, announced with NOTIFY after the commit) and contacts. */
 extern const pw_section_t pw_inbound_section;
 extern const pw_section_t pw_contacts_section;
 /* receipts.c: pubsub_receipts (CTEs "rc" and "rr" return the receipts this statement made new),
@@ -84,6 +84,22 @@ extern const pw_section_t pw_redriven_section;
 
 /* The NOTIFY channel announcing each new inbound message (payload: small JSON). */
 #define PW_INBOUND_CHANNEL "pushworker_inbound"
+
+/*
+ * The announcements, the statement's after statement (pw_db_stmt_t.after_sql): run by the
+ * executor once a group has committed, in a transaction of its own, with the payloads the
+ * group's result gave (a row per inbound message it inserted). Not in the group's transaction:
+ * a transaction that notifies takes, at its commit, a lock of the whole database cluster that
+ * it keeps until its commit record is flushed, so every writer's commits (every worker's, and
+ * any other client's that notifies) would wait for each other's WAL flush; this one commits
+ * without waiting for its flush (synchronous_commit off: it writes no rows, and the rows it
+ * announces are already durable), so it holds that lock for microseconds (BENCHMARKS.md,
+ * "Announcements after the commit"). A payload PostgreSQL refuses (over 8000 bytes) now
+ * costs the announcements, not the messages.
+ */
+#define PW_HANDLERS_AFTER_SQL                                                                                                  \
+    "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify('" PW_INBOUND_CHANNEL "', p))"                      \
+    " FROM unnest($1::text[]) AS p"
 
 /* ---- the statement (handlers.c) ---- */
 

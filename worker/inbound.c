@@ -1,11 +1,13 @@
-/* Inbound handler: a group's inbound messages become inbound_messages rows (announced with NOTIFY) and contacts rows. */
+/* Inbound handler: a group's inbound messages become inbound_messages rows (announced with NOTIFY once committed) and contacts rows. */
 #include "worker/handlers.h"
 
 enum { M_ID, M_PNID, M_FROM, M_FROM_USER, M_NAME, M_TYPE, M_BODY, M_CONTEXT, M_SENT, M_PAYLOAD, M_PSMID, M_SUB, M_NCOLS };
 
 /*
  * First write wins (a redelivery changes nothing). Only rows really inserted are announced, so a
- * listener hears each message once; NOTIFY is delivered at COMMIT, never for a rolled-back group.
+ * listener hears each message once: the statement returns their payloads, and the executor
+ * announces them after the group has committed (PW_HANDLERS_AFTER_SQL), never for a rolled-back
+ * group.
  */
 static const char inbound_ctes[] =
     "im AS ("

@@ -173,8 +173,20 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
     header(out, "pushworker_inflight_bytes_max", "gauge", "INFLIGHT_BYTES_MAX: beyond it pushes are answered 503 (outcome over_budget).");
     pw_buf_appendf(out, "pushworker_inflight_bytes_max %llu\n", (unsigned long long)extra->inflight_bytes_max);
     header(out, "pushworker_db_errors_total", "counter",
-           "Transactions that failed: a group's (each push is then retried alone or answered 503), or a new connection's warm-up.");
+           "Transactions that failed: a group's (each push is then retried alone or answered 503), a new connection's warm-up,"
+           " or an announcement of new inbound messages.");
     pw_buf_appendf(out, "pushworker_db_errors_total %llu\n", (unsigned long long)SUM(db_errors));
+    header(out, "pushworker_inbound_announcements_total", "counter",
+           "New inbound messages announced with NOTIFY pushworker_inbound just after their group committed (sent), or whose"
+           " announcement failed or was lost with its database connection (failed).");
+    pw_buf_appendf(out, "pushworker_inbound_announcements_total{result=\"sent\"} %llu\n", (unsigned long long)SUM(after_done));
+    pw_buf_appendf(out, "pushworker_inbound_announcements_total{result=\"failed\"} %llu\n", (unsigned long long)SUM(after_failed));
+    int64_t pending = 0;
+    for (size_t i = 0; i < r->n; i++)
+        pending += atomic_load_explicit(&r->slots[i].m.after_pending, memory_order_relaxed);
+    header(out, "pushworker_inbound_announcements_pending", "gauge",
+           "New inbound messages committed and not yet announced (sent with the connection's next transaction).");
+    pw_buf_appendf(out, "pushworker_inbound_announcements_pending %lld\n", (long long)pending);
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));
     render_histogram(out, r, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",

@@ -402,6 +402,8 @@ static int fresh(void **state)
     pwt_exec("DROP FUNCTION IF EXISTS t_conflict() CASCADE");
     pwt_exec("DROP SEQUENCE IF EXISTS conflict_hits");
     pwt_exec("CREATE TABLE t (k text PRIMARY KEY, v int)");
+    pwt_exec("DROP TABLE IF EXISTS t_after");
+    pwt_exec("CREATE TABLE t_after (v text NOT NULL CHECK (v <> 'after:boom'))");
     config_defaults(&T.cfg);
     return 0;
 }
@@ -1156,6 +1158,129 @@ static void test_binary_columns_reach_the_server_as_their_types(void **state)
     assert_int_equal(writers_of("{a,b,c}"), 1);
 }
 
+/* ---- 8. the after statement ---------------------------------------------------------------- */
+
+/*
+ * The test's statement with an after statement: each new row's key comes back twice, as the
+ * job's row and as "after:k" for the after statement, which stores what it is given in t_after
+ * (whose CHECK refuses "after:boom", so that it can be made to fail).
+ */
+static const pw_db_stmt_t after_stmt = {
+    .name = "db_exec_test_after",
+    .sql = "WITH ins AS (INSERT INTO t SELECT * FROM unnest($1::text[], $2::int[]) ON CONFLICT DO NOTHING RETURNING k)"
+           " SELECT k, NULL::text FROM ins UNION ALL SELECT NULL, 'after:' || k FROM ins",
+    .ncols = 2,
+    .check_sql = "SELECT k, v FROM t LIMIT 0",
+    .after_sql = "INSERT INTO t_after SELECT unnest($1::text[])",
+};
+
+/* Waits until the after statement has run for done values and failed for failed ones, with none pending. */
+#define WAIT_AFTER(done, failed) wait_after(__FILE__, __LINE__, (done), (failed))
+static void wait_after(const char *file, int line, uint64_t done, uint64_t failed)
+{
+    double until = pw_now_ms() + WAIT_MS;
+    for (;;) {
+        uint64_t d = atomic_load(&T.metrics.after_done), f = atomic_load(&T.metrics.after_failed);
+        int64_t pending = atomic_load(&T.metrics.after_pending);
+        if (d == done && f == failed && pending == 0)
+            return;
+        if (d > done || f > failed || pw_now_ms() >= until)
+            pwt_fail(file, line, "after statement: %llu value(s) done, %llu failed, %lld pending; expected %llu, %llu, 0",
+                     (unsigned long long)d, (unsigned long long)f, (long long)pending, (unsigned long long)done,
+                     (unsigned long long)failed);
+        tloop_spin(&T.loop, 5);
+    }
+}
+
+/* Rows of t_after whose transaction also wrote a row of t (the after statement must have its own). */
+#define Q_AFTER_IN_GROUP "SELECT count(*) FROM t_after a JOIN t ON a.v = 'after:' || t.k WHERE a.xmin::text = t.xmin::text"
+
+/*
+ * A group's new rows reach the after statement once the group has committed, in a transaction of
+ * its own, each once; the jobs were answered as usual (the blocker's row was there already: it
+ * returned nothing). Jobs that come after, one at a time, are announced too.
+ */
+static void test_the_after_statement_runs_once_a_group_has_committed(void **state)
+{
+    (void)state;
+    start_db_with(&after_stmt);
+    tjob_t jobs[3];
+    tjob_init(&jobs[0], "a1", "1", 1, 0);
+    tjob_init(&jobs[1], "a2", "2", 1, 0);
+    tjob_init(&jobs[2], "a3", "3", 1, 0);
+    run_queued_behind_blocker(jobs, 3);
+    for (int i = 0; i < 3; i++)
+        ASSERT_ANSWER(&jobs[i], 0, "", 1);
+    WAIT_AFTER(3, 0);
+    pwt_assert_rows("SELECT v FROM t_after ORDER BY v", "after:a1\nafter:a2\nafter:a3");
+    assert_int_equal(writers_of("{a1,a2,a3}"), 1);
+    pwt_assert_rows(Q_AFTER_IN_GROUP, "0");
+
+    tjob_t more[2];
+    write_one(&more[0], "b1", 5);
+    write_one(&more[1], "b2", 6);
+    WAIT_AFTER(5, 0);
+    pwt_assert_rows("SELECT v FROM t_after ORDER BY v", "after:a1\nafter:a2\nafter:a3\nafter:b1\nafter:b2");
+    pwt_assert_rows(Q_AFTER_IN_GROUP, "0");
+}
+
+/*
+ * A group that fails gives the after statement nothing: its jobs are written one by one, and only
+ * what they commit is given, once (not again for the failed group). A trial, rolled back, gives
+ * nothing either.
+ */
+static void test_a_group_that_does_not_commit_gives_the_after_statement_nothing(void **state)
+{
+    (void)state;
+    start_db_with(&after_stmt);
+    tjob_t jobs[3];
+    tjob_init(&jobs[0], "f1", "1", 1, 0);
+    tjob_init(&jobs[1], "fbad", "x", 1, 0);
+    tjob_init(&jobs[2], "f2", "2", 1, 0);
+    run_queued_behind_blocker(jobs, 3);
+    ASSERT_ANSWER(&jobs[0], 0, "", 1);
+    ASSERT_ANSWER(&jobs[1], PW_EREFUSED, "22P02", 0);
+    ASSERT_ANSWER(&jobs[2], 0, "", 1);
+    assert_int_equal(writers_of("{f1,f2}"), 2); /* the group failed, then each was written alone */
+
+    tjob_t trial;
+    tjob_init(&trial, "ftrial", "3", 1, PW_DB_TRIAL);
+    submit(&T.loop, &trial);
+    RUN_UNTIL(&T.loop, 5);
+    ASSERT_ANSWER(&trial, 0, "", -1);
+    WAIT_AFTER(2, 0);
+    tloop_spin(&T.loop, 3 * PW_DB_AFTER_WAIT_MS); /* nothing more comes */
+    WAIT_AFTER(2, 0);
+    pwt_assert_rows("SELECT v FROM t_after ORDER BY v", "after:f1\nafter:f2");
+}
+
+/*
+ * When the after statement fails, the jobs of its groups keep their answers and rows (they had
+ * committed): its values are counted as failed, with an error, and the next group's are run as
+ * usual.
+ */
+static void test_an_after_statement_that_fails_costs_no_job(void **state)
+{
+    (void)state;
+    start_db_with(&after_stmt);
+    uint64_t errors = atomic_load(&T.metrics.db_errors);
+    tjob_t jobs[2];
+    tjob_init(&jobs[0], "boom", "1", 1, 0);
+    tjob_init(&jobs[1], "ok", "2", 1, 0);
+    run_queued_behind_blocker(jobs, 2);
+    ASSERT_ANSWER(&jobs[0], 0, "", 1);
+    ASSERT_ANSWER(&jobs[1], 0, "", 1);
+    WAIT_AFTER(0, 2);
+    assert_int_equal(atomic_load(&T.metrics.db_errors) - errors, 1);
+    pwt_assert_rows(Q_ROWS, "blocker|0\nboom|1\nok|2");
+    pwt_assert_rows("SELECT count(*) FROM t_after", "0");
+
+    tjob_t later;
+    write_one(&later, "later", 4);
+    WAIT_AFTER(1, 2);
+    pwt_assert_rows("SELECT v FROM t_after", "after:later");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1176,6 +1301,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_server_that_stops_answering_is_left_and_reconnected, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_a_job_that_arrives_during_a_probe_is_written_after_it, fresh, cleanup),
         cmocka_unit_test_setup_teardown(test_binary_columns_reach_the_server_as_their_types, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_the_after_statement_runs_once_a_group_has_committed, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_a_group_that_does_not_commit_gives_the_after_statement_nothing, fresh, cleanup),
+        cmocka_unit_test_setup_teardown(test_an_after_statement_that_fails_costs_no_job, fresh, cleanup),
     };
     return cmocka_run_group_tests_name("db_exec", tests, group_setup, pwt_teardown_db);
 }

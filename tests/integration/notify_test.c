@@ -1,12 +1,16 @@
 /*
- * NOTIFY tests: each new inbound message is announced once, at commit, on channel pushworker_inbound
- * with the JSON payload {"wa_msg_id", "phone_number_id", "msg_type", "sent_at"} (README.md); a
- * redelivery, a status or anything else is not announced.
+ * NOTIFY tests: each new inbound message is announced once, just after its push's commit, on
+ * channel pushworker_inbound with the JSON payload {"wa_msg_id", "phone_number_id", "msg_type",
+ * "sent_at"} (README.md); a redelivery, a status or anything else is not announced. An
+ * announcement PostgreSQL refuses costs only the announcement, never the message.
  *
  * A separate libpq connection LISTENs. After each push (answered 204, so committed), the checker
- * sends a sentinel NOTIFY on the same channel; PostgreSQL delivers notifications of different
- * transactions in commit order, so everything the worker announced for that push has arrived
- * when the sentinel does: the counts below are exact, with no sleeping and guessing.
+ * waits until the worker has no announcement pending (/metrics: the worker counts a push's
+ * announcements as pending before it answers the push, and as sent once their own transaction
+ * has committed), then sends a sentinel NOTIFY on the same channel; PostgreSQL delivers
+ * notifications of different transactions in commit order, so everything the worker announced
+ * for that push has arrived when the sentinel does: the counts below are exact, with no sleeping
+ * and guessing.
  */
 #include <errno.h>
 #include <poll.h>
@@ -41,6 +45,8 @@
 #define WA_AIS_IN1 "wamid.HBgMOTE5ODc2NTAwMDAxFQIAEhgUM0E5QjRDMkQ1RTZGN0EwQjFDMkQA"
 
 #define PARAMS PWT_LIST
+#define PENDING "pushworker_inbound_announcements_pending"
+#define FAILED "pushworker_inbound_announcements_total{result=\"failed\"}"
 
 static pwt_worker_t worker;
 static PGconn *listener;
@@ -77,12 +83,14 @@ static int listen_start(void)
 }
 
 /*
- * Sends a sentinel NOTIFY from the checker connection, then collects every notification on CHANNEL
- * that arrives before it (the sentinel itself is not kept). Fails the test when the sentinel does
- * not come within WAIT_MS, when a notification comes from the checker's own backend, or on another channel.
+ * Waits until w has announced everything it committed, sends a sentinel NOTIFY from the checker
+ * connection, then collects every notification on CHANNEL that arrives before it (the sentinel
+ * itself is not kept). Fails the test when the sentinel does not come within WAIT_MS, when a
+ * notification comes from the checker's own backend, or on another channel.
  */
-static void collect_until_sentinel(notes_t *out, const char *file, int line)
+static void collect_until_sentinel(const pwt_worker_t *w, notes_t *out, const char *file, int line)
 {
+    pwt__wait_metric(file, line, w, PENDING, 0, 0);
     char sentinel[64];
     snprintf(sentinel, sizeof sentinel, "pwt-sentinel-%d", ++sentinel_seq);
     char *checker_pid = pwt_rows("SELECT pg_backend_pid()");
@@ -200,7 +208,7 @@ static void push_fixture(const char *rel, const char *message_id, notes_t *ns)
     char *payload = pwt_read_fixture(rel, NULL);
     post_to(&worker, payload, message_id);
     free(payload);
-    collect_until_sentinel(ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, ns, __FILE__, __LINE__);
 }
 
 /* meta/text_with_contact.json pushed under message_id must be announced once (WI_TEXT) when `announced`, else not at all. */
@@ -259,7 +267,7 @@ static int fresh(void **state)
     (void)state;
     pwt_truncate_all();
     notes_t ns = {0};
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     notes_free(&ns);
     return 0;
 }
@@ -311,13 +319,13 @@ static void push_with_a_known_and_a_new_message_announces_only_the_new_one(void 
     notes_t ns = {0};
     char *first = texts_webhook(PWT_LIST("wamid.notify.k1"), 1);
     post_to(&worker, first, "n501");
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     assert_notes(&ns, {"wamid.notify.k1", PNID, "text", "2024-03-06T01:53:20Z"});
     notes_free(&ns);
 
     char *both = texts_webhook(PWT_LIST("wamid.notify.k1", "wamid.notify.k2"), 2);
     post_to(&worker, both, "n502");
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     assert_notes(&ns, {"wamid.notify.k2", PNID, "text", "2024-03-06T01:53:21Z"});
     notes_free(&ns);
     free(first);
@@ -337,7 +345,7 @@ static void statuses_and_other_pushes_are_not_announced(void **state)
     push_fixture("meta/template_status_update.json", "n604", &ns); /* ignored */
     assert_no_notes(&ns);
     pwt_assert_status(pwt_post(&worker, "/", "not json", 8, NULL, NULL), 204); /* dead letter */
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     assert_no_notes(&ns);
     pwt_assert_rows("SELECT count(*) FROM inbound_messages", "0");
     pwt_assert_rows("SELECT count(*) > 0 FROM status_events", "t");
@@ -361,14 +369,49 @@ static void unwrapped_push_without_message_id_is_announced_once(void **state)
     notes_t ns = {0};
     char *payload = pwt_read_fixture("meta/text_with_contact.json", NULL);
     post_to(&worker, payload, NULL);
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
     notes_free(&ns);
     post_to(&worker, payload, NULL);
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
     assert_no_notes(&ns);
     pwt_assert_rows("SELECT count(*) FROM pubsub_receipts", "0");
     free(payload);
+}
+
+/*
+ * PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (this one carries an 8,199-byte
+ * message id). The message is stored and its push acknowledged as any other: only its
+ * announcement is lost, counted as failed, and the next message is announced as usual. (When the
+ * announcement was part of the push's transaction, the message was refused with it and kept as a
+ * dead letter.)
+ */
+static void an_announcement_postgresql_refuses_costs_the_announcement_not_the_message(void **state)
+{
+    (void)state;
+    char id[8200];
+    memcpy(id, "wamid.", 6);
+    memset(id + 6, 'L', sizeof id - 7);
+    id[sizeof id - 1] = '\0';
+    char *members = pwt_xasprintf("\"messages\":[{\"from\":\"919812340099\",\"id\":\"%s\",\"timestamp\":\"1709690000\","
+                                  "\"type\":\"text\",\"text\":{\"body\":\"a long id\"}}]", id);
+    char *hook = pwt_meta_webhook(members);
+    long long failed = pwt_metric(&worker, FAILED);
+    assert_true(failed >= 0);
+
+    notes_t ns = {0};
+    post_to(&worker, hook, "n801");
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
+    assert_no_notes(&ns);
+    pwt_assert_rows("SELECT length(wa_msg_id), msg_type FROM inbound_messages", "8199|text");
+    pwt_assert_rows("SELECT message_id, outcome FROM pubsub_receipts", "n801|stored");
+    pwt_assert_rows("SELECT count(*) FROM dead_letters", "0");
+    assert_int_equal(pwt_metric(&worker, FAILED), failed + 1);
+
+    push_text_with_contact("n802", 1);
+    assert_int_equal(pwt_metric(&worker, FAILED), failed + 1);
+    free(members);
+    free(hook);
 }
 
 /* sent_at is UTC whatever the worker's and its database session's time zone. */
@@ -381,7 +424,7 @@ static void sent_at_is_utc_whatever_the_worker_time_zone(void **state)
     notes_t ns = {0};
     char *payload = pwt_read_fixture("meta/text_with_contact.json", NULL);
     post_to(&far, payload, "n901");
-    collect_until_sentinel(&ns, __FILE__, __LINE__);
+    collect_until_sentinel(&far, &ns, __FILE__, __LINE__);
     assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
     notes_free(&ns);
     free(payload);
@@ -401,6 +444,7 @@ int main(void)
         T(statuses_and_other_pushes_are_not_announced),
         T(aisensy_inbound_is_announced_with_null_phone_number_id),
         T(unwrapped_push_without_message_id_is_announced_once),
+        T(an_announcement_postgresql_refuses_costs_the_announcement_not_the_message),
         T(sent_at_is_utc_whatever_the_worker_time_zone),
     };
     return cmocka_run_group_tests_name("notify", tests, start_everything, stop_everything);
