@@ -1198,7 +1198,7 @@ static void wait_after(const char *file, int line, uint64_t done, uint64_t faile
 /*
  * A group's new rows reach the after statement once the group has committed, in a transaction of
  * its own, each once; the jobs were answered as usual (the blocker's row was there already: it
- * returned nothing). Jobs that come after, one at a time, are announced too.
+ * returned nothing). Jobs that come after, one at a time, reach it too.
  */
 static void test_the_after_statement_runs_once_a_group_has_committed(void **state)
 {
