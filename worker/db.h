@@ -69,9 +69,10 @@ typedef struct pw_db_stmt {
      * runs after a group's transaction has committed, in a transaction of its own, with one
      * parameter: a text[] of the values in the second column of the group's result rows, from
      * the rows whose first column is NULL (a group that failed or was rolled back gives none).
-     * It is sent at the head of the connection's next pipeline, before the next group, or alone
-     * when nothing is queued. It is no job's business: the jobs were answered when their group
-     * committed. Its error is logged and counted (metrics' after_failed, db_errors), and a
+     * A connection runs it once for the values of every group it committed in PW_DB_AFTER_WAIT_MS
+     * (worker/db.c) from the first: at the head of the pipeline of the first group sent after
+     * that, before the group, or alone when none is. It is no job's business: the jobs were
+     * answered when their group committed. Its error is logged and counted (metrics' after_failed, db_errors), and a
      * connection lost before it has run loses it (counted as failed too).
      */
     const char *after_sql;

@@ -42,10 +42,13 @@ static const char final_select[] =
     " SELECT octet_length(subscription) || ':' || subscription || message_id, NULL::text FROM rc"
     " UNION ALL"
     " SELECT octet_length(subscription) || ':' || subscription || message_id, NULL FROM rr";
+/* A payload of 8000 bytes or more (NOTIFY refuses it, and with it the other payloads of its
+   announcement) is not announced: only an absurd message id or type makes one. */
 static const char announce_branch[] =
     " UNION ALL"
-    " SELECT NULL, json_build_object('wa_msg_id', wa_msg_id, 'phone_number_id', phone_number_id, 'msg_type', msg_type,"
-    " 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text FROM ins";
+    " SELECT NULL, a.p FROM (SELECT json_build_object('wa_msg_id', wa_msg_id, 'phone_number_id', phone_number_id,"
+    " 'msg_type', msg_type, 'sent_at', to_char(sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))::text AS p"
+    " FROM ins) AS a WHERE octet_length(a.p) < 8000";
 
 /* Appends a section's SQL with its parameters $k renumbered to $(k + base). */
 static void append_renumbered(pw_buf_t *b, const char *sql, int base)

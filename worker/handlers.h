@@ -94,8 +94,8 @@ extern const pw_section_t pw_redriven_section;
  * any other client's that notifies) would wait for each other's WAL flush; this one commits
  * without waiting for its flush (synchronous_commit off: it writes no rows, and the rows it
  * announces are already durable), so it holds that lock for microseconds (BENCHMARKS.md,
- * "Announcements after the commit"). A payload PostgreSQL refuses (over 8000 bytes) now
- * costs the announcements, not the messages.
+ * "Announcements after the commit"). Its failure costs the announcements of its batch, never
+ * the messages (the statement leaves out a payload NOTIFY would refuse: see handlers.c).
  */
 #define PW_HANDLERS_AFTER_SQL                                                                                                  \
     "SELECT set_config('synchronous_commit', 'off', true), count(pg_notify('" PW_INBOUND_CHANNEL "', p))"                      \

@@ -185,7 +185,7 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
     for (size_t i = 0; i < r->n; i++)
         pending += atomic_load_explicit(&r->slots[i].m.after_pending, memory_order_relaxed);
     header(out, "pushworker_inbound_announcements_pending", "gauge",
-           "New inbound messages committed and not yet announced (sent with the connection's next transaction).");
+           "New inbound messages committed and not yet announced (within about 5 ms, in a transaction of their own).");
     pw_buf_appendf(out, "pushworker_inbound_announcements_pending %lld\n", (long long)pending);
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));

@@ -52,7 +52,7 @@ typedef struct {
     _Atomic uint64_t db_errors;
     _Atomic uint64_t db_reconnects;
     /* Values for the statement's after statement (worker/db.h): the new inbound messages' announcements. */
-    _Atomic int64_t after_pending;             /* collected from committed groups, not yet run */
+    _Atomic int64_t after_pending;             /* from groups' results (dropped if the group does not commit), not yet run */
     _Atomic uint64_t after_done, after_failed; /* run and committed; failed or lost with their connection */
     pw_histogram_t request_seconds; /* push received -> answered */
     pw_histogram_t db_queue_seconds; /* submitted to the executor -> its first group sent */
