@@ -171,6 +171,7 @@ struct pw_db_port {
 
 static void on_readable(h2o_socket_t *sock, const char *err);
 static void on_connect_event(h2o_socket_t *sock, const char *err);
+static void send_sync(db_conn_t *c, int sent, int limit_ms);
 static void conn_lost(db_conn_t *c, const char *why);
 static void maybe_send_groups(pw_db_t *db);
 
@@ -617,6 +618,37 @@ static int queue_after(db_conn_t *c, int *q)
     return PQsendQueryPrepared(c->pg, PW_AFTER_STMT, 1, values, lengths, formats, 0);
 }
 
+/* Sends the after statement alone on an idle connection, with the values it holds, due or not. */
+static void send_after_alone(db_conn_t *c)
+{
+    int q = 0;
+    c->after_due_ms = 0;
+    c->q_main = -1;
+    c->q_prepare = -1;
+    send_sync(c, queue_after(c, &q), c->db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
+}
+
+/*
+ * Answers a group that committed when its jobs are all the executor has in hand: their answers
+ * may be the last responses for a while, and Cloud Run gives an instance with no request in
+ * flight (nearly) no CPU (deploy.yaml's cpu-throttling), so a wait of PW_DB_AFTER_WAIT_MS could
+ * last until the next push. Every idle connection's after statement is put on the wire first,
+ * then the jobs are answered.
+ */
+static void answer_last_group(db_conn_t *c)
+{
+    h2o_linklist_t jobs;
+    h2o_linklist_init_anchor(&jobs);
+    h2o_linklist_insert_list(&jobs, &c->group);
+    c->group_len = 0;
+    for (int i = 0; i < c->db->n_conns; i++) {
+        db_conn_t *d = &c->db->conns[i];
+        if (d->state == DB_IDLE && d->after_count > 0)
+            send_after_alone(d);
+    }
+    complete_all(c->db, &jobs, 0, "", "");
+}
+
 /* The pipeline's after statement has ended (its Sync came back). */
 static void after_done(db_conn_t *c)
 {
@@ -739,7 +771,10 @@ static void on_group_done(db_conn_t *c)
         assert(!trial);
         pw_metrics_observe_seconds(&c->db->metrics->db_tx_seconds, (pw_now_ms() - c->sent_ms) / 1000.0);
         pw_metrics_observe_count(&c->db->metrics->batch_pushes, (double)c->group_len);
-        answer_group(c, 0);
+        if (atomic_load(&c->db->outstanding) == (long)c->group_len)
+            answer_last_group(c);
+        else
+            answer_group(c, 0);
     } else if (sqlstate_class_is(c, "40")) {
         on_conflict(c);
     } else if (strcmp(c->sqlstate, "55P03") == 0 || strcmp(c->sqlstate, "57014") == 0) {
@@ -1134,13 +1169,10 @@ static void send_group(db_conn_t *c)
     if (!none_queued)
         take_group(c);
     if (c->group_len == 0) {
-        int q = 0;
         if (c->after_count > 0) {
             /* Nothing to write: the after statement alone, once its wait is over. */
             if (after_due(c)) {
-                c->q_main = -1;
-                c->q_prepare = -1;
-                send_sync(c, queue_after(c, &q), db->cfg->statement_timeout_ms + PW_DB_ANSWER_GRACE_MS);
+                send_after_alone(c);
             } else if (!h2o_timeout_is_linked(&db->after_entry)) {
                 h2o_timeout_link(db->loop, &db->after_wait, &db->after_entry);
             }

@@ -71,7 +71,8 @@ typedef struct pw_db_stmt {
      * the rows whose first column is NULL (a group that failed or was rolled back gives none).
      * A connection runs it once for the values of every group it committed in PW_DB_AFTER_WAIT_MS
      * (worker/db.c) from the first: at the head of the pipeline of the first group sent after
-     * that, before the group, or alone when none is. It is no job's business: the jobs were
+     * that, before the group, or alone when none is; and at once, before the jobs are answered,
+     * when a group that committed was all the executor had in hand. It is no job's business: the jobs were
      * answered when their group committed. Its error is logged and counted (metrics' after_failed, db_errors), and a
      * connection lost before it has run loses it (counted as failed too).
      */

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -414,6 +415,41 @@ static void a_payload_notify_would_refuse_is_stored_and_not_announced(void **sta
     free(hook);
 }
 
+/*
+ * The last push in hand has its announcement sent before its answer: a Cloud Run instance with no
+ * request in flight gets (nearly) no CPU, which SIGSTOP stands for here, right after the 204. The
+ * notification still comes while the worker is stopped. (Announcements wait up to 5 ms for more
+ * to join them while other pushes are in hand, and a stopped worker would send nothing.)
+ */
+static void the_last_push_is_announced_before_its_answer(void **state)
+{
+    (void)state;
+    char *payload = pwt_read_fixture("meta/text_with_contact.json", NULL);
+    post_to(&worker, payload, "n1001");
+    assert_int_equal(kill(worker.pid, SIGSTOP), 0);
+    notes_t ns = {0};
+    long long deadline = pwt_now_ms() + WAIT_MS;
+    while (ns.n == 0 && pwt_now_ms() < deadline) {
+        if (PQconsumeInput(listener) != 1)
+            break;
+        PGnotify *note;
+        while ((note = PQnotifies(listener)) != NULL) {
+            if (ns.n < MAX_NOTES)
+                ns.payload[ns.n++] = strdup(note->extra);
+            PQfreemem(note);
+        }
+        struct pollfd p = {.fd = PQsocket(listener), .events = POLLIN};
+        if (ns.n == 0)
+            (void)poll(&p, 1, 50);
+    }
+    assert_int_equal(kill(worker.pid, SIGCONT), 0);
+    assert_notes(&ns, {WI_TEXT, PNID, "text", "2024-03-06T00:00:00Z"});
+    notes_free(&ns);
+    collect_until_sentinel(&worker, &ns, __FILE__, __LINE__);
+    assert_no_notes(&ns);
+    free(payload);
+}
+
 /* sent_at is UTC whatever the worker's and its database session's time zone. */
 static void sent_at_is_utc_whatever_the_worker_time_zone(void **state)
 {
@@ -445,6 +481,7 @@ int main(void)
         T(aisensy_inbound_is_announced_with_null_phone_number_id),
         T(unwrapped_push_without_message_id_is_announced_once),
         T(a_payload_notify_would_refuse_is_stored_and_not_announced),
+        T(the_last_push_is_announced_before_its_answer),
         T(sent_at_is_utc_whatever_the_worker_time_zone),
     };
     return cmocka_run_group_tests_name("notify", tests, start_everything, stop_everything);
