@@ -36,9 +36,10 @@
 #define PW_DB_ANSWER_GRACE_MS 1000
 /* A connection's values for the after statement (pw_db_stmt_t.after_sql) wait this long from the
    first of them, so that one run of it serves the groups committed meanwhile, and it goes at the
-   head of a group's pipeline when one comes in that time (no pipeline of its own): run for every
-   group, on a pipeline of its own when nothing was queued, it raised the p50 of 3,000 pushes/s
-   on one connection by about 0.5 ms (BENCHMARKS.md, "Announcements after the commit"). */
+   head of a group's pipeline when one comes in that time (no pipeline of its own): run unprepared
+   for every group, it raised the p50 of 3,000 pushes/s on one connection by 0.2-0.5 ms
+   (BENCHMARKS.md, "Announcements after the commit"). When the group that committed was all the
+   executor had in hand, they go at once (answer_last_group). */
 #define PW_DB_AFTER_WAIT_MS 5
 /* At a stop, the after statements still to run (pw_db_stmt_t.after_sql) are waited for this long at most. */
 #define PW_DB_STOP_AFTER_MS 1000
