@@ -89,8 +89,7 @@ typedef struct {
     uint32_t after_mark_count;
     uint32_t after_sent;       /* 0: the pipeline in flight has no after statement */
     int q_after;               /* its query in that pipeline */
-    int after_failed;          /* and it failed */
-    char after_state[6];       /* with this SQLSTATE */
+    char after_state[6];       /* the SQLSTATE it failed with; empty: it has not failed */
 
     h2o_timeout_entry_t retry_entry;
     int retry_ticks_left, backoff_ticks;
@@ -591,8 +590,7 @@ static void lose_after(db_conn_t *c)
 static int after_due(const db_conn_t *c)
 {
     const pw_db_t *db = c->db;
-    return c->after_count > 0 &&
-           (pw_now_ms() >= c->after_due_ms || db->stopping || db->closing || atomic_load(&db->drain_at) != 0);
+    return c->after_count > 0 && (pw_now_ms() >= c->after_due_ms || db->stopping || atomic_load(&db->drain_at) != 0);
 }
 
 /* Queues the after statement with the values collected when they are due (after_due), at the head of the pipeline
@@ -600,7 +598,7 @@ static int after_due(const db_conn_t *c)
 static int queue_after(db_conn_t *c, int *q)
 {
     c->q_after = -1;
-    c->after_failed = 0;
+    c->after_state[0] = '\0';
     if (!after_due(c))
         return 1;
     pw_put_be32(c->after.base, 1);
@@ -656,7 +654,7 @@ static void after_done(db_conn_t *c)
     if (c->after_sent == 0)
         return;
     pw_metrics_add_gauge(&c->db->metrics->after_pending, -(int64_t)c->after_sent);
-    if (c->after_failed) {
+    if (c->after_state[0] != '\0') {
         pw_metrics_inc(&c->db->metrics->after_failed, c->after_sent);
         pw_metrics_inc(&c->db->metrics->db_errors, 1);
         pw_log_warning("database: the after statement failed (%s) for %u value(s); its groups had committed",
@@ -841,7 +839,6 @@ static void note_error(db_conn_t *c, const PGresult *r)
 static void note_after_error(db_conn_t *c, const PGresult *r)
 {
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    c->after_failed = 1;
     snprintf(c->after_state, sizeof c->after_state, "%s", state != NULL ? state : "XX000");
 }
 

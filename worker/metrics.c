@@ -118,6 +118,17 @@ static uint64_t sum_counter(const pw_metrics_registry_t *r, size_t offset)
 
 #define SUM(field) sum_counter(r, offsetof(pw_metrics_t, field))
 
+/* A gauge over every slot (each slot's share may be negative). */
+static int64_t sum_gauge(const pw_metrics_registry_t *r, size_t offset)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < r->n; i++)
+        total += atomic_load_explicit((_Atomic int64_t *)((char *)&r->slots[i].m + offset), memory_order_relaxed);
+    return total;
+}
+
+#define SUM_GAUGE(field) sum_gauge(r, offsetof(pw_metrics_t, field))
+
 static void header(pw_buf_t *out, const char *name, const char *type, const char *help)
 {
     pw_buf_appendf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -163,11 +174,8 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
     header(out, "pushworker_dead_letters_total", "counter",
            "Pushes kept in dead_letters: not understood (outcome dead_letter) or with items rejected (outcome stored).");
     pw_buf_appendf(out, "pushworker_dead_letters_total %llu\n", (unsigned long long)SUM(dead_letters));
-    int64_t in_flight = 0;
-    for (size_t i = 0; i < r->n; i++)
-        in_flight += atomic_load_explicit(&r->slots[i].m.in_flight, memory_order_relaxed);
     header(out, "pushworker_in_flight_pushes", "gauge", "Pushes received and not yet answered.");
-    pw_buf_appendf(out, "pushworker_in_flight_pushes %lld\n", (long long)in_flight);
+    pw_buf_appendf(out, "pushworker_in_flight_pushes %lld\n", (long long)SUM_GAUGE(in_flight));
     header(out, "pushworker_inflight_bytes", "gauge", "Bytes of request bodies held by requests and pushes in flight (all loops).");
     pw_buf_appendf(out, "pushworker_inflight_bytes %llu\n", (unsigned long long)extra->inflight_bytes);
     header(out, "pushworker_inflight_bytes_max", "gauge", "INFLIGHT_BYTES_MAX: beyond it pushes are answered 503 (outcome over_budget).");
@@ -181,12 +189,9 @@ void pw_metrics_render(pw_buf_t *out, const pw_metrics_registry_t *r, const pw_m
            " announcement failed or was lost with its database connection (failed).");
     pw_buf_appendf(out, "pushworker_inbound_announcements_total{result=\"sent\"} %llu\n", (unsigned long long)SUM(after_done));
     pw_buf_appendf(out, "pushworker_inbound_announcements_total{result=\"failed\"} %llu\n", (unsigned long long)SUM(after_failed));
-    int64_t pending = 0;
-    for (size_t i = 0; i < r->n; i++)
-        pending += atomic_load_explicit(&r->slots[i].m.after_pending, memory_order_relaxed);
     header(out, "pushworker_inbound_announcements_pending", "gauge",
            "New inbound messages committed and not yet announced (within about 5 ms, in a transaction of their own).");
-    pw_buf_appendf(out, "pushworker_inbound_announcements_pending %lld\n", (long long)pending);
+    pw_buf_appendf(out, "pushworker_inbound_announcements_pending %lld\n", (long long)SUM_GAUGE(after_pending));
     header(out, "pushworker_db_reconnects_total", "counter", "Database connections lost and reopened.");
     pw_buf_appendf(out, "pushworker_db_reconnects_total %llu\n", (unsigned long long)SUM(db_reconnects));
     render_histogram(out, r, offsetof(pw_metrics_t, request_seconds), SECONDS_BOUNDS, "pushworker_request_duration_seconds",
